@@ -1,0 +1,28 @@
+"""Redis clients for the services: one bounded blocking pool per process.
+
+redis-py's default asyncio pool raises `MaxConnectionsError` past its size under
+concurrency; a `BlockingConnectionPool` makes callers wait for a free connection
+instead, so a burst of RPCs queues rather than fails. Connection errors surface as
+`redis.exceptions.ConnectionError`/`TimeoutError`, which handlers map to UNAVAILABLE.
+"""
+from __future__ import annotations
+
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+
+from spartan.config import RedisConfig
+
+
+def connect(settings: RedisConfig, url: str | None = None) -> Redis:
+    """A client on a bounded pool; `url` overrides `settings.url`."""
+    pool = BlockingConnectionPool.from_url(
+        url or settings.url,
+        max_connections=settings.pool_size,
+        timeout=settings.timeout_seconds,
+        socket_timeout=settings.timeout_seconds,
+        socket_connect_timeout=settings.timeout_seconds,
+        health_check_interval=15,
+        retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=2),
+    )
+    return Redis(connection_pool=pool)

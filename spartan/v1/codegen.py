@@ -1,0 +1,45 @@
+"""Generates `spartan_pb2.py` / `spartan_pb2_grpc.py` from `proto/spartan/v1/spartan.proto`.
+
+Called by the install hook in `setup.py`, and on first import from a source
+checkout that was never installed, so the generated code never lives in git.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+ROOT = PACKAGE_DIR.parent.parent
+PROTO_ROOT = ROOT / "proto"
+PROTO_FILE = PROTO_ROOT / "spartan" / "v1" / "spartan.proto"
+
+
+def stubs_present() -> bool:
+    return (PACKAGE_DIR / "spartan_pb2.py").exists() and (PACKAGE_DIR / "spartan_pb2_grpc.py").exists()
+
+
+def stubs_stale() -> bool:
+    if not stubs_present():
+        return True
+    if not PROTO_FILE.exists():
+        return False
+    return PROTO_FILE.stat().st_mtime > (PACKAGE_DIR / "spartan_pb2.py").stat().st_mtime
+
+
+def generate() -> None:
+    """Run protoc (from grpcio-tools) over the project's proto file."""
+    from grpc_tools import protoc  # imported late: only needed when building
+
+    import grpc_tools
+
+    include = Path(grpc_tools.__file__).resolve().parent / "_proto"
+    args = [
+        "grpc_tools.protoc",
+        f"-I{PROTO_ROOT}",
+        f"-I{include}",
+        f"--python_out={ROOT}",
+        f"--pyi_out={ROOT}",
+        f"--grpc_python_out={ROOT}",
+        str(PROTO_FILE),
+    ]
+    if protoc.main(args) != 0:
+        raise RuntimeError(f"protoc failed for {PROTO_FILE}")
