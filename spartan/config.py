@@ -44,6 +44,7 @@ class ServicesConfig:
 
     presence: str = "127.0.0.1:3001"
     history: str = "127.0.0.1:3002"
+    listen_host: str = "127.0.0.1"  # where presence/history bind; 0.0.0.0 in containers
     call_timeout_seconds: float = 3.0
 
 
@@ -109,6 +110,7 @@ class TlsConfig:
 
 @dataclass(frozen=True)
 class MetricsConfig:
+    host: str = "0.0.0.0"
     port: int = 0  # 0: no metrics endpoint; the launcher assigns ports for its children
 
 

@@ -1,0 +1,44 @@
+"""Names shared by every service: conversation ids, pub/sub channels and Redis key prefixes.
+
+Conversation ids are what clients and history use: `dm:<a>:<b>` with the two user
+names sorted (so both sides name it the same), or `group:<name>`. Channels carry
+live deliveries: one per user (1:1 messages and control messages for that user)
+and one per group (one publish reaches every gateway holding a member).
+"""
+from __future__ import annotations
+
+DM_PREFIX = "dm:"
+GROUP_PREFIX = "group:"
+
+
+def dm_conversation(a: str, b: str) -> str:
+    first, second = sorted((a, b))
+    return f"{DM_PREFIX}{first}:{second}"
+
+
+def group_conversation(group: str) -> str:
+    return f"{GROUP_PREFIX}{group}"
+
+
+def dm_members(conversation: str) -> tuple[str, str] | None:
+    """The two users of a 1:1 conversation id, or None if it is not one."""
+    if not conversation.startswith(DM_PREFIX):
+        return None
+    parts = conversation[len(DM_PREFIX):].split(":")
+    if len(parts) != 2 or not all(parts):
+        return None
+    return parts[0], parts[1]
+
+
+def group_name(conversation: str) -> str | None:
+    if not conversation.startswith(GROUP_PREFIX) or len(conversation) == len(GROUP_PREFIX):
+        return None
+    return conversation[len(GROUP_PREFIX):]
+
+
+def user_channel(user: str) -> str:
+    return f"sp:user:{{{user}}}"
+
+
+def group_channel(group: str) -> str:
+    return f"sp:group:{{{group}}}"
