@@ -1,0 +1,134 @@
+"""Decorators that turn handler outcomes into precise gRPC statuses and metrics.
+
+Every servicer method is wrapped by `unary` or `stream`. A `SpartanError` becomes
+`context.abort(code, message, trailers)`; a Redis connection failure or an
+unreachable internal service becomes UNAVAILABLE; an error status from an internal
+service is passed on unchanged (its message is already meant for people); anything
+else is logged with its traceback and answered as INTERNAL with a generic message,
+so no traceback ever reaches a client and no handler crashes the server.
+"""
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+import redis.exceptions
+
+from spartan import errors
+from spartan.context import current_rpc
+from spartan.metrics import RPC_SECONDS, RPCS
+
+log = logging.getLogger("spartan.rpc")
+
+Req = TypeVar("Req")
+Resp = TypeVar("Resp")
+UnaryHandler = Callable[[Any, Req, grpc.aio.ServicerContext], Awaitable[Resp]]
+StreamHandler = Callable[[Any, Req, grpc.aio.ServicerContext], AsyncIterator[Resp]]
+
+_PASSED_ON = {
+    grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND, grpc.StatusCode.ALREADY_EXISTS,
+    grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.FAILED_PRECONDITION,
+    grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.OUT_OF_RANGE,
+}
+
+
+def translate(exc: BaseException) -> errors.SpartanError | None:
+    """The project error an exception stands for, or None if it is a bug."""
+    if isinstance(exc, errors.SpartanError):
+        return exc
+    if isinstance(exc, (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)):
+        return errors.Unavailable("storage is unavailable right now, try again shortly")
+    if isinstance(exc, redis.exceptions.NoScriptError):
+        return errors.Unavailable("storage was restarted, try again")
+    if isinstance(exc, grpc.aio.AioRpcError):
+        code = exc.code()
+        if code in _PASSED_ON:
+            translated = errors.from_rpc_error(exc)
+            translated.code = code
+            return translated
+        if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED):
+            return errors.Unavailable("an internal service is unavailable right now, try again shortly")
+    return None
+
+
+async def _abort(context: grpc.aio.ServicerContext, exc: BaseException, service: str, method: str) -> grpc.StatusCode:
+    error = translate(exc)
+    if error is None:
+        log.error("unhandled error in %s/%s", service, method, exc_info=exc)
+        error = errors.SpartanError("internal error; the server logged the details")
+    elif error.code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.INTERNAL):
+        log.warning("%s/%s: %s (%s)", service, method, error.message, type(exc).__name__)
+    await context.abort(error.code, error.message, trailing_metadata=error.trailers)
+    return error.code  # not reached: abort raises
+
+
+def unary(service: str) -> Callable[[UnaryHandler[Req, Resp]], UnaryHandler[Req, Resp]]:
+    def decorate(fn: UnaryHandler[Req, Resp]) -> UnaryHandler[Req, Resp]:
+        method = fn.__name__
+
+        @functools.wraps(fn)
+        async def wrapper(self: Any, request: Req, context: grpc.aio.ServicerContext) -> Resp:
+            current_rpc.set(method)
+            started = time.perf_counter()
+            code = grpc.StatusCode.OK
+            try:
+                return await fn(self, request, context)
+            except asyncio.CancelledError:
+                code = grpc.StatusCode.CANCELLED
+                raise
+            except Exception as exc:  # noqa: BLE001 - every failure gets a status
+                if _is_abort(exc):
+                    code = context.code() or grpc.StatusCode.UNKNOWN
+                    raise
+                code = translate(exc).code if translate(exc) else grpc.StatusCode.INTERNAL
+                await _abort(context, exc, service, method)
+                raise  # pragma: no cover
+            finally:
+                RPCS.labels(service, method, _code_name(code)).inc()
+                RPC_SECONDS.labels(service, method).observe(time.perf_counter() - started)
+
+        return wrapper
+
+    return decorate
+
+
+def stream(service: str) -> Callable[[StreamHandler[Req, Resp]], StreamHandler[Req, Resp]]:
+    def decorate(fn: StreamHandler[Req, Resp]) -> StreamHandler[Req, Resp]:
+        method = fn.__name__
+
+        @functools.wraps(fn)
+        async def wrapper(self: Any, request: Req, context: grpc.aio.ServicerContext) -> AsyncIterator[Resp]:
+            current_rpc.set(method)
+            code = grpc.StatusCode.OK
+            try:
+                async for item in fn(self, request, context):
+                    yield item
+            except asyncio.CancelledError:
+                code = grpc.StatusCode.CANCELLED
+                raise
+            except Exception as exc:  # noqa: BLE001
+                if _is_abort(exc):
+                    code = context.code() or grpc.StatusCode.UNKNOWN
+                    raise
+                code = translate(exc).code if translate(exc) else grpc.StatusCode.INTERNAL
+                await _abort(context, exc, service, method)
+            finally:
+                RPCS.labels(service, method, _code_name(code)).inc()
+
+        return wrapper
+
+    return decorate
+
+
+def _is_abort(exc: BaseException) -> bool:
+    """context.abort() raises AbortError; it must travel up untouched."""
+    return isinstance(exc, (grpc.aio.AbortError, grpc.aio.UsageError))
+
+
+def _code_name(code: Any) -> str:
+    return code.name if isinstance(code, grpc.StatusCode) else str(code)
