@@ -1,0 +1,182 @@
+"""Recent history per conversation in Redis: an exact, global LRU of conversation logs.
+
+Why it exists: every delivered message needs a position (offset) in its conversation
+so that a client that lost its stream can recover what it missed, and the position
+must be assigned in the same atomic step that publishes the message. One Lua script
+(`history_append.lua`) assigns the offset, the conversation's epoch and `sent_at_us`
+(Redis `TIME`, so replicas never disagree on clocks), appends those three fields'
+protobuf encodings to the sender's serialized bytes, stores the result, trims the
+log and PUBLISHes the very same bytes to every channel. Subscribers parse a complete
+`pb.Message` with `pb.Message.FromString`; nothing is re-encoded per recipient.
+
+Model (Centrifugo's): offsets start at 1 and only ever grow, also across evictions.
+The epoch is a string that changes whenever history is lost — when the global LRU
+evicts a conversation, or when Redis restarts without persistence (the counters are
+gone, so the next append creates a new epoch). A client comparing the epoch it holds
+with the current one can tell "history gone" from "nothing new".
+
+Redis key layout (all keys share the hash tag `{hist}`: the global LRU evicts other
+conversations' keys from inside one script, so Redis Cluster must put all history in
+one slot):
+
+    sp:h:{hist}:meta:<conversation>   hash  last (newest offset), epoch   never evicted
+    sp:h:{hist}:log:<conversation>    list  stored message bytes, oldest first,
+                                            at most `per_conversation` entries
+    sp:h:{hist}:lru                   zset  conversation -> use tick (exact LRU order)
+    sp:h:{hist}:tick                  string  INCR counter, the LRU clock
+
+Every append and every read of a conversation held in the LRU bumps its tick. When
+an append adds a conversation and the LRU then holds more than `max_conversations`,
+the least recently used ones are evicted whole: their log is deleted and their epoch
+replaced, while their offset counter stays. Reading an unknown conversation creates
+nothing.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import redis.exceptions
+from redis.asyncio import Redis
+
+from spartan import naming
+from spartan.errors import InvalidArgument, Unavailable
+from spartan.redis_scripts import script
+from spartan.v1 import pb
+
+KEY_PREFIX = "sp:h:{hist}:"
+LRU_KEY = KEY_PREFIX + "lru"
+TICK_KEY = KEY_PREFIX + "tick"
+
+_SERVER_FIELDS = ("offset", "epoch", "sent_at_us")
+_REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+
+
+def meta_key(conversation: str) -> str:
+    return f"{KEY_PREFIX}meta:{conversation}"
+
+
+def log_key(conversation: str) -> str:
+    return f"{KEY_PREFIX}log:{conversation}"
+
+
+def conversation_keys(conversation: str) -> list[str]:
+    """KEYS[1..4] of every history script, in the order their headers state."""
+    return [meta_key(conversation), log_key(conversation), LRU_KEY, TICK_KEY]
+
+
+def check_conversation(conversation: str) -> None:
+    """Raise InvalidArgument unless `conversation` is a 1:1 or group conversation id."""
+    if not conversation:
+        raise InvalidArgument("conversation is not set")
+    members = naming.dm_members(conversation)
+    if members is not None:
+        if conversation != naming.dm_conversation(*members):
+            raise InvalidArgument(f"conversation {conversation!r} must name its two users in sorted order")
+        return
+    if naming.group_name(conversation) is None:
+        raise InvalidArgument(
+            f"malformed conversation {conversation!r}: expected 'dm:<user>:<user>' or 'group:<name>'"
+        )
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class HistoryStore:
+    """Append-and-publish and ranged reads over the Redis history (see module docstring)."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        per_conversation: int,
+        max_conversations: int,
+        max_read_limit: int = 1000,
+    ) -> None:
+        if per_conversation < 1 or max_conversations < 1 or max_read_limit < 1:
+            raise ValueError("per_conversation, max_conversations and max_read_limit must be at least 1")
+        self.redis = redis
+        self.per_conversation = per_conversation
+        self.max_conversations = max_conversations
+        self.max_read_limit = max_read_limit
+        self.evictions = 0  # conversations this instance evicted (for metrics)
+        self._append_script = script(redis, "history_append")
+        self._read_script = script(redis, "history_read")
+
+    async def append(self, message: pb.Message, channels: Sequence[str] = ()) -> pb.SendAck:
+        """Store `message` at the next offset of `message.conversation` and publish it."""
+        if message.offset or message.epoch or message.sent_at_us:
+            message = pb.Message.FromString(message.SerializeToString())
+            for name in _SERVER_FIELDS:
+                message.ClearField(name)
+        ack = await self.append_raw(message.conversation, message.SerializeToString(), channels)
+        ack.id = message.id
+        return ack
+
+    async def append_raw(self, conversation: str, payload: bytes, channels: Sequence[str] = ()) -> pb.SendAck:
+        """Store already-serialized message bytes (without offset/epoch/sent_at_us).
+
+        The returned ack has `id` empty: the caller knows the message id it sent.
+        """
+        check_conversation(conversation)
+        args: list[Any] = [payload, self.per_conversation, self.max_conversations, conversation, KEY_PREFIX]
+        args.extend(channels)
+        result = await self._call(self._append_script, conversation, args)
+        offset, epoch, sent_at_us, evicted = result
+        self.evictions += int(evicted)
+        return pb.SendAck(conversation=conversation, offset=int(offset), epoch=_text(epoch),
+                          sent_at_us=int(sent_at_us))
+
+    async def read(self, conversation: str, after_offset: int = 0, limit: int = 0) -> pb.HistoryResponse:
+        """Held messages with offset > after_offset, oldest first, at most `limit` (0: all)."""
+        check_conversation(conversation)
+        self.check_read_range(after_offset, limit)
+        last, epoch, first, entries = await self._call(
+            self._read_script, conversation, [conversation, after_offset, limit]
+        )
+        if after_offset > int(last):
+            raise InvalidArgument(f"offset {after_offset} is in the future of conversation {conversation}")
+        return build_response(entries, epoch=_text(epoch), last_offset=int(last), first_offset=int(first))
+
+    def check_read_range(self, after_offset: int, limit: int) -> None:
+        if after_offset < 0:
+            raise InvalidArgument(f"after_offset must not be negative (got {after_offset})")
+        if limit < 0:
+            raise InvalidArgument(f"limit must not be negative (got {limit})")
+        if limit > self.max_read_limit:
+            raise InvalidArgument(f"limit {limit} is above the maximum of {self.max_read_limit}")
+
+    async def _call(self, lua: Any, conversation: str, args: list[Any]) -> Any:
+        try:
+            return await lua(keys=conversation_keys(conversation), args=args)
+        except _REDIS_DOWN as error:
+            raise Unavailable(f"history store unavailable: {error}") from error
+
+
+def build_response(entries: Sequence[bytes], *, epoch: str, last_offset: int, first_offset: int) -> pb.HistoryResponse:
+    """A HistoryResponse around stored message bytes, parsed in one pass.
+
+    Each stored entry is already a serialized `pb.Message`, so the response's wire
+    form is those entries framed as field 1 followed by the scalar fields.
+    """
+    parts: list[bytes] = []
+    for entry in entries:
+        parts.append(b"\x0a")
+        parts.append(_varint(len(entry)))
+        parts.append(entry)
+    response = pb.HistoryResponse.FromString(b"".join(parts))
+    response.epoch = epoch
+    response.last_offset = last_offset
+    response.first_offset = first_offset
+    return response
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value >= 0x80:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
