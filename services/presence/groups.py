@@ -1,0 +1,117 @@
+"""Group membership in Redis: seeded from config once, changed at run time, versioned.
+
+Each group is a set of members plus a version in one hash that increases on every
+change (clients rotate their sender keys when it does). A reverse index per user
+lists their groups so a gateway can subscribe to them on connect. Config groups are
+created with HSETNX on the version hash, so a restart neither duplicates them nor
+re-adds members who were removed at run time. Every change is published as a
+MEMBERSHIP message on the group channel and on the affected user's channel.
+"""
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Collection, Mapping
+
+from redis.asyncio import Redis
+
+from spartan.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
+from spartan.naming import group_channel, user_channel
+from spartan.redis_scripts import script
+from spartan.v1 import pb
+from spartan.validation import check_name, check_user
+
+VERSIONS = "sp:p:groups"
+
+
+def members_key(group: str) -> str:
+    return f"sp:p:group:{{{group}}}:members"
+
+
+def user_groups_key(user: str) -> str:
+    return f"sp:p:usergroups:{{{user}}}"
+
+
+_REASONS = {
+    "no_group": lambda g, u: NotFound(f"unknown group '{g}'"),
+    "not_member": lambda g, u: PermissionDenied(f"you are not a member of {g}"),
+    "already_member": lambda g, u: AlreadyExists(f"{u} is already a member of {g}"),
+    "not_in_group": lambda g, u: NotFound(f"{u} is not a member of {g}"),
+    "last_member": lambda g, u: FailedPrecondition(f"{u} is the last member of {g}; a group cannot be left empty"),
+}
+
+
+class GroupStore:
+    def __init__(self, redis: Redis, users: Collection[str]) -> None:
+        self.redis = redis
+        self.users = frozenset(users)
+        self._change = script(redis, "group_change")
+
+    async def seed(self, groups: Mapping[str, list[str]]) -> None:
+        for group, members in groups.items():
+            if await self.redis.hsetnx(VERSIONS, group, 1):
+                await self._write_members(group, members)
+
+    async def create(self, group: str, creator: str, members: list[str]) -> pb.GroupInfo:
+        check_name(group, "group name")
+        check_user(creator, self.users)
+        if group in self.users:
+            raise InvalidArgument(f"'{group}' is a user name; pick another group name")
+        everyone = sorted({creator, *(check_user(m, self.users, "member") for m in members)})
+        if not await self.redis.hsetnx(VERSIONS, group, 1):
+            raise AlreadyExists(f"group '{group}' already exists")
+        await self._write_members(group, everyone)
+        info = pb.GroupInfo(group=group, members=everyone, version=1)
+        for member in everyone:
+            await self._announce(info, creator, member, f"{creator} created {group}")
+        return info
+
+    async def add(self, group: str, *, actor: str, user: str) -> pb.GroupInfo:
+        check_user(user, self.users)
+        info = await self._apply("add", group, actor, user)
+        await self._announce(info, actor, user, f"{actor} added {user}")
+        return info
+
+    async def remove(self, group: str, *, actor: str, user: str) -> pb.GroupInfo:
+        check_user(user, self.users)
+        info = await self._apply("remove", group, actor, user)
+        text = f"{user} left" if actor == user else f"{actor} removed {user}"
+        await self._announce(info, actor, user, text)
+        return info
+
+    async def get(self, group: str) -> pb.GroupInfo:
+        check_name(group, "group name")
+        version = await self.redis.hget(VERSIONS, group)
+        if version is None:
+            raise NotFound(f"unknown group '{group}'")
+        members = sorted(m.decode() for m in await self.redis.smembers(members_key(group)))
+        return pb.GroupInfo(group=group, members=members, version=int(version))
+
+    async def groups_of(self, user: str) -> list[str]:
+        return sorted(g.decode() for g in await self.redis.smembers(user_groups_key(user)))
+
+    async def _apply(self, op: str, group: str, actor: str, user: str) -> pb.GroupInfo:
+        check_name(group, "group name")
+        status, value = await self._change(
+            keys=[members_key(group), VERSIONS, user_groups_key(user)], args=[op, group, actor, user])
+        if status == b"err":
+            raise _REASONS[value.decode()](group, user)
+        return await self.get(group)
+
+    async def _write_members(self, group: str, members: list[str]) -> None:
+        async with self.redis.pipeline(transaction=True) as pipe:
+            if members:
+                pipe.sadd(members_key(group), *members)
+            for member in members:
+                pipe.sadd(user_groups_key(member), group)
+            await pipe.execute()
+
+    async def _announce(self, info: pb.GroupInfo, actor: str, user: str, text: str) -> None:
+        """Tell the group (and the affected user, who may have just left or joined) about the change."""
+        message = pb.Message(id=uuid.uuid4().hex, kind=pb.MEMBERSHIP, sender=actor, recipient=user, group=info.group,
+                             members=info.members, offset=info.version, text=text, sent_at_us=time.time_ns() // 1000)
+        payload = message.SerializeToString()
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.publish(group_channel(info.group), payload)
+            pipe.publish(user_channel(user), payload)
+            await pipe.execute()

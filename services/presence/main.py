@@ -1,0 +1,39 @@
+"""Entry point of the presence service (`spartan-presence`)."""
+from __future__ import annotations
+
+import asyncio
+
+from services.presence.groups import GroupStore
+from services.presence.servicer import PresenceServicer
+from services.presence.store import PresenceStore
+from spartan import redis_conn
+from spartan.cli_common import address_port, run_service, service_arguments, wait_for_redis
+from spartan.config import Config
+from spartan.rpc.server import ServiceSpec, serve
+from spartan.v1 import pb, rpc
+
+
+async def run(config: Config) -> None:
+    redis = redis_conn.connect(config.redis)
+    await wait_for_redis(redis, "presence")
+    groups = GroupStore(redis, config.users)
+    await groups.seed(config.groups)
+    servicer = PresenceServicer(config, PresenceStore(redis), groups)
+    spec = ServiceSpec(
+        name="presence",
+        register=lambda server: rpc.add_PresenceServicer_to_server(servicer, server),
+        full_names=[pb.DESCRIPTOR.services_by_name["Presence"].full_name],
+        host=config.services.listen_host,
+        port=address_port(config.services.presence),
+        on_stop=redis.aclose,
+    )
+    await serve(spec, config)
+
+
+def main(argv: list[str] | None = None) -> None:
+    run_service("presence", service_arguments("spartan-presence", "who is online, chat requests, keys, groups"),
+                argv, lambda config: asyncio.run(run(config)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,138 @@
+"""The Presence gRPC service: leases, chat requests and the public-key directory.
+
+Gateways call it; it is never exposed to clients. Chat requests and replies are
+both stored (so an offline user sees them on connect) and published on the
+recipient's user channel (so an online user sees them at once).
+"""
+from __future__ import annotations
+
+import time
+import uuid
+
+import grpc
+
+from services.presence.groups import GroupStore
+from services.presence.store import PresenceStore
+from spartan.config import Config
+from spartan.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from spartan.naming import user_channel
+from spartan.rpc.handlers import unary
+from spartan.v1 import pb, rpc
+from spartan.validation import check_user
+
+SERVICE = "presence"
+
+
+class PresenceServicer(rpc.PresenceServicer):
+    def __init__(self, config: Config, store: PresenceStore, groups: GroupStore) -> None:
+        self.config = config
+        self.users = frozenset(config.users)
+        self.store = store
+        self.groups = groups
+
+    @unary(SERVICE)
+    async def Connect(self, request: pb.Lease, context: grpc.aio.ServicerContext) -> pb.LeaseAck:
+        check_user(request.user, self.users)
+        await self.store.renew([request], request.ttl_seconds or self.config.presence.lease_seconds)
+        return pb.LeaseAck()
+
+    @unary(SERVICE)
+    async def Renew(self, request: pb.LeaseBatch, context: grpc.aio.ServicerContext) -> pb.LeaseAck:
+        ttl = max((lease.ttl_seconds for lease in request.leases), default=0) or self.config.presence.lease_seconds
+        await self.store.renew(request.leases, ttl)
+        return pb.LeaseAck()
+
+    @unary(SERVICE)
+    async def Disconnect(self, request: pb.Lease, context: grpc.aio.ServicerContext) -> pb.LeaseAck:
+        await self.store.drop(request)
+        return pb.LeaseAck()
+
+    @unary(SERVICE)
+    async def ListUsers(self, request: pb.UserRef, context: grpc.aio.ServicerContext) -> pb.ListUsersResponse:
+        online = await self.store.online_users()
+        groups = await self.groups.groups_of(request.user) if request.user else []
+        return pb.ListUsersResponse(
+            users=[pb.UserStatus(name=user, online=user in online) for user in self.config.users],
+            groups=groups,
+        )
+
+    @unary(SERVICE)
+    async def RequestChat(self, request: pb.RequestRef, context: grpc.aio.ServicerContext) -> pb.ChatRequestAck:
+        requester = check_user(request.from_user, self.users)
+        recipient = check_user(request.to_user, self.users, "peer")
+        if requester == recipient:
+            raise InvalidArgument("you cannot start a chat with yourself")
+        message_id = uuid.uuid4().hex
+        await self.store.add_request(requester, recipient, message_id)
+        await self.store.publish(user_channel(recipient), _control(pb.CHAT_REQUEST, message_id, requester, recipient))
+        return pb.ChatRequestAck(peer_online=recipient in await self.store.online_users())
+
+    @unary(SERVICE)
+    async def RespondChat(self, request: pb.RequestRef, context: grpc.aio.ServicerContext) -> pb.ChatRequestAck:
+        responder = check_user(request.from_user, self.users)
+        requester = check_user(request.to_user, self.users, "peer")
+        if not await self.store.take_request(requester, responder):
+            raise FailedPrecondition(f"there is no pending chat request from {requester}")
+        kind = pb.CHAT_ACCEPT if request.accept else pb.CHAT_DECLINE
+        await self.store.publish(user_channel(requester), _control(kind, uuid.uuid4().hex, responder, requester))
+        return pb.ChatRequestAck(peer_online=requester in await self.store.online_users())
+
+    @unary(SERVICE)
+    async def PendingRequests(self, request: pb.UserRef, context: grpc.aio.ServicerContext) -> pb.PendingRequestsResponse:
+        user = check_user(request.user, self.users)
+        return pb.PendingRequestsResponse(requesters=await self.store.pending_requests(user))
+
+    @unary(SERVICE)
+    async def PutKeys(self, request: pb.PublicKeys, context: grpc.aio.ServicerContext) -> pb.PublicKeys:
+        check_user(request.user, self.users)
+        registered = await self.store.put_keys(request)
+        if registered.identity_key != request.identity_key or registered.agreement_key != request.agreement_key:
+            raise AlreadyExists(
+                f"{request.user} already has different keys registered; if they were lost, an operator can reset "
+                f"them with: spartan-admin reset-keys {request.user}"
+            )
+        return registered
+
+    @unary(SERVICE)
+    async def GetKeys(self, request: pb.UserRef, context: grpc.aio.ServicerContext) -> pb.PublicKeys:
+        user = check_user(request.user, self.users)
+        keys = await self.store.get_keys(user)
+        if keys is None:
+            raise NotFound(f"{user} has not registered keys yet (they have never logged in)")
+        return keys
+
+    @unary(SERVICE)
+    async def ResetKeys(self, request: pb.UserRef, context: grpc.aio.ServicerContext) -> pb.LeaseAck:
+        user = check_user(request.user, self.users)
+        if not await self.store.reset_keys(user):
+            raise NotFound(f"{user} has no registered keys")
+        return pb.LeaseAck()
+
+    @unary(SERVICE)
+    async def GetGroup(self, request: pb.GroupRequest, context: grpc.aio.ServicerContext) -> pb.GroupInfo:
+        return await self.groups.get(request.group)
+
+    @unary(SERVICE)
+    async def CreateGroup(self, request: pb.GroupRequest, context: grpc.aio.ServicerContext) -> pb.GroupInfo:
+        return await self.groups.create(request.group, request.user, list(request.members))
+
+    @unary(SERVICE)
+    async def AddMember(self, request: pb.GroupRequest, context: grpc.aio.ServicerContext) -> pb.GroupInfo:
+        return await self.groups.add(request.group, actor=_actor(context), user=request.user)
+
+    @unary(SERVICE)
+    async def RemoveMember(self, request: pb.GroupRequest, context: grpc.aio.ServicerContext) -> pb.GroupInfo:
+        return await self.groups.remove(request.group, actor=_actor(context), user=request.user)
+
+
+def _actor(context: grpc.aio.ServicerContext) -> str:
+    """The user on whose behalf a gateway calls (sent as `x-spartan-user` metadata)."""
+    for key, value in context.invocation_metadata() or ():
+        if key == "x-spartan-user":
+            return str(value)
+    raise InvalidArgument("missing acting user")
+
+
+def _control(kind: int, message_id: str, sender: str, recipient: str) -> pb.Message:
+    return pb.Message(id=message_id, kind=kind, sender=sender, recipient=recipient,
+                      sent_at_us=time.time_ns() // 1000)

@@ -1,0 +1,82 @@
+"""Command-line handling shared by the service entry points.
+
+Every service accepts `--config PATH` and a few flags for what differs between
+replicas on one host (ports); everything else comes from config.yaml and
+`SPARTAN_*` environment variables. A bad setting exits with status 2 and one line
+naming the key, never a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import logging
+import sys
+from collections.abc import Callable
+
+import redis.exceptions
+from redis.asyncio import Redis
+
+from spartan.config import Config, ConfigError, load_config
+from spartan.logs import setup_logging
+
+log = logging.getLogger("spartan")
+
+
+def service_arguments(prog: str, description: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=f"Spartan Messenger {description}.")
+    parser.add_argument("--config", help="path to config.yaml (default: ./config.yaml or $SPARTAN_CONFIG)")
+    parser.add_argument("--port", type=int, help="gRPC port to listen on (overrides the config)")
+    parser.add_argument("--metrics-port", type=int, help="HTTP port for Prometheus /metrics (0: none)")
+    return parser
+
+
+def address_port(address: str) -> int:
+    return int(address.rsplit(":", 1)[1])
+
+
+def apply_flags(service: str, config: Config, args: argparse.Namespace) -> Config:
+    if args.metrics_port is not None:
+        config = dataclasses.replace(config, metrics=dataclasses.replace(config.metrics, port=args.metrics_port))
+    if args.port is None:
+        return config
+    if service == "gateway":
+        return dataclasses.replace(config, port=args.port)
+    host = getattr(config.services, service).rsplit(":", 1)[0]
+    return dataclasses.replace(config, services=dataclasses.replace(config.services, **{service: f"{host}:{args.port}"}))
+
+
+def run_service(service: str, parser: argparse.ArgumentParser, argv: list[str] | None,
+                run: Callable[[Config], None]) -> None:
+    args = parser.parse_args(argv)
+    try:
+        config = apply_flags(service, load_config(args.config), args)
+    except ConfigError as exc:
+        print(f"spartan-{service}: config error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    setup_logging(config.log, service)
+    try:
+        run(config)
+    except KeyboardInterrupt:
+        pass
+    except OSError as exc:
+        log.error("%s could not start: %s", service, exc)
+        raise SystemExit(1) from None
+
+
+async def wait_for_redis(redis: Redis, what: str) -> None:
+    """Block until Redis answers PING, logging while it does not (services may start before Redis)."""
+    delay = 0.1
+    warned = False
+    while True:
+        try:
+            await redis.ping()
+            if warned:
+                log.info("%s: Redis is reachable", what)
+            return
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
+            if not warned:
+                log.warning("%s: waiting for Redis (%s)", what, exc)
+                warned = True
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)

@@ -1,0 +1,23 @@
+-- Add or remove one group member atomically and bump the group's membership version.
+-- KEYS[1]  set of the group's members
+-- KEYS[2]  hash group name -> membership version (all groups)
+-- KEYS[3]  set of the groups of ARGV[4] (reverse index)
+-- ARGV[1]  "add" | "remove"
+-- ARGV[2]  group name
+-- ARGV[3]  acting user (must be a member)
+-- ARGV[4]  user to add or remove
+-- Returns  {"ok", version} or {"err", reason} with reason one of
+--          "no_group", "not_member", "already_member", "not_in_group", "last_member"
+local version = redis.call('HGET', KEYS[2], ARGV[2])
+if not version then return {'err', 'no_group'} end
+if redis.call('SISMEMBER', KEYS[1], ARGV[3]) == 0 then return {'err', 'not_member'} end
+if ARGV[1] == 'add' then
+  if redis.call('SADD', KEYS[1], ARGV[4]) == 0 then return {'err', 'already_member'} end
+  redis.call('SADD', KEYS[3], ARGV[2])
+else
+  if redis.call('SISMEMBER', KEYS[1], ARGV[4]) == 0 then return {'err', 'not_in_group'} end
+  if redis.call('SCARD', KEYS[1]) == 1 then return {'err', 'last_member'} end
+  redis.call('SREM', KEYS[1], ARGV[4])
+  redis.call('SREM', KEYS[3], ARGV[2])
+end
+return {'ok', redis.call('HINCRBY', KEYS[2], ARGV[2], 1)}
