@@ -1,0 +1,225 @@
+"""Stateless login for gateway replicas: MAC'd challenges, signed logins, MAC'd session tokens.
+
+Login is a challenge/response with the user's identity key:
+
+1. `ChallengeIssuer.issue(user)` returns a nonce that carries its own expiry
+   and an HMAC over (user, expiry, randomness). Nothing is stored, so any
+   replica sharing the secret can check a nonce another replica issued.
+2. The client signs `login_transcript(user, nonce, identity_key)` (a domain
+   label keeps this signature from being valid for anything else).
+3. `verify_login` checks the nonce (ours, for this user, not expired), that the
+   key is the one registered for the user, and the signature. It returns the
+   nonce's expiry so a gateway can plug in a replay guard (`verify_login_once`
+   with a `seen_nonce` callback such as Redis `SET NX PX`).
+4. `TokenIssuer.issue` returns a session token: a compact payload (user, key
+   fingerprint, expiry) and its HMAC-SHA256, base64url. Every replica verifies
+   it with the shared secret alone; no session store.
+
+Token and challenge MAC keys are derived from the one configured secret with
+different labels, so a nonce can never pass as a token or the other way round.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import os
+import struct
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from Crypto.Hash import HMAC, SHA256
+
+from spartan.crypto import encode_fields
+from spartan.crypto.identity import fingerprint, verify_signature
+from spartan.errors import InvalidArgument, Unauthenticated
+
+TOKEN_VERSION = 1
+NONCE_VERSION = 1
+MIN_SECRET_BYTES = 16
+FINGERPRINT_BYTES = 16
+NONCE_RANDOM_BYTES = 16
+NONCE_MAC_BYTES = 16
+NONCE_BYTES = 1 + 8 + NONCE_RANDOM_BYTES + NONCE_MAC_BYTES
+TOKEN_LABEL = b"spartan/v1/session-token"
+CHALLENGE_LABEL = b"spartan/v1/login-challenge"
+LOGIN_LABEL = b"spartan/v1/login"
+
+Clock = Callable[[], float]
+SeenNonce = Callable[[bytes, float], Awaitable[bool]]
+
+
+def _subkey(secret: bytes | str, label: bytes) -> bytes:
+    raw = secret.encode("utf-8") if isinstance(secret, str) else bytes(secret)
+    if len(raw) < MIN_SECRET_BYTES:
+        raise InvalidArgument(f"the auth secret must be at least {MIN_SECRET_BYTES} bytes")
+    return HMAC.new(raw, label, SHA256).digest()
+
+
+def _mac(key: bytes, data: bytes) -> bytes:
+    return HMAC.new(key, data, SHA256).digest()
+
+
+def _b64encode(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _b64decode(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _now_us(clock: Clock) -> int:
+    return int(clock() * 1_000_000)
+
+
+@dataclass(frozen=True)
+class SessionClaims:
+    user: str
+    identity_key_fingerprint: str  # hex, see spartan.crypto.identity.fingerprint
+    expires_at_us: int
+
+    def matches_key(self, identity_key: bytes) -> bool:
+        """True if the session was issued for this identity key (False after a key reset)."""
+        return fingerprint(identity_key) == self.identity_key_fingerprint
+
+
+class TokenIssuer:
+    """Issues and verifies session tokens with a secret shared by all gateway replicas."""
+
+    def __init__(self, secret: bytes | str, ttl_seconds: float, *, clock: Clock = time.time) -> None:
+        if ttl_seconds <= 0:
+            raise InvalidArgument("session token lifetime must be positive")
+        self._key = _subkey(secret, TOKEN_LABEL)
+        self.ttl_seconds = ttl_seconds
+        self._clock = clock
+
+    def issue(self, user: str, identity_key: bytes) -> tuple[str, int]:
+        """A token for `user` logged in with `identity_key`; returns (token, expires_at_us)."""
+        expires_at_us = _now_us(self._clock) + int(self.ttl_seconds * 1_000_000)
+        payload = (bytes((TOKEN_VERSION,)) + struct.pack(">q", expires_at_us)
+                   + bytes.fromhex(fingerprint(identity_key)) + user.encode("utf-8"))
+        return f"{_b64encode(payload)}.{_b64encode(_mac(self._key, payload))}", expires_at_us
+
+    def verify(self, token: str) -> SessionClaims:
+        """The claims of a valid token; `Unauthenticated` if malformed, forged or expired."""
+        try:
+            payload_text, mac_text = token.split(".")
+            payload, mac = _b64decode(payload_text), _b64decode(mac_text)
+        except (ValueError, binascii.Error):
+            raise Unauthenticated("session token is malformed; log in again") from None
+        header = 1 + 8 + FINGERPRINT_BYTES
+        if len(payload) <= header or len(mac) != 32 or payload[0] != TOKEN_VERSION:
+            raise Unauthenticated("session token is malformed; log in again")
+        try:
+            HMAC.new(self._key, payload, SHA256).verify(mac)
+        except ValueError:
+            raise Unauthenticated(
+                "session token signature is invalid (forged, altered, or issued with another secret)"
+            ) from None
+        (expires_at_us,) = struct.unpack_from(">q", payload, 1)
+        now_us = _now_us(self._clock)
+        if now_us >= expires_at_us:
+            raise Unauthenticated(
+                f"session token expired {(now_us - expires_at_us) / 1e6:.0f} s ago; log in again")
+        try:
+            user = payload[header:].decode("utf-8")
+        except UnicodeDecodeError:
+            raise Unauthenticated("session token is malformed; log in again") from None
+        return SessionClaims(user=user, identity_key_fingerprint=payload[9:header].hex(),
+                             expires_at_us=expires_at_us)
+
+
+class ChallengeIssuer:
+    """Issues login nonces that any replica with the same secret can check, without storing them."""
+
+    def __init__(self, secret: bytes | str, ttl_seconds: float, *, clock: Clock = time.time) -> None:
+        if ttl_seconds <= 0:
+            raise InvalidArgument("login challenge lifetime must be positive")
+        self._key = _subkey(secret, CHALLENGE_LABEL)
+        self.ttl_seconds = ttl_seconds
+        self._clock = clock
+
+    def _nonce_mac(self, user: str, body: bytes) -> bytes:
+        return _mac(self._key, encode_fields(user, body))[:NONCE_MAC_BYTES]
+
+    def issue(self, user: str) -> tuple[bytes, int]:
+        """A fresh nonce for `user`; returns (nonce, expires_at_us)."""
+        expires_at_us = _now_us(self._clock) + int(self.ttl_seconds * 1_000_000)
+        body = bytes((NONCE_VERSION,)) + struct.pack(">q", expires_at_us) + os.urandom(NONCE_RANDOM_BYTES)
+        return body + self._nonce_mac(user, body), expires_at_us
+
+    def check(self, user: str, nonce: bytes) -> int:
+        """The nonce's expiry if it was issued (by any replica) for `user` and is still valid."""
+        if len(nonce) != NONCE_BYTES or nonce[0] != NONCE_VERSION:
+            raise Unauthenticated("login challenge is malformed; request a new one")
+        body, mac = nonce[:-NONCE_MAC_BYTES], nonce[-NONCE_MAC_BYTES:]
+        expected = self._nonce_mac(user, body)
+        if not hmac.compare_digest(expected, mac):
+            raise Unauthenticated(
+                f"login challenge was not issued by this service for {user}; request a new one")
+        (expires_at_us,) = struct.unpack_from(">q", body, 1)
+        if _now_us(self._clock) >= expires_at_us:
+            raise Unauthenticated("login challenge expired; request a new one")
+        return expires_at_us
+
+    def remaining_seconds(self, expires_at_us: int) -> float:
+        return max(expires_at_us - _now_us(self._clock), 0) / 1e6
+
+
+def login_transcript(user: str, nonce: bytes, identity_key: bytes) -> bytes:
+    """What a client signs with its identity key to log in."""
+    return encode_fields(LOGIN_LABEL, user, nonce, identity_key)
+
+
+def verify_login(challenges: ChallengeIssuer, *, user: str, nonce: bytes, signature: bytes,
+                 identity_key: bytes, registered_key: bytes | None = None) -> int:
+    """Check a login; returns the nonce expiry (µs) or raises `Unauthenticated`.
+
+    `registered_key` is the identity key the directory (or configuration) holds
+    for `user`; None on first registration, when the presented key is accepted.
+    """
+    expires_at_us = challenges.check(user, nonce)
+    if registered_key is not None and bytes(registered_key) != bytes(identity_key):
+        raise Unauthenticated(
+            f"the key presented for {user} ({fingerprint(identity_key)[:16]}) is not the key "
+            f"registered for {user} ({fingerprint(registered_key)[:16]}); an administrator "
+            "must reset the keys of a user who lost theirs")
+    if not verify_signature(identity_key, login_transcript(user, nonce, identity_key), signature):
+        raise Unauthenticated(
+            f"login signature of {user} does not verify: wrong challenge or wrong key")
+    return expires_at_us
+
+
+async def verify_login_once(challenges: ChallengeIssuer, *, user: str, nonce: bytes, signature: bytes,
+                            identity_key: bytes, registered_key: bytes | None = None,
+                            seen_nonce: SeenNonce) -> int:
+    """`verify_login` plus a replay guard: each nonce logs in at most once.
+
+    `seen_nonce(nonce, ttl_seconds)` must atomically record the nonce for
+    `ttl_seconds` and return True if it was already recorded (Redis:
+    `not await redis.set(key, 1, nx=True, px=ms)`).
+    """
+    expires_at_us = verify_login(challenges, user=user, nonce=nonce, signature=signature,
+                                 identity_key=identity_key, registered_key=registered_key)
+    if await seen_nonce(nonce, max(challenges.remaining_seconds(expires_at_us), 0.001)):
+        raise Unauthenticated("login challenge was already used; request a new one")
+    return expires_at_us
+
+
+class MemoryNonceGuard:
+    """In-process `seen_nonce` for a single gateway (tests, the one-process local server)."""
+
+    def __init__(self, *, clock: Clock = time.monotonic) -> None:
+        self._clock = clock
+        self._seen: dict[bytes, float] = {}
+
+    async def __call__(self, nonce: bytes, ttl_seconds: float) -> bool:
+        now = self._clock()
+        if len(self._seen) > 1024:
+            self._seen = {n: until for n, until in self._seen.items() if until > now}
+        until = self._seen.get(nonce)
+        if until is not None and until > now:
+            return True
+        self._seen[nonce] = now + ttl_seconds
+        return False
