@@ -42,3 +42,7 @@ def user_channel(user: str) -> str:
 
 def group_channel(group: str) -> str:
     return f"sp:group:{{{group}}}"
+
+
+GROUP_CHANGES_CHANNEL = "sp:groups:changes"  # every membership change, for gateways' caches
+BROADCAST_CHANNEL = "sp:broadcast"  # notices for every connected user (e.g. key registrations)

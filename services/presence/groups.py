@@ -16,7 +16,7 @@ from collections.abc import Collection, Mapping
 from redis.asyncio import Redis
 
 from spartan.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
-from spartan.naming import group_channel, user_channel
+from spartan.naming import GROUP_CHANGES_CHANNEL, group_channel, user_channel
 from spartan.redis_scripts import script
 from spartan.v1 import pb
 from spartan.validation import check_name, check_user
@@ -114,4 +114,5 @@ class GroupStore:
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.publish(group_channel(info.group), payload)
             pipe.publish(user_channel(user), payload)
+            pipe.publish(GROUP_CHANGES_CHANNEL, payload)
             await pipe.execute()

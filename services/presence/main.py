@@ -10,7 +10,7 @@ from spartan import redis_conn
 from spartan.cli_common import address_port, run_service, service_arguments, wait_for_redis
 from spartan.config import Config
 from spartan.rpc.server import ServiceSpec, serve
-from spartan.v1 import pb, rpc
+from spartan.rpc.registration import add_servicer, full_name
 
 
 async def run(config: Config) -> None:
@@ -21,8 +21,8 @@ async def run(config: Config) -> None:
     servicer = PresenceServicer(config, PresenceStore(redis), groups)
     spec = ServiceSpec(
         name="presence",
-        register=lambda server: rpc.add_PresenceServicer_to_server(servicer, server),
-        full_names=[pb.DESCRIPTOR.services_by_name["Presence"].full_name],
+        register=lambda server: add_servicer(server, servicer, "Presence"),
+        full_names=[full_name("Presence")],
         host=config.services.listen_host,
         port=address_port(config.services.presence),
         on_stop=redis.aclose,

@@ -1,0 +1,209 @@
+"""One Redis pub/sub connection per gateway process, multiplexing every connected stream's channels.
+
+redis-py's `PubSub` must not be subscribed from one task while another reads it,
+so a single owner task does both: it executes queued (un)subscribe commands between
+reads and dispatches every message to the mailboxes registered for its channel.
+Subscriptions are reference-counted across streams, and `subscribe()` returns only
+once Redis has acknowledged the SUBSCRIBE, so a stream can tell its client it is
+connected knowing nothing published from then on is missed.
+
+The owner task is supervised: if the connection drops it reconnects with backoff,
+resubscribes every channel, and tells every mailbox that it may have missed messages
+(`Mailbox.on_gap`), so streams recover the gap from history. Each message is parsed
+once per gateway, not once per recipient.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+from collections.abc import Iterable
+from typing import Protocol
+
+import redis.exceptions
+from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
+
+from spartan.metrics import PUBSUB_RECONNECTS, REDIS_ERRORS
+from spartan.v1 import pb
+
+log = logging.getLogger("spartan.gateway.hub")
+
+POLL_SECONDS = 0.02  # longest a queued (un)subscribe waits while the connection is idle
+_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
+
+
+class Mailbox(Protocol):
+    """What the hub delivers to: one per open stream."""
+
+    def deliver(self, message: pb.Message, raw: bytes) -> None: ...
+
+    def on_gap(self) -> None: ...
+
+
+class _Command:
+    __slots__ = ("subscribe", "channels", "done")
+
+    def __init__(self, subscribe: bool, channels: list[str]) -> None:
+        self.subscribe = subscribe
+        self.channels = channels
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+
+class PubSubHub:
+    def __init__(self, redis: Redis) -> None:
+        self.redis = redis
+        self._routes: dict[str, set[Mailbox]] = defaultdict(set)
+        self._commands: asyncio.Queue[_Command] = asyncio.Queue()
+        self._awaiting_ack: dict[str, list[asyncio.Future[None]]] = defaultdict(list)
+        self._subscribed: set[str] = set()  # channels acknowledged on the current connection
+        self._pending_acks: dict[int, int] = {}  # id(command future) -> acknowledgements still missing
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+        self.connected = asyncio.Event()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._supervise(), name="pubsub-hub")
+
+    async def close(self) -> None:
+        self._closing = True
+        if self._task:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    @property
+    def channel_count(self) -> int:
+        return len(self._routes)
+
+    async def subscribe(self, mailbox: Mailbox, channels: Iterable[str], timeout: float = 5.0) -> None:
+        """Route `channels` to `mailbox`; returns once Redis acknowledged every new subscription."""
+        channels = list(dict.fromkeys(channels))
+        for channel in channels:
+            self._routes[channel].add(mailbox)
+        pending = [channel for channel in channels if channel not in self._subscribed]
+        if not pending:
+            return
+        command = _Command(True, pending)
+        self._commands.put_nowait(command)
+        try:
+            await asyncio.wait_for(asyncio.shield(command.done), timeout)
+        except asyncio.TimeoutError:
+            raise redis.exceptions.ConnectionError("timed out waiting for Redis to acknowledge the subscription") from None
+
+    def unsubscribe(self, mailbox: Mailbox, channels: Iterable[str]) -> None:
+        gone = []
+        for channel in channels:
+            routes = self._routes.get(channel)
+            if routes is None:
+                continue
+            routes.discard(mailbox)
+            if not routes:
+                del self._routes[channel]
+                gone.append(channel)
+        if gone:
+            self._commands.put_nowait(_Command(False, gone))
+
+    async def _supervise(self) -> None:
+        delay = 0.1
+        first = True
+        while not self._closing:
+            pubsub = self.redis.pubsub(ignore_subscribe_messages=False)
+            try:
+                await self._resubscribe(pubsub)
+                if not first:
+                    PUBSUB_RECONNECTS.inc()
+                    log.info("pub/sub reconnected; resubscribed %d channels", len(self._routes))
+                    self._notify_gap()
+                first = False
+                delay = 0.1
+                self.connected.set()
+                await self._run(pubsub)
+            except asyncio.CancelledError:
+                raise
+            except _DOWN as exc:
+                REDIS_ERRORS.labels("pubsub").inc()
+                if self.connected.is_set():
+                    log.warning("pub/sub connection lost: %s", exc)
+                self.connected.clear()
+                self._subscribed.clear()
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+            except Exception:  # noqa: BLE001 - the hub must outlive any bad message
+                log.exception("pub/sub owner task failed; restarting it")
+                self.connected.clear()
+                self._subscribed.clear()
+                await asyncio.sleep(delay)
+            finally:
+                await _close_quietly(pubsub)
+
+    async def _resubscribe(self, pubsub: PubSub) -> None:
+        """On a fresh connection: subscribe every routed channel (and a keepalive channel so reads block)."""
+        channels = ["sp:gateway:keepalive", *self._routes]
+        await pubsub.subscribe(*channels)
+
+    async def _run(self, pubsub: PubSub) -> None:
+        while True:
+            while not self._commands.empty():
+                await self._execute(pubsub, self._commands.get_nowait())
+            message = await pubsub.get_message(timeout=POLL_SECONDS)
+            while message is not None:
+                self._handle(message)
+                message = await pubsub.get_message(timeout=0)
+
+    async def _execute(self, pubsub: PubSub, command: _Command) -> None:
+        if command.subscribe:
+            wanted = [c for c in command.channels if c in self._routes and c not in self._subscribed]
+            if not wanted:
+                _resolve(command.done)
+                return
+            for channel in wanted:
+                self._awaiting_ack[channel].append(command.done)
+            self._pending_acks[id(command.done)] = len(wanted)
+            await pubsub.subscribe(*wanted)
+        else:
+            gone = [c for c in command.channels if c not in self._routes]
+            if gone:
+                await pubsub.unsubscribe(*gone)
+                self._subscribed.difference_update(gone)
+            _resolve(command.done)
+
+    def _handle(self, message: dict) -> None:
+        kind = message["type"]
+        channel = message["channel"].decode() if isinstance(message["channel"], bytes) else message["channel"]
+        if kind == "message":
+            raw: bytes = message["data"]
+            routes = self._routes.get(channel)
+            if not routes:
+                return
+            try:
+                parsed = pb.Message.FromString(raw)
+            except Exception:  # noqa: BLE001 - a malformed publish must not stop delivery to others
+                log.warning("dropped an undecodable message on %s", channel)
+                return
+            for mailbox in tuple(routes):
+                mailbox.deliver(parsed, raw)
+        elif kind == "subscribe":
+            self._subscribed.add(channel)
+            for done in self._awaiting_ack.pop(channel, ()):
+                remaining = self._pending_acks.get(id(done), 1) - 1
+                if remaining <= 0:
+                    self._pending_acks.pop(id(done), None)
+                    _resolve(done)
+                else:
+                    self._pending_acks[id(done)] = remaining
+
+    def _notify_gap(self) -> None:
+        for mailbox in {m for routes in self._routes.values() for m in routes}:
+            mailbox.on_gap()
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+async def _close_quietly(pubsub: PubSub) -> None:
+    try:
+        await pubsub.aclose()
+    except Exception:  # noqa: BLE001
+        pass

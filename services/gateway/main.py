@@ -1,0 +1,81 @@
+"""Entry point of a gateway replica (`spartan-gateway`): the public service on `port`."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+
+from services.gateway.auth import Authenticator
+from services.gateway.groups import GroupDirectory
+from services.gateway.hub import PubSubHub
+from services.gateway.leases import LeaseKeeper
+from services.gateway.servicer import SpartanServicer
+from services.history.main import make_store
+from spartan import redis_conn
+from spartan.cli_common import run_service, service_arguments, wait_for_redis
+from spartan.config import Config
+from spartan.ratelimit import RateLimiter
+from spartan.rpc.credentials import open_channel
+from spartan.rpc.registration import add_servicer, full_name
+from spartan.rpc.server import ServiceSpec, serve, server_options
+from spartan.v1 import rpc
+
+log = logging.getLogger("spartan.gateway")
+
+
+def token_secret(config: Config) -> str:
+    secret = config.auth.token_secret
+    if not secret:
+        raise SystemExit(
+            "spartan-gateway: auth.token_secret is not set; gateways must share one secret "
+            "(set SPARTAN_AUTH__TOKEN_SECRET, e.g. to the output of: openssl rand -hex 32)")
+    return secret
+
+
+async def run(config: Config) -> None:
+    gateway_id = config.gateway.instance_id or f"{socket.gethostname()}-{os.getpid()}"
+    redis = redis_conn.connect(config.redis)
+    await wait_for_redis(redis, "gateway")
+    presence_channel = open_channel(config.services.presence, config.tls)
+    history_channel = open_channel(config.services.history, config.tls)
+    presence = rpc.PresenceStub(presence_channel)
+    history = rpc.HistoryStub(history_channel)
+    hub = PubSubHub(redis)
+    hub.start()
+    leases = LeaseKeeper(presence, gateway_id, config.presence.lease_seconds, config.services.call_timeout_seconds)
+    leases.start()
+    groups = GroupDirectory(presence, config.services.call_timeout_seconds)
+    await hub.subscribe(groups, [groups.channel])
+    servicer = SpartanServicer(
+        config=config, auth=Authenticator(config, token_secret(config), presence, redis), hub=hub, leases=leases,
+        presence=presence, history=history, store=make_store(config, redis), limiter=RateLimiter(redis), groups=groups,
+    )
+
+    async def stop() -> None:
+        await leases.stop()
+        await hub.close()
+        await presence_channel.close()
+        await history_channel.close()
+        await redis.aclose()
+
+    spec = ServiceSpec(
+        name="gateway",
+        register=lambda server: add_servicer(server, servicer, "Spartan"),
+        full_names=[full_name("Spartan")],
+        host=config.gateway.host,
+        port=config.port,
+        on_drain=servicer.drain,
+        on_stop=stop,
+        options=server_options(config, public=True),
+    )
+    await serve(spec, config)
+
+
+def main(argv: list[str] | None = None) -> None:
+    run_service("gateway", service_arguments("spartan-gateway", "gateway (the public service)"),
+                argv, lambda config: asyncio.run(run(config)))
+
+
+if __name__ == "__main__":
+    main()

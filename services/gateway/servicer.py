@@ -1,0 +1,295 @@
+"""The public `Spartan` service served by every gateway replica.
+
+Stateless by design: sessions are signed tokens any replica verifies, deliveries
+come from Redis pub/sub, history and presence live behind their services, so a
+client may reconnect to any replica. Sends go straight to the history store's
+append-and-publish script (one Redis round trip on the hot path) after the token
+check and the rate limiter.
+"""
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator
+
+import grpc
+
+from services.gateway.auth import Authenticator, authenticated
+from services.gateway.groups import GroupDirectory
+from services.gateway.hub import PubSubHub
+from services.gateway.leases import LeaseKeeper
+from services.gateway.stream_session import StreamSession
+from spartan import naming
+from spartan.config import Config
+from spartan.context import current_user
+from spartan.errors import InvalidArgument, Overloaded, PermissionDenied, Unavailable
+from spartan.history_store import HistoryStore
+from spartan.metrics import ACTIVE_STREAMS, DELIVERY_SECONDS, HISTORY_REPLAYED, MESSAGES_DELIVERED, MESSAGES_SENT, SLOW_CONSUMERS
+from spartan.ratelimit import RateLimiter, policies_from_config, rate
+from spartan.rpc.handlers import stream, unary
+from spartan.v1 import pb, rpc
+from spartan.validation import check_body, check_message_id, check_name, check_user
+
+SERVICE = "gateway"
+SENDABLE = {pb.CHAT, pb.SENDER_KEY}
+KIND_NAMES = {value: name.lower() for name, value in pb.Kind.items()}
+
+
+class SpartanServicer:
+    def __init__(self, *, config: Config, auth: Authenticator, hub: PubSubHub, leases: LeaseKeeper,
+                 presence: rpc.PresenceStub, history: rpc.HistoryStub, store: HistoryStore,
+                 limiter: RateLimiter, groups: GroupDirectory) -> None:
+        self.config = config
+        self.users = frozenset(config.users)
+        self.auth = auth
+        self.hub = hub
+        self.leases = leases
+        self.presence = presence
+        self.history = history
+        self.store = store
+        self.groups = groups
+        self.rate_limiter = limiter
+        self.rate_policies = policies_from_config(config)
+        self.timeout = config.services.call_timeout_seconds
+        self.sessions: dict[str, StreamSession] = {}
+        self.draining = False
+
+    # ----------------------------------------------------------------- login
+    @unary(SERVICE)
+    async def GetChallenge(self, request: pb.ChallengeRequest, context: grpc.aio.ServicerContext) -> pb.Challenge:
+        return await self.auth.challenge(check_user(request.user, self.users))
+
+    @unary(SERVICE)
+    async def Login(self, request: pb.LoginRequest, context: grpc.aio.ServicerContext) -> pb.Session:
+        check_user(request.user, self.users)
+        return await self.auth.login(request)
+
+    @unary(SERVICE)
+    @authenticated
+    async def GetKeys(self, request: pb.GetKeysRequest, context: grpc.aio.ServicerContext) -> pb.PublicKeys:
+        return await self.presence.GetKeys(pb.UserRef(user=check_user(request.user, self.users)), timeout=self.timeout)
+
+    # ------------------------------------------------------------- directory
+    @unary(SERVICE)
+    @authenticated
+    async def ListUsers(self, request: pb.ListUsersRequest, context: grpc.aio.ServicerContext) -> pb.ListUsersResponse:
+        return await self.presence.ListUsers(pb.UserRef(user=current_user.get()), timeout=self.timeout)
+
+    @unary(SERVICE)
+    @authenticated
+    @rate("request")
+    async def RequestChat(self, request: pb.ChatRequest, context: grpc.aio.ServicerContext) -> pb.ChatRequestAck:
+        ref = pb.RequestRef(from_user=current_user.get(), to_user=request.peer)
+        return await self.presence.RequestChat(ref, timeout=self.timeout)
+
+    @unary(SERVICE)
+    @authenticated
+    @rate("request")
+    async def RespondChat(self, request: pb.ChatRequest, context: grpc.aio.ServicerContext) -> pb.ChatRequestAck:
+        ref = pb.RequestRef(from_user=current_user.get(), to_user=request.peer, accept=request.accept)
+        return await self.presence.RespondChat(ref, timeout=self.timeout)
+
+    @unary(SERVICE)
+    @authenticated
+    async def PendingRequests(self, request: pb.PendingRequestsRequest,
+                              context: grpc.aio.ServicerContext) -> pb.PendingRequestsResponse:
+        return await self.presence.PendingRequests(pb.UserRef(user=current_user.get()), timeout=self.timeout)
+
+    # -------------------------------------------------------------- messages
+    @unary(SERVICE)
+    @authenticated
+    @rate("send")
+    async def SendMsg(self, request: pb.Message, context: grpc.aio.ServicerContext) -> pb.SendAck:
+        if self.draining:
+            raise Unavailable("this gateway is shutting down; reconnect and send again")
+        user = current_user.get()
+        check_message_id(request.id)
+        check_body(request.body, self.config.gateway.max_message_bytes)
+        if request.kind not in SENDABLE:
+            raise InvalidArgument("only chat messages and sender keys can be sent; use the request RPCs for the rest")
+        conversation, channels = await self._route(user, request)
+        outgoing = pb.Message(id=request.id, kind=request.kind, sender=user, recipient=request.recipient,
+                              group=request.group, body=request.body, conversation=conversation)
+        ack = await self.store.append_raw(conversation, outgoing.SerializeToString(), channels)
+        ack.id = request.id
+        MESSAGES_SENT.labels(KIND_NAMES[request.kind]).inc()
+        return ack
+
+    async def _route(self, user: str, request: pb.Message) -> tuple[str, list[str]]:
+        """The conversation a message belongs to and the channels that deliver it."""
+        if request.group:
+            if request.kind == pb.SENDER_KEY:
+                raise InvalidArgument("a sender key is sent to one member: set recipient and group")
+            await self.groups.require_member(request.group, user)
+            return naming.group_conversation(request.group), [naming.group_channel(request.group)]
+        if not request.recipient:
+            raise InvalidArgument("a message needs a recipient (user) or a group")
+        recipient = check_user(request.recipient, self.users, "recipient")
+        if recipient == user:
+            raise InvalidArgument("you cannot send messages to yourself")
+        return naming.dm_conversation(user, recipient), [naming.user_channel(recipient)]
+
+    @unary(SERVICE)
+    @authenticated
+    async def GetHistory(self, request: pb.HistoryRequest, context: grpc.aio.ServicerContext) -> pb.HistoryResponse:
+        conversation = await self._readable_conversation(current_user.get(), request)
+        read = pb.HistoryRequest(conversation=conversation, after_offset=request.after_offset, limit=request.limit)
+        return await self.history.Read(read, timeout=self.timeout)
+
+    async def _readable_conversation(self, user: str, request: pb.HistoryRequest) -> str:
+        chosen = [value for value in (request.conversation, request.peer, request.group) if value]
+        if len(chosen) != 1:
+            raise InvalidArgument("name exactly one of conversation, peer or group")
+        if request.peer:
+            return naming.dm_conversation(user, check_user(request.peer, self.users, "peer"))
+        if request.group:
+            await self.groups.require_member(request.group, user)
+            return naming.group_conversation(request.group)
+        members = naming.dm_members(request.conversation)
+        if members is not None:
+            if user not in members:
+                raise PermissionDenied("you are not part of that conversation")
+            for member in members:
+                check_user(member, self.users)
+            return request.conversation
+        group = naming.group_name(request.conversation)
+        if group is None:
+            raise InvalidArgument(f"'{request.conversation[:64]}' is not a conversation id (dm:a:b or group:name)")
+        await self.groups.require_member(group, user)
+        return request.conversation
+
+    # ---------------------------------------------------------------- groups
+    @unary(SERVICE)
+    @authenticated
+    @rate("group")
+    async def CreateGroup(self, request: pb.GroupRequest, context: grpc.aio.ServicerContext) -> pb.GroupInfo:
+        ask = pb.GroupRequest(group=request.group, user=current_user.get(), members=request.members)
+        return await self.presence.CreateGroup(ask, timeout=self.timeout)
+
+    @unary(SERVICE)
+    @authenticated
+    async def GetGroup(self, request: pb.GroupRequest, context: grpc.aio.ServicerContext) -> pb.GroupInfo:
+        return await self.groups.require_member(check_name(request.group, "group name"), current_user.get())
+
+    @unary(SERVICE)
+    @authenticated
+    @rate("group")
+    async def AddMember(self, request: pb.GroupRequest, context: grpc.aio.ServicerContext) -> pb.GroupInfo:
+        return await self.groups.change("AddMember", request.group, current_user.get(), request.user)
+
+    @unary(SERVICE)
+    @authenticated
+    @rate("group")
+    async def RemoveMember(self, request: pb.GroupRequest, context: grpc.aio.ServicerContext) -> pb.GroupInfo:
+        return await self.groups.change("RemoveMember", request.group, current_user.get(), request.user or current_user.get())
+
+    # ---------------------------------------------------------------- stream
+    @stream(SERVICE)
+    @authenticated
+    async def ReceiveMsg(self, request: pb.Message, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.Message | bytes]:
+        user = current_user.get()
+        if request.sender and request.sender != user:
+            raise PermissionDenied(f"this session belongs to {user}, not {request.sender}")
+        if self.draining:
+            raise Unavailable("this gateway is shutting down; connect to another one")
+        if len(self.sessions) >= self.config.gateway.max_streams:
+            raise Overloaded("this gateway holds as many streams as it may; try another one shortly")
+        session = StreamSession(user, uuid.uuid4().hex, self.config.gateway.stream_queue_size)
+        groups = (await self.presence.ListUsers(pb.UserRef(user=user), timeout=self.timeout)).groups
+        channels = [naming.user_channel(user), naming.BROADCAST_CHANNEL, *map(naming.group_channel, groups)]
+        self.sessions[session.session_id] = session
+        ACTIVE_STREAMS.inc()
+        lease = self.leases.lease(user, session.session_id)
+        try:
+            await self.hub.subscribe(session, channels)
+            await self.leases.open(lease)
+            await context.send_initial_metadata((("x-spartan-gateway", self.leases.gateway_id),))
+            for cursor in request.resume:
+                async for message in self._replay(session, user, cursor):
+                    yield message
+            async for item in self._live(session):
+                yield item
+        finally:
+            self.sessions.pop(session.session_id, None)
+            ACTIVE_STREAMS.dec()
+            self.hub.unsubscribe(session, [*channels, *session.groups])
+            self.leases.close(lease)
+
+    async def _live(self, session: StreamSession) -> AsyncIterator[pb.Message | bytes]:
+        while True:
+            await session.wakeup.wait()
+            session.wakeup.clear()
+            if session.closing_reason:
+                yield notice(session.closing_reason)
+                raise Unavailable(session.closing_reason)
+            if session.overflowed:
+                SLOW_CONSUMERS.inc()
+                raise Overloaded("you fell too far behind and were disconnected; reconnect to catch up from history")
+            if session.gap:
+                session.gap = False
+                for conversation in list(session.positions):
+                    async for message in self._replay(session, session.user, session.cursor(conversation)):
+                        yield message
+            while session.queue:
+                message, raw = session.queue.popleft()
+                if not session.is_new(message):
+                    continue
+                await self._observe(session, message)
+                session.mark(message)
+                MESSAGES_DELIVERED.labels(KIND_NAMES.get(message.kind, "unknown")).inc()
+                if message.sent_at_us and message.kind == pb.CHAT:
+                    DELIVERY_SECONDS.observe(max(0.0, time.time() - message.sent_at_us / 1e6))
+                yield raw
+
+    async def _observe(self, session: StreamSession, message: pb.Message) -> None:
+        """Follow membership changes of this stream's user: join or leave the group's channel."""
+        if message.kind != pb.MEMBERSHIP or message.recipient != session.user or not message.group:
+            return
+        await self.groups.forget(message.group)
+        channel = naming.group_channel(message.group)
+        if session.user in message.members:
+            session.groups.add(message.group)
+            await self.hub.subscribe(session, [channel])
+        else:
+            session.groups.discard(message.group)
+            self.hub.unsubscribe(session, [channel])
+
+    async def _replay(self, session: StreamSession, user: str, cursor: pb.Cursor) -> AsyncIterator[pb.Message]:
+        """Messages of one conversation after `cursor`, with a notice when some are gone for good."""
+        conversation = await self._readable_conversation(user, pb.HistoryRequest(conversation=cursor.conversation))
+        after = cursor.offset
+        try:
+            held = await self.history.Read(pb.HistoryRequest(conversation=conversation, after_offset=after),
+                                           timeout=self.timeout)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() != grpc.StatusCode.INVALID_ARGUMENT:
+                raise
+            after = 0  # the cursor is ahead of history: Redis lost it; replay what there is
+            held = await self.history.Read(pb.HistoryRequest(conversation=conversation), timeout=self.timeout)
+        epoch_changed = bool(cursor.epoch) and bool(held.epoch) and cursor.epoch != held.epoch
+        if epoch_changed:
+            held = await self.history.Read(pb.HistoryRequest(conversation=conversation), timeout=self.timeout)
+        missing = epoch_changed or (held.first_offset > cursor.offset + 1 and cursor.offset > 0) or after != cursor.offset
+        if missing:
+            yield pb.Message(id=uuid.uuid4().hex, kind=pb.NOTICE, conversation=conversation, epoch=held.epoch,
+                             text="some earlier messages are no longer available")
+        for message in held.messages:
+            if session.is_new(message):
+                session.mark(message)
+                HISTORY_REPLAYED.inc()
+                yield message
+        if not held.messages and held.last_offset:
+            session.positions.setdefault(conversation, (held.epoch, held.last_offset))
+
+    # ----------------------------------------------------------------- drain
+    async def drain(self) -> None:
+        """Tell every open stream to reconnect elsewhere (SIGTERM)."""
+        self.draining = True
+        for session in list(self.sessions.values()):
+            session.close("this gateway is shutting down; reconnecting to another one")
+
+
+def notice(text: str) -> pb.Message:
+    return pb.Message(id=uuid.uuid4().hex, kind=pb.NOTICE, text=text, sent_at_us=time.time_ns() // 1000)
+
+

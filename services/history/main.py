@@ -1,0 +1,42 @@
+"""Entry point of the history service (`spartan-history`)."""
+from __future__ import annotations
+
+import asyncio
+
+from services.history.servicer import HistoryServicer
+from spartan import redis_conn
+from spartan.cli_common import address_port, run_service, service_arguments, wait_for_redis
+from spartan.config import Config
+from spartan.history_store import HistoryStore
+from spartan.rpc.server import ServiceSpec, serve
+from spartan.rpc.registration import add_servicer, full_name
+
+
+def make_store(config: Config, redis: object) -> HistoryStore:
+    return HistoryStore(redis, per_conversation=config.max_num_messages_per_user,  # type: ignore[arg-type]
+                        max_conversations=config.history.max_conversations,
+                        max_read_limit=config.history.max_read_limit)
+
+
+async def run(config: Config) -> None:
+    redis = redis_conn.connect(config.redis)
+    await wait_for_redis(redis, "history")
+    servicer = HistoryServicer(make_store(config, redis))
+    spec = ServiceSpec(
+        name="history",
+        register=lambda server: add_servicer(server, servicer, "History"),
+        full_names=[full_name("History")],
+        host=config.services.listen_host,
+        port=address_port(config.services.history),
+        on_stop=redis.aclose,
+    )
+    await serve(spec, config)
+
+
+def main(argv: list[str] | None = None) -> None:
+    run_service("history", service_arguments("spartan-history", "recent-message history"),
+                argv, lambda config: asyncio.run(run(config)))
+
+
+if __name__ == "__main__":
+    main()

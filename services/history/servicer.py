@@ -1,0 +1,30 @@
+"""The History gRPC service: recent messages per conversation, read (and written) through one store.
+
+Gateways append through the same `HistoryStore` Lua script directly on the send hot
+path (one Redis round trip instead of an extra gRPC hop); this service serves the
+read path (replay on reconnect, `/history`) and offers `Append` for other writers.
+Access control (is the caller part of the conversation?) is the gateway's job: the
+history service is internal and trusts its callers.
+"""
+from __future__ import annotations
+
+import grpc
+
+from spartan.history_store import HistoryStore
+from spartan.rpc.handlers import unary
+from spartan.v1 import pb, rpc
+
+SERVICE = "history"
+
+
+class HistoryServicer(rpc.HistoryServicer):
+    def __init__(self, store: HistoryStore) -> None:
+        self.store = store
+
+    @unary(SERVICE)
+    async def Append(self, request: pb.AppendRequest, context: grpc.aio.ServicerContext) -> pb.SendAck:
+        return await self.store.append(request.message, list(request.channels))
+
+    @unary(SERVICE)
+    async def Read(self, request: pb.HistoryRequest, context: grpc.aio.ServicerContext) -> pb.HistoryResponse:
+        return await self.store.read(request.conversation, request.after_offset, request.limit)
