@@ -30,6 +30,13 @@ an append adds a conversation and the LRU then holds more than `max_conversation
 the least recently used ones are evicted whole: their log is deleted and their epoch
 replaced, while their offset counter stays. Reading an unknown conversation creates
 nothing.
+
+`read_cached` answers the same as `read` from an in-process `@lru_cache` without
+ever serving stale history: it first asks Redis where the conversation stands
+(`history_touch.lua`: newest offset, epoch and log length, which also bumps the LRU),
+and the cache key includes that (epoch, last_offset). Any append changes
+last_offset and any loss of history changes the epoch, so a hit is exactly what
+`read` would return now; a hit only skips transferring and parsing the log.
 """
 from __future__ import annotations
 
@@ -40,6 +47,7 @@ import redis.exceptions
 from redis.asyncio import Redis
 
 from spartan import naming
+from spartan.cache import MemoryBackend, lru_cache
 from spartan.errors import InvalidArgument, Unavailable
 from spartan.redis_scripts import script
 from spartan.v1 import pb
@@ -94,6 +102,8 @@ class HistoryStore:
         per_conversation: int,
         max_conversations: int,
         max_read_limit: int = 1000,
+        read_cache_size: int = 4096,
+        read_cache_ttl: float | None = None,
     ) -> None:
         if per_conversation < 1 or max_conversations < 1 or max_read_limit < 1:
             raise ValueError("per_conversation, max_conversations and max_read_limit must be at least 1")
@@ -104,6 +114,12 @@ class HistoryStore:
         self.evictions = 0  # conversations this instance evicted (for metrics)
         self._append_script = script(redis, "history_append")
         self._read_script = script(redis, "history_read")
+        self._touch_script = script(redis, "history_touch")
+        self.read_cache_size = read_cache_size
+        self._read_at = lru_cache(
+            backend=MemoryBackend(max(read_cache_size, 1), ttl=read_cache_ttl),
+            name="history_read", key=_position_key, encode=_copy_response, decode=_copy_response,
+        )(self._read_at_position)
 
     async def append(self, message: pb.Message, channels: Sequence[str] = ()) -> pb.SendAck:
         """Store `message` at the next offset of `message.conversation` and publish it."""
@@ -140,6 +156,31 @@ class HistoryStore:
             raise InvalidArgument(f"offset {after_offset} is in the future of conversation {conversation}")
         return build_response(entries, epoch=_text(epoch), last_offset=int(last), first_offset=int(first))
 
+    async def read_cached(self, conversation: str, after_offset: int = 0, limit: int = 0) -> pb.HistoryResponse:
+        """Same answer as `read`; repeated reads of an unchanged conversation skip the log transfer."""
+        if self.read_cache_size <= 0:
+            return await self.read(conversation, after_offset, limit)
+        check_conversation(conversation)
+        self.check_read_range(after_offset, limit)
+        last, epoch, held = await self._call(self._touch_script, conversation, [conversation])
+        last, epoch, held = int(last), _text(epoch), int(held)
+        if after_offset > last:
+            raise InvalidArgument(f"offset {after_offset} is in the future of conversation {conversation}")
+        if after_offset == last or held == 0:  # nothing to send: no need for the log or the cache
+            return pb.HistoryResponse(epoch=epoch, last_offset=last, first_offset=last - held + 1 if held else 0)
+        try:
+            return await self._read_at(conversation, epoch, last, after_offset, limit)
+        except _HistoryMoved as moved:
+            return moved.response
+
+    async def _read_at_position(self, conversation: str, epoch: str, last: int, after_offset: int,
+                                limit: int) -> pb.HistoryResponse:
+        """`read`, cached under the position it was asked at; refuses to cache a newer answer."""
+        response = await self.read(conversation, after_offset, limit)
+        if (response.epoch, response.last_offset) != (epoch, last):
+            raise _HistoryMoved(response)
+        return response
+
     def check_read_range(self, after_offset: int, limit: int) -> None:
         if after_offset < 0:
             raise InvalidArgument(f"after_offset must not be negative (got {after_offset})")
@@ -153,6 +194,25 @@ class HistoryStore:
             return await lua(keys=conversation_keys(conversation), args=args)
         except _REDIS_DOWN as error:
             raise Unavailable(f"history store unavailable: {error}") from error
+
+
+class _HistoryMoved(Exception):
+    """The conversation changed between touch and read: answer with the newer read, cache nothing."""
+
+    def __init__(self, response: pb.HistoryResponse) -> None:
+        super().__init__("history moved")
+        self.response = response
+
+
+def _position_key(conversation: str, epoch: str, last: int, after_offset: int, limit: int) -> str:
+    return f"{conversation}\x00{epoch}\x00{last}\x00{after_offset}\x00{limit}"
+
+
+def _copy_response(cached: pb.HistoryResponse) -> pb.HistoryResponse:
+    """Stored and handed-out responses are separate copies: no caller can change the cached one."""
+    response = pb.HistoryResponse()
+    response.CopyFrom(cached)
+    return response
 
 
 def build_response(entries: Sequence[bytes], *, epoch: str, last_offset: int, first_offset: int) -> pb.HistoryResponse:

@@ -249,3 +249,60 @@ async def test_redis_down_is_unavailable(redis_server: RedisServer, redis: Redis
         await store.append(chat(DM, "down"))
     with pytest.raises(Unavailable, match="history store unavailable"):
         await store.read(DM)
+
+
+async def test_read_cached_answers_like_read_and_never_serves_stale_history(redis: Redis) -> None:
+    store = store_on(redis, per_conversation=4, max_conversations=1)
+    for i in range(1, 4):
+        await store.append(chat(DM, f"m{i}"))
+    for after, limit in [(0, 0), (1, 0), (0, 2), (2, 5), (3, 0)]:
+        assert await store.read_cached(DM, after, limit) == await store.read(DM, after, limit)
+    assert await store.read_cached(DM) == await store.read(DM)  # now a hit
+    assert store._read_at.cache_info().hits >= 1
+
+    await store.append(chat(DM, "m4"))  # a new append changes the cache key
+    assert bodies(await store.read_cached(DM)) == ["m1", "m2", "m3", "m4"]
+    await store.append(chat(DM, "m5"))  # trimming too
+    cached = await store.read_cached(DM, 1)
+    assert (bodies(cached), cached.first_offset) == (["m2", "m3", "m4", "m5"], 2)
+
+    await store.append(chat(GROUP, "evicts the dm"))  # eviction changes the epoch
+    evicted = await store.read_cached(DM)
+    assert evicted == await store.read(DM)
+    assert (list(evicted.messages), evicted.last_offset, evicted.first_offset) == ([], 5, 0)
+    with pytest.raises(InvalidArgument, match="offset 6 is in the future"):
+        await store.read_cached(DM, 6)
+    with pytest.raises(InvalidArgument, match="limit 51"):
+        await store.read_cached(DM, 0, 51)
+
+
+async def test_read_cached_hands_out_copies(redis: Redis) -> None:
+    store = store_on(redis)
+    await store.append(chat(DM, "original"))
+    first = await store.read_cached(DM)
+    first.messages[0].body = b"changed by a caller"
+    first.epoch = "changed"
+    again = await store.read_cached(DM)
+    assert (bodies(again), again.epoch) == (["original"], (await store.read(DM)).epoch)
+
+
+async def test_read_cached_after_a_redis_restart_sees_the_loss(redis_server: RedisServer) -> None:
+    client = connect(RedisConfig(), redis_server.url)
+    try:
+        store = store_on(client)
+        await store.append(chat(DM, "before"))
+        await store.read_cached(DM)
+        redis_server.restart()
+        lost = await store.read_cached(DM)
+        assert (list(lost.messages), lost.epoch, lost.last_offset) == ([], "", 0)
+        await store.append(chat(DM, "after"))
+        assert bodies(await store.read_cached(DM)) == ["after"]
+    finally:
+        await client.aclose()
+
+
+async def test_read_cached_without_a_cache_is_read(redis: Redis) -> None:
+    store = store_on(redis, read_cache_size=0)
+    await store.append(chat(DM, "x"))
+    assert await store.read_cached(DM) == await store.read(DM)
+    assert store._read_at.cache_info().misses == 0
