@@ -42,8 +42,8 @@ class RedisConfig:
 class ServicesConfig:
     """Where the internal services listen (host:port) and how gateways reach them."""
 
-    presence: str = "127.0.0.1:3001"
-    history: str = "127.0.0.1:3002"
+    presence: str = "127.0.0.1:3101"
+    history: str = "127.0.0.1:3102"
     listen_host: str = "127.0.0.1"  # where presence/history bind; 0.0.0.0 in containers
     call_timeout_seconds: float = 3.0
 
