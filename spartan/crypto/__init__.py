@@ -70,6 +70,7 @@ from spartan.crypto.tokens import (  # noqa: E402
     SessionClaims,
     TokenIssuer,
     login_transcript,
+    redis_seen_nonce,
     verify_login,
     verify_login_once,
 )
@@ -79,6 +80,6 @@ __all__ = [
     "PairwiseCipher", "PairwiseCiphers", "PinConflict", "PinResult", "PinStore", "SenderKey",
     "SenderKeyRing", "SessionClaims", "TokenIssuer", "decrypt_group", "encode_fields",
     "encrypt_group", "envelope_key_id", "fingerprint", "key_path", "load", "load_or_create",
-    "login_transcript", "open_sender_key", "safety_number", "save", "seal_sender_key",
+    "login_transcript", "open_sender_key", "redis_seen_nonce", "safety_number", "save", "seal_sender_key",
     "verify_login", "verify_login_once", "verify_public_keys", "verify_signature",
 ]

@@ -28,6 +28,7 @@ import struct
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 from Crypto.Hash import HMAC, SHA256
 
@@ -205,6 +206,19 @@ async def verify_login_once(challenges: ChallengeIssuer, *, user: str, nonce: by
     if await seen_nonce(nonce, max(challenges.remaining_seconds(expires_at_us), 0.001)):
         raise Unauthenticated("login challenge was already used; request a new one")
     return expires_at_us
+
+
+def redis_seen_nonce(redis: Any, prefix: str = "sp:login-nonce:") -> SeenNonce:
+    """A `seen_nonce` for all replicas: `SET prefix<nonce> 1 NX PX ttl` on a redis.asyncio client.
+
+    Any replica may then accept a given nonce once; the key expires with the nonce.
+    """
+    async def seen_nonce(nonce: bytes, ttl_seconds: float) -> bool:
+        first_use = await redis.set(prefix + nonce.hex(), b"1", nx=True,
+                                    px=max(int(ttl_seconds * 1000), 1))
+        return not first_use
+
+    return seen_nonce
 
 
 class MemoryNonceGuard:
