@@ -14,7 +14,8 @@ for a pinned identity. `verify_public_keys` is what every receiver of a
 """
 from __future__ import annotations
 
-from Crypto.Hash import SHA256
+import hashlib
+
 from Crypto.Protocol import DH
 from Crypto.PublicKey import ECC
 from Crypto.PublicKey.ECC import EccKey
@@ -38,7 +39,7 @@ def agreement_transcript(user: str, agreement_key: bytes) -> bytes:
 
 def fingerprint(identity_key: bytes) -> str:
     """Short stable hex id of an identity key (first 16 bytes of its SHA-256)."""
-    return SHA256.new(identity_key).digest()[:FINGERPRINT_BYTES].hex()
+    return hashlib.sha256(identity_key).digest()[:FINGERPRINT_BYTES].hex()
 
 
 class Identity:

@@ -1,0 +1,134 @@
+"""What end-to-end encryption costs per message and per login, on this machine.
+
+Run: `python3 -m bench.crypto [--seconds 0.5]`. Prints one table of µs per
+operation (median and best of several timed rounds). Compare with the per-message costs
+of the gRPC hops in docs/DESIGN.md: a unary call is about 130 µs of server CPU.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+
+from spartan.crypto import (
+    ChallengeIssuer,
+    Identity,
+    PairwiseCipher,
+    SenderKey,
+    TokenIssuer,
+    decrypt_group,
+    encrypt_group,
+    login_transcript,
+    safety_number,
+    verify_login,
+    verify_public_keys,
+)
+from spartan.crypto.pairwise import derive_pairwise_key
+
+ROUNDS = 5
+
+
+def measure(operation: Callable[[], object], seconds: float) -> tuple[float, float]:
+    """(median, best) µs per call over ROUNDS rounds, each sized to take about `seconds / ROUNDS`.
+
+    The best round is the cost with the least interference from other processes.
+    """
+    start = time.perf_counter()
+    calls = 0
+    while time.perf_counter() - start < 0.05:
+        operation()
+        calls += 1
+    per_call = (time.perf_counter() - start) / calls
+    batch = max(1, int(seconds / ROUNDS / per_call))
+    samples = []
+    for _ in range(ROUNDS):
+        began = time.perf_counter()
+        for _ in range(batch):
+            operation()
+        samples.append((time.perf_counter() - began) / batch * 1e6)
+    return statistics.median(samples), min(samples)
+
+
+def pairwise_cases(size: int) -> dict[str, Callable[[], object]]:
+    alice, bob = Identity.generate("alice"), Identity.generate("bob")
+    sender = PairwiseCipher(alice, "bob", bob.public_keys())
+    receiver = PairwiseCipher(bob, "alice", alice.public_keys())
+    route = {"message_id": "0123456789abcdef", "sender": "alice", "recipient": "bob",
+             "conversation": "dm:alice:bob"}
+    plaintext = b"x" * size
+
+    def round_trip() -> None:
+        receiver.decrypt(sender.encrypt(plaintext, **route), **route)
+
+    envelope = sender.encrypt(plaintext, **route)
+    return {
+        f"pairwise encrypt {size} B": lambda: sender.encrypt(plaintext, **route),
+        f"pairwise decrypt {size} B": lambda: receiver.decrypt(envelope, **route),
+        f"pairwise encrypt+decrypt {size} B": round_trip,
+    }
+
+
+def group_cases(size: int) -> dict[str, Callable[[], object]]:
+    alice = Identity.generate("alice")
+    key = SenderKey.generate("friends", "alice", 1)
+    plaintext = b"x" * size
+    route = {"message_id": "0123456789abcdef", "group": "friends"}
+
+    def open_one(envelope: bytes) -> bytes:
+        return decrypt_group(envelope, sender_identity_key=alice.identity_key, sender_key=key, **route)
+
+    envelope = encrypt_group(alice, key, plaintext, **route)
+    return {
+        f"group encrypt+sign {size} B": lambda: encrypt_group(alice, key, plaintext, **route),
+        f"group verify+decrypt {size} B": lambda: open_one(envelope),
+        f"group encrypt+decrypt {size} B": lambda: open_one(encrypt_group(alice, key, plaintext, **route)),
+    }
+
+
+def setup_cases() -> dict[str, Callable[[], object]]:
+    alice, bob = Identity.generate("alice"), Identity.generate("bob")
+    bob_keys = bob.public_keys()
+    secret = b"bench-secret-0123456789abcdef"
+    challenges, tokens = ChallengeIssuer(secret, 60), TokenIssuer(secret, 3600)
+
+    def login() -> None:
+        nonce, _ = challenges.issue("alice")  # gateway
+        signature = alice.sign(login_transcript("alice", nonce, alice.identity_key))  # client
+        verify_login(challenges, user="alice", nonce=nonce, signature=signature,  # gateway
+                     identity_key=alice.identity_key, registered_key=alice.identity_key)
+        tokens.issue("alice", alice.identity_key)
+
+    token, _ = tokens.issue("alice", alice.identity_key)
+    return {
+        "identity generate": lambda: Identity.generate("carol"),
+        "verify_public_keys": lambda: verify_public_keys(bob_keys),
+        "pairwise key derivation (X25519+HKDF)": lambda: derive_pairwise_key(alice, "bob", bob_keys),
+        "new PairwiseCipher (verify keys + derive)": lambda: PairwiseCipher(alice, "bob", bob_keys),
+        "sender key generate": lambda: SenderKey.generate("friends", "alice", 1),
+        "login (challenge+sign+verify+token)": login,
+        "session token verify": lambda: tokens.verify(token),
+        "safety number": lambda: safety_number("alice", alice.identity_key, "bob", bob.identity_key),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=0.5, help="time budget per operation")
+    args = parser.parse_args()
+    cases: dict[str, Callable[[], object]] = {}
+    for size in (64, 4096):
+        cases |= pairwise_cases(size)
+    for size in (64, 4096):
+        cases |= group_cases(size)
+    cases |= setup_cases()
+    width = max(map(len, cases))
+    print(f"{'operation':<{width}}  {'µs/op median':>12}  {'µs/op best':>10}  {'ops/s best':>10}")
+    print("-" * (width + 38))
+    for name, operation in cases.items():
+        median, best = measure(operation, args.seconds)
+        print(f"{name:<{width}}  {median:>12.1f}  {best:>10.1f}  {1e6 / best:>10.0f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
