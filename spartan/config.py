@@ -22,6 +22,8 @@ import yaml
 
 ENV_PREFIX = "SPARTAN_"
 CONFIG_ENV = "SPARTAN_CONFIG"
+# Variables with the prefix that are not settings: the config path, and the client's own.
+NON_SETTING_ENV = frozenset({CONFIG_ENV, "SPARTAN_KEY_DIR", "SPARTAN_SERVER"})
 DEFAULT_CONFIG_PATH = Path("config.yaml")
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,31}$")
 
@@ -176,7 +178,7 @@ def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, st
 
 def env_names(cls: type = Config, prefix: str = ENV_PREFIX) -> set[str]:
     """Every environment variable the program accepts (used by the deployment checks)."""
-    names: set[str] = {CONFIG_ENV}
+    names: set[str] = set(NON_SETTING_ENV) if cls is Config else set()
     hints = get_type_hints(cls)
     for f in fields(cls):
         name = prefix + f.name.upper()
@@ -191,7 +193,7 @@ def _apply_env(raw: dict[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
     known = env_names()
     merged = dict(raw)
     for name, text in env.items():
-        if not name.startswith(ENV_PREFIX) or name == CONFIG_ENV:
+        if not name.startswith(ENV_PREFIX) or name in NON_SETTING_ENV:
             continue
         if name not in known:
             raise ConfigError(f"unknown setting in environment: {name}")

@@ -1,0 +1,20 @@
+#!/usr/bin/env python3
+"""Run the whole Spartan Messenger stack on this machine: `python3 server.py [--gateways N]`.
+
+See spartan/launcher.py; `python3 server.py --help` lists the options.
+"""
+from __future__ import annotations
+
+import sys
+
+if sys.version_info < (3, 11):
+    sys.exit("Spartan Messenger needs Python 3.11 or newer.")
+
+try:
+    from spartan.launcher import main
+except ModuleNotFoundError as missing:
+    sys.exit(f"Missing Python package '{missing.name}'. Install the project first: pip install -e .  "
+             "(or run: bash scripts/serve, which installs what is needed)")
+
+if __name__ == "__main__":
+    main()

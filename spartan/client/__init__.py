@@ -1,0 +1,1 @@
+"""The terminal client: `python3 client.py alice` / `spartan-client alice`."""

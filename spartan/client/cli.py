@@ -1,0 +1,142 @@
+"""`python3 client.py alice`: log in as alice with her key and chat.
+
+The server address comes from `--server host:port[,host:port…]` (several gateways or
+one load balancer), else `SPARTAN_SERVER`, else localhost and the `port` of
+config.yaml when there is one. Keys live under `~/.spartan/keys` (`--key-dir` or
+`SPARTAN_KEY_DIR` to change). Ctrl-D, Ctrl-C and /quit all leave cleanly.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import grpc
+
+from spartan.client.chat import Chat, say
+from spartan.client.commands import Quit, run_command
+from spartan.client.connection import Connection
+from spartan.client.e2e import ClientCrypto
+from spartan.client.receiver import Receiver
+from spartan.client.terminal import open_terminal
+from spartan.config import Config, ConfigError, TlsConfig, load_config
+from spartan.crypto.keystore import load_or_create
+from spartan.crypto.pins import PinStore
+from spartan.errors import SpartanError
+from spartan.v1 import pb
+from spartan.validation import check_name
+
+CONNECT_TIMEOUT_SECONDS = 15.0
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="client.py", description="Spartan Messenger terminal client.")
+    parser.add_argument("user", help="who you are (your key pair is created on first use)")
+    parser.add_argument("--server", default=os.environ.get("SPARTAN_SERVER", ""),
+                        help="gateway address(es), comma-separated host:port (default: localhost and config port)")
+    parser.add_argument("--config", help="config.yaml to read the default port and TLS settings from")
+    parser.add_argument("--key-dir", help="where your keys are kept (default ~/.spartan/keys or $SPARTAN_KEY_DIR)")
+    parser.add_argument("--ca", help="CA certificate to verify the server's TLS certificate")
+    parser.add_argument("--enrolment-code", default="", help="one-time code from the operator, if the server asks")
+    return parser.parse_args(argv)
+
+
+def load_optional_config(path: str | None) -> Config | None:
+    if path is None and not Path("config.yaml").exists() and "SPARTAN_CONFIG" not in os.environ:
+        return None
+    return load_config(path)
+
+
+def server_addresses(args: argparse.Namespace, config: Config | None) -> list[str]:
+    if args.server:
+        return [a.strip() for a in args.server.split(",") if a.strip()]
+    return [f"localhost:{config.port if config else 3000}"]
+
+
+def port_of(address: str) -> str:
+    return address.rsplit(":", 1)[-1]
+
+
+async def chat_loop(chat: Chat) -> None:
+    while True:
+        line = await chat.terminal.ask(lambda: f"[{chat.me}] > ")
+        if not line.strip():
+            continue
+        if line.startswith("/"):
+            await run_command(chat, line)
+        else:
+            await chat.send(line)
+
+
+async def run(args: argparse.Namespace) -> int:
+    try:
+        check_name(args.user)
+        config = load_optional_config(args.config)
+    except (SpartanError, ConfigError) as exc:
+        print(say(str(exc)), file=sys.stderr)
+        return 2
+    tls = config.tls if config else TlsConfig()
+    if args.ca:
+        tls = TlsConfig(ca=args.ca)
+    addresses = server_addresses(args, config)
+    identity, _created = load_or_create(args.user, args.key_dir)
+    terminal = open_terminal()
+    conn = Connection(addresses, identity, tls, args.enrolment_code)
+    try:
+        await conn.open()
+    except grpc.aio.AioRpcError as exc:
+        print(say(f"Could not connect to Spartan Server at {', '.join(addresses)}: {exc.details()}"), file=sys.stderr)
+        return 1
+    crypto = ClientCrypto(identity, PinStore(args.user, args.key_dir), _key_fetcher(conn), lambda t: chat.notice(t))
+    chat = Chat(conn, terminal, crypto, config.gateway.max_message_bytes if config else 65536)
+    receiver = Receiver(conn, chat.handle, chat.cursors, chat.notice)
+    with terminal.session():
+        receiver.start()
+        try:
+            await receiver.wait_connected(CONNECT_TIMEOUT_SECONDS)
+            chat.notice(f"Connected to Spartan Server at port {port_of(conn.address)}.")
+            listing = await conn.call("ListUsers", pb.ListUsersRequest())
+            chat.users = [u.name for u in listing.users]
+            chat.groups = list(listing.groups)
+            chat.notice("User list: " + ",".join(u for u in chat.users if u != chat.me))
+            pending = await conn.call("PendingRequests", pb.PendingRequestsRequest())
+            chat.pending.extend(r for r in pending.requesters if r not in chat.pending)
+            await chat.choose_peer()
+            await chat_loop(chat)
+        except (EOFError, KeyboardInterrupt, Quit):
+            pass
+        except (TimeoutError, RuntimeError) as exc:
+            chat.notice(f"Could not open the message stream: {exc}")
+            return 1
+        except grpc.aio.AioRpcError as exc:
+            chat.notice(f"Lost the server: {exc.details()}")
+            return 1
+        finally:
+            await receiver.stop()
+            await conn.close()
+    return 0
+
+
+def _key_fetcher(conn: Connection) -> Callable[[str], Awaitable[pb.PublicKeys]]:
+    async def fetch(user: str) -> pb.PublicKeys:
+        return await conn.call("GetKeys", pb.GetKeysRequest(user=user))
+
+    return fetch
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    args = parse_args(argv)
+    try:
+        code = asyncio.run(run(args))
+    except KeyboardInterrupt:
+        code = 0
+    raise SystemExit(code)
+
+
+if __name__ == "__main__":
+    main()

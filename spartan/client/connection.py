@@ -1,0 +1,141 @@
+"""The client's link to the gateways: login with the identity key, calls with the token, failover.
+
+`--server a:1,b:2` names several gateways (or one load balancer). The connection
+uses one at a time; when it becomes unavailable the next call or the stream moves to
+the next address, logs in again if needed, and carries on. Logging in is proving
+possession of the identity key: the gateway's challenge is signed with Ed25519.
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import grpc
+
+from spartan.config import TlsConfig
+from spartan.crypto.identity import Identity
+from spartan.crypto.tokens import login_transcript
+from spartan.rpc.credentials import open_channel
+from spartan.v1 import pb, rpc
+
+CALL_TIMEOUT_SECONDS = 10.0
+RETRYABLE = (grpc.StatusCode.UNAVAILABLE,)
+TOKEN_REFRESH_MARGIN_US = 60_000_000
+
+
+class Connection:
+    def __init__(self, addresses: Sequence[str], identity: Identity, tls: TlsConfig,
+                 enrolment_code: str = "") -> None:
+        if not addresses:
+            raise ValueError("at least one server address is needed")
+        self.addresses = list(addresses)
+        self.identity = identity
+        self.user = identity.user
+        self.tls = tls
+        self.enrolment_code = enrolment_code
+        self.index = 0
+        self.generation = 0  # bumps on every failover, so concurrent callers fail over once
+        self.channel: grpc.aio.Channel | None = None
+        self.stub: rpc.SpartanStub | None = None
+        self.token = ""
+        self.token_expires_us = 0
+        self._lock = asyncio.Lock()
+
+    @property
+    def address(self) -> str:
+        return self.addresses[self.index]
+
+    @property
+    def metadata(self) -> tuple[tuple[str, str], ...]:
+        return (("authorization", f"Bearer {self.token}"),)
+
+    async def open(self) -> None:
+        """Connect and log in, trying each address once; raises the last error."""
+        last: grpc.aio.AioRpcError | None = None
+        for _ in range(len(self.addresses)):
+            try:
+                await self._open_current()
+                return
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() not in RETRYABLE:
+                    raise
+                last = exc
+                await self._advance()
+        assert last is not None
+        raise last
+
+    async def _open_current(self) -> None:
+        if self.channel is None:
+            self.channel = open_channel(self.address, self.tls)
+            self.stub = rpc.SpartanStub(self.channel)
+        await self.login()
+
+    async def login(self) -> None:
+        assert self.stub is not None
+        challenge = await self.stub.GetChallenge(pb.ChallengeRequest(user=self.user), timeout=CALL_TIMEOUT_SECONDS)
+        keys = self.identity.public_keys()
+        signature = self.identity.sign(login_transcript(self.user, challenge.nonce, keys.identity_key))
+        session = await self.stub.Login(
+            pb.LoginRequest(user=self.user, nonce=challenge.nonce, signature=signature, keys=keys,
+                            enrolment_code=self.enrolment_code),
+            timeout=CALL_TIMEOUT_SECONDS)
+        self.token = session.token
+        self.token_expires_us = session.expires_at_us
+
+    async def _advance(self) -> None:
+        if self.channel is not None:
+            await self.channel.close()
+        self.channel = None
+        self.stub = None
+        self.index = (self.index + 1) % len(self.addresses)
+        self.generation += 1
+
+    async def failover(self, seen_generation: int) -> None:
+        """Move to the next address unless another caller already did since `seen_generation`."""
+        async with self._lock:
+            if self.generation != seen_generation:
+                return
+            await self._advance()
+            await self._open_current()
+
+    async def ensure_ready(self) -> None:
+        """Open the current address if a failed failover left none, and renew a token about to expire."""
+        if self.stub is None:
+            async with self._lock:
+                if self.stub is None:
+                    await self._open_current()
+        await self.ensure_fresh_token()
+
+    async def ensure_fresh_token(self) -> None:
+        if self.token_expires_us - time.time_ns() // 1000 < TOKEN_REFRESH_MARGIN_US:
+            async with self._lock:
+                await self.login()
+
+    async def call(self, method: str, request: Any, *, attempts: int | None = None) -> Any:
+        """A unary call with the session token; fails over on UNAVAILABLE, logs in again on an expired token."""
+        attempts = attempts or max(3, len(self.addresses) + 1)
+        for attempt in range(attempts):
+            generation = self.generation
+            try:
+                await self.ensure_ready()
+                assert self.stub is not None
+                return await getattr(self.stub, method)(request, metadata=self.metadata, timeout=CALL_TIMEOUT_SECONDS)
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() == grpc.StatusCode.UNAUTHENTICATED and attempt == 0:
+                    async with self._lock:
+                        await self.login()
+                    continue
+                if exc.code() not in RETRYABLE or attempt == attempts - 1:
+                    raise
+                await asyncio.sleep(min(0.2 * 2 ** attempt, 2.0))
+                try:
+                    await self.failover(generation)
+                except grpc.aio.AioRpcError:
+                    continue
+        raise AssertionError("unreachable")
+
+    async def close(self) -> None:
+        if self.channel is not None:
+            await self.channel.close()

@@ -1,0 +1,95 @@
+"""Keeps the `ReceiveMsg` stream open: resumes from the client's cursors after any break.
+
+The stream counts as connected only once the gateway sent its initial metadata,
+which it does after Redis acknowledged the subscription, so nothing published after
+"Connected" can be missed. When the stream breaks (gateway killed, drained, network
+cut, too slow) the receiver says so once, fails over to the next address with
+backoff, logs in again if the token is refused, and reopens the stream with the
+newest offset seen per conversation; the gateway replays what was missed.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+import grpc
+
+from spartan.client.connection import Connection
+from spartan.v1 import pb
+
+log = logging.getLogger("spartan.client")
+
+FATAL = (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND)
+MAX_BACKOFF_SECONDS = 3.0
+
+
+class Receiver:
+    def __init__(self, conn: Connection, handle: Callable[[pb.Message], Awaitable[None]],
+                 cursors: Callable[[], list[pb.Cursor]], notify: Callable[[str], None]) -> None:
+        self.conn = conn
+        self.handle = handle
+        self.cursors = cursors
+        self.notify = notify
+        self.connected = asyncio.Event()
+        self.failed: BaseException | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="receiver")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def wait_connected(self, timeout: float) -> None:
+        waiter = asyncio.create_task(self.connected.wait())
+        done, _ = await asyncio.wait({waiter, self._task}, timeout=timeout,  # type: ignore[arg-type]
+                                     return_when=asyncio.FIRST_COMPLETED)
+        waiter.cancel()
+        if not self.connected.is_set():
+            raise self.failed or TimeoutError("the server did not open the message stream")
+
+    async def _run(self) -> None:
+        delay = 0.2
+        reconnecting = False
+        while True:
+            generation = self.conn.generation
+            try:
+                await self.conn.ensure_ready()
+                assert self.conn.stub is not None
+                call = self.conn.stub.ReceiveMsg(pb.Message(sender=self.conn.user, resume=self.cursors()),
+                                                 metadata=self.conn.metadata)
+                await call.initial_metadata()
+                self.connected.set()
+                if reconnecting:
+                    self.notify("Reconnected.")
+                    reconnecting = False
+                delay = 0.2
+                async for message in call:
+                    await self.handle(message)
+                code, details = grpc.StatusCode.UNAVAILABLE, "stream ended"
+            except grpc.aio.AioRpcError as exc:
+                code, details = exc.code(), exc.details() or exc.code().name
+            except asyncio.CancelledError:
+                raise
+            if code in FATAL:
+                self.failed = RuntimeError(details)
+                self.notify(f"The server closed the message stream: {details}")
+                return
+            if not self.connected.is_set() and code != grpc.StatusCode.UNAVAILABLE and code != grpc.StatusCode.UNAUTHENTICATED:
+                self.failed = RuntimeError(details)
+                return
+            if not reconnecting and self.connected.is_set():
+                self.notify("Reconnecting…")
+                reconnecting = True
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, MAX_BACKOFF_SECONDS)
+            try:
+                if code == grpc.StatusCode.UNAUTHENTICATED:
+                    await self.conn.login()
+                else:
+                    await self.conn.failover(generation)
+            except grpc.aio.AioRpcError as exc:
+                log.debug("reconnect attempt failed: %s", exc.code().name)

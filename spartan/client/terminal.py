@@ -1,0 +1,94 @@
+"""Two terminals behind one interface: an interactive one and a piped one.
+
+In a real terminal prompt_toolkit owns the input line and `patch_stdout` prints
+incoming messages above it, so they never garble what the user is typing. With
+stdin piped (scripts, tests) there are no escape codes at all: each answer is echoed
+after its prompt so the output reads exactly like the interactive transcript.
+"""
+from __future__ import annotations
+
+import asyncio
+import sys
+import threading
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from typing import Protocol
+
+Prompt = str | Callable[[], str]
+
+
+class Terminal(Protocol):
+    async def ask(self, prompt: Prompt) -> str:
+        """One line from the user; raises EOFError (Ctrl-D / end of input) or KeyboardInterrupt (Ctrl-C)."""
+
+    def show(self, line: str) -> None:
+        """Print a line without disturbing the input line."""
+
+    def session(self) -> AbstractContextManager[object]:
+        """Context for the whole run (installs stdout patching in a real terminal)."""
+
+
+def _text(prompt: Prompt) -> str:
+    return prompt() if callable(prompt) else prompt
+
+
+class InteractiveTerminal:
+    def __init__(self) -> None:
+        from prompt_toolkit import PromptSession
+
+        self._prompt_session: PromptSession[str] = PromptSession()
+
+    async def ask(self, prompt: Prompt) -> str:
+        message = prompt if callable(prompt) else (lambda: prompt)
+        return await self._prompt_session.prompt_async(message)
+
+    def show(self, line: str) -> None:
+        print(line, flush=True)
+
+    def session(self) -> AbstractContextManager[object]:
+        from prompt_toolkit.patch_stdout import patch_stdout
+
+        return patch_stdout(raw=True)
+
+    def refresh(self) -> None:
+        """Redraw the prompt (its text may depend on state that just changed)."""
+        app = self._prompt_session.app
+        if app.is_running:
+            app.invalidate()
+
+
+class PipedTerminal:
+    """Reads lines from a non-interactive stdin on a daemon thread (works for pipes and files)."""
+
+    def __init__(self) -> None:
+        self._lines: asyncio.Queue[str | None] = asyncio.Queue()
+        self._loop = asyncio.get_running_loop()
+        threading.Thread(target=self._read, name="stdin-reader", daemon=True).start()
+
+    def _read(self) -> None:
+        for line in sys.stdin:
+            self._loop.call_soon_threadsafe(self._lines.put_nowait, line.rstrip("\r\n"))
+        self._loop.call_soon_threadsafe(self._lines.put_nowait, None)
+
+    async def ask(self, prompt: Prompt) -> str:
+        line = await self._lines.get()
+        if line is None:
+            self._lines.put_nowait(None)  # every later ask sees the end too
+            raise EOFError
+        print(f"{_text(prompt)}{line}", flush=True)
+        return line
+
+    def show(self, line: str) -> None:
+        print(line, flush=True)
+
+    def session(self) -> AbstractContextManager[object]:
+        return nullcontext()
+
+    def refresh(self) -> None:
+        pass
+
+
+def open_terminal() -> InteractiveTerminal | PipedTerminal:
+    if sys.stdin.isatty() and sys.stdout.isatty():
+        return InteractiveTerminal()
+    return PipedTerminal()

@@ -1,0 +1,223 @@
+"""`python3 server.py` / `spartan-server`: the whole stack on one machine in one command.
+
+Starts a private `redis-server` (AOF on, data under `redis.data_dir`) unless a Redis
+URL is configured, then the presence and history services and N gateway replicas on
+consecutive ports, each as its own process exactly as in a distributed deployment.
+It prints `Spartan server started on port 3000.` once every service answers its
+health check, restarts a child that dies, and on Ctrl-C or SIGTERM drains the
+gateways first and stops Redis last. Children log to files under `<data>/logs/`.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from spartan.config import Config, ConfigError, load_config
+
+RESTART_DELAY_SECONDS = 1.0
+
+
+@dataclass
+class Child:
+    name: str
+    args: list[str]
+    port: int
+    env: dict[str, str]
+    log_path: Path
+    process: subprocess.Popen[bytes] | None = None
+    restarts: int = 0
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def start(self) -> None:
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(self.args, env=self.env, stdout=log, stderr=log,
+                                        stdin=subprocess.DEVNULL, start_new_session=True)
+        log.close()
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self, timeout: float) -> None:
+        if not self.alive():
+            return
+        assert self.process is not None
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="server.py", description="Run the whole Spartan Messenger stack locally.")
+    parser.add_argument("--config", help="path to config.yaml (default: ./config.yaml or $SPARTAN_CONFIG)")
+    parser.add_argument("--gateways", type=int, default=1, help="gateway replicas on consecutive ports (default 1)")
+    parser.add_argument("--redis-url", help="use this Redis instead of starting a private one")
+    parser.add_argument("--data-dir", help="where the private Redis, logs and the token secret live (default .spartan)")
+    args = parser.parse_args(argv)
+    if args.gateways < 1:
+        parser.error("--gateways must be at least 1")
+    return args
+
+
+def data_root(config: Config, override: str | None) -> Path:
+    if override:
+        return Path(override)
+    return Path(config.redis.data_dir).parent if config.redis.data_dir else Path(".spartan")
+
+
+def token_secret(root: Path, configured: str) -> str:
+    """The configured secret, else one generated once and kept (0600) so restarts keep sessions valid."""
+    if configured:
+        return configured
+    path = root / "token_secret"
+    if path.exists():
+        return path.read_text().strip()
+    path.write_text(secrets.token_hex(32))
+    path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def start_redis(root: Path, config: Config) -> tuple[subprocess.Popen[bytes], str]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise SystemExit("Spartan needs Redis. Install it (Debian/Ubuntu: sudo apt-get install redis-server; "
+                         "macOS: brew install redis) or point redis.url / SPARTAN_REDIS__URL at a running server.")
+    directory = Path(config.redis.data_dir) if config.redis.data_dir else root / "redis"
+    directory.mkdir(parents=True, exist_ok=True)
+    socket_path = directory.resolve() / "redis.sock"
+    args = [binary, "--port", "0", "--unixsocket", str(socket_path), "--unixsocketperm", "700",
+            "--dir", str(directory.resolve()), "--appendonly", "yes", "--appendfsync", "everysec",
+            "--save", "", "--logfile", str((root / "logs" / "redis.log").resolve())]
+    process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, start_new_session=True)
+    return process, f"unix://{socket_path}"
+
+
+async def wait_healthy(port: int, child: Child, timeout: float = 30.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while True:
+            if not child.alive():
+                raise RuntimeError(f"{child.name} exited; see {child.log_path}")
+            try:
+                reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=1.0)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.aio.AioRpcError:
+                pass
+            if asyncio.get_running_loop().time() > deadline:
+                raise RuntimeError(f"{child.name} did not become healthy on port {port}; see {child.log_path}")
+            await asyncio.sleep(0.1)
+
+
+def build_children(config: Config, args: argparse.Namespace, root: Path, env: dict[str, str]) -> list[Child]:
+    python = sys.executable
+    config_flag = ["--config", args.config] if args.config else []
+    logs = root / "logs"
+    children = []
+    metrics = config.metrics.port
+
+    def child(name: str, module: str, port: int, index: int) -> Child:
+        flags = [*config_flag, "--port", str(port)]
+        if metrics:
+            flags += ["--metrics-port", str(metrics + index)]
+        child_env = dict(env)
+        if name.startswith("gateway"):
+            child_env["SPARTAN_GATEWAY__INSTANCE_ID"] = name
+        return Child(name, [python, "-m", module, *flags], port, child_env, logs / f"{name}.log")
+
+    presence_port = int(config.services.presence.rsplit(":", 1)[1])
+    history_port = int(config.services.history.rsplit(":", 1)[1])
+    children.append(child("presence", "services.presence.main", presence_port, 0))
+    children.append(child("history", "services.history.main", history_port, 1))
+    for i in range(args.gateways):
+        children.append(child(f"gateway-{i + 1}", "services.gateway.main", config.port + i, 2 + i))
+    return children
+
+
+async def supervise(children: list[Child], stop: asyncio.Event) -> None:
+    """Restart children that die until asked to stop."""
+    while not stop.is_set():
+        for child in children:
+            if not child.alive() and not stop.is_set():
+                child.restarts += 1
+                print(f"[Spartan] {child.name} stopped unexpectedly; restarting it (see {child.log_path})",
+                      file=sys.stderr)
+                child.start()
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=RESTART_DELAY_SECONDS)
+        except asyncio.TimeoutError:
+            pass
+
+
+async def run(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"server.py: config error: {exc}", file=sys.stderr)
+        return 2
+    root = data_root(config, args.data_dir)
+    (root / "logs").mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "SPARTAN_AUTH__TOKEN_SECRET": token_secret(root, config.auth.token_secret),
+           "PYTHONUNBUFFERED": "1"}
+    project_root = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [project_root, env.get("PYTHONPATH", "")]))
+    redis_process = None
+    redis_url = args.redis_url or config.redis.url
+    if not redis_url:
+        redis_process, redis_url = start_redis(root, config)
+    env["SPARTAN_REDIS__URL"] = redis_url
+    children = build_children(config, args, root, env)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        for child in children:
+            child.start()
+        for child in children:
+            await wait_healthy(child.port, child)
+        print(f"Spartan server started on port {config.port}.", flush=True)
+        if args.gateways > 1:
+            ports = ",".join(str(config.port + i) for i in range(args.gateways))
+            print(f"[Spartan] {args.gateways} gateway replicas on ports {ports}.", flush=True)
+        await supervise(children, stop)
+        return 0
+    except RuntimeError as exc:
+        print(f"server.py: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        stop.set()
+        grace = config.shutdown.grace_seconds + 2
+        for child in [c for c in children if c.name.startswith("gateway")]:
+            child.stop(grace)
+        for child in children:
+            child.stop(grace)
+        if redis_process is not None:
+            redis_process.terminate()
+            redis_process.wait()
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        raise SystemExit(asyncio.run(run(argv)))
+    except KeyboardInterrupt:
+        raise SystemExit(0) from None
+
+
+if __name__ == "__main__":
+    main()
