@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 
 from Crypto.Protocol import DH
-from Crypto.PublicKey import ECC
 from Crypto.PublicKey.ECC import EccKey
 from Crypto.Random import get_random_bytes
 from Crypto.Signature import eddsa
