@@ -1,0 +1,82 @@
+"""1:1 chat across gateway replicas with real processes: delivery, requests, presence expiry."""
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+import pytest
+
+from spartan.v1 import pb
+
+
+async def test_alice_and_bob_on_different_gateways_chat_both_ways(stack_factory, client_factory) -> None:
+    stack = stack_factory(gateways=2)
+    alice = await client_factory("alice", [stack.address(1)])
+    bob = await client_factory("bob", [stack.address(2)])
+
+    await alice.send("bob", "Hey Bob!")
+    assert [r.text for r in await bob.wait_for(1)] == ["Hey Bob!"]
+    await bob.send("alice", "Hi Alice!")
+    assert [r.text for r in await alice.wait_for(1)] == ["Hi Alice!"]
+
+    for i in range(20):
+        await alice.send("bob", f"message {i}")
+    received = await bob.wait_for(21)
+    assert [r.text for r in received[1:]] == [f"message {i}" for i in range(20)]
+    offsets = [r.message.offset for r in received]
+    assert offsets == sorted(offsets) and len(set(offsets)) == len(offsets)
+
+
+async def test_request_waits_for_offline_user_and_reaches_online_user(stack_factory, client_factory) -> None:
+    stack = stack_factory(gateways=2)
+    alice = await client_factory("alice", [stack.address(1)])
+    ack = await alice.call("RequestChat", pb.ChatRequest(peer="bob"))
+    assert ack.peer_online is False
+
+    bob = await client_factory("bob", [stack.address(2)])
+    pending = await bob.call("PendingRequests", pb.PendingRequestsRequest())
+    assert list(pending.requesters) == ["alice"]
+
+    charlie = await client_factory("charlie", [stack.address(1)])
+    ack = await charlie.call("RequestChat", pb.ChatRequest(peer="bob"))
+    assert ack.peer_online is True
+    request = await bob.wait_event(pb.CHAT_REQUEST)
+    assert request.sender == "charlie"
+
+    await bob.call("RespondChat", pb.ChatRequest(peer="alice", accept=True))
+    assert (await alice.wait_event(pb.CHAT_ACCEPT)).sender == "bob"
+    await bob.call("RespondChat", pb.ChatRequest(peer="charlie", accept=False))
+    assert (await charlie.wait_event(pb.CHAT_DECLINE)).sender == "bob"
+    assert list((await bob.call("PendingRequests", pb.PendingRequestsRequest())).requesters) == []
+
+    with pytest.raises(grpc.aio.AioRpcError) as answered:
+        await bob.call("RespondChat", pb.ChatRequest(peer="alice", accept=True))
+    assert answered.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+
+
+async def test_user_shows_offline_after_their_gateway_is_killed(stack_factory, client_factory) -> None:
+    stack = stack_factory(gateways=2)  # lease 3 s
+    alice = await client_factory("alice", [stack.address(1)])
+    await client_factory("bob", [stack.address(2)])
+
+    async def online() -> set[str]:
+        listing = await alice.call("ListUsers", pb.ListUsersRequest())
+        return {u.name for u in listing.users if u.online}
+
+    assert await online() == {"alice", "bob"}
+    stack.kill("gateway-2")
+    for _ in range(80):
+        if await online() == {"alice"}:
+            break
+        await asyncio.sleep(0.1)
+    assert await online() == {"alice"}
+
+
+async def test_messages_sent_before_accept_are_in_history(stack_factory, client_factory) -> None:
+    stack = stack_factory(gateways=2)
+    alice = await client_factory("alice", [stack.address(1)])
+    bob = await client_factory("bob", [stack.address(2)])
+    await alice.call("RequestChat", pb.ChatRequest(peer="bob"))
+    await alice.send("bob", "Hey Bob!")
+    history = await bob.call("GetHistory", pb.HistoryRequest(peer="alice"))
+    assert [await bob.crypto.open(m) for m in history.messages] == ["Hey Bob!"]
