@@ -1,0 +1,1 @@
+"""Prometheus scrape configs for the services (see render.py)."""

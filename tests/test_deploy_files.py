@@ -1,0 +1,476 @@
+"""Offline checks of the deployment files against the program they deploy.
+
+No Docker engine or cluster is needed: compose is checked against the vendored
+compose-spec schema, manifests with kubernetes-validate's bundled schemas, nginx
+and Prometheus configs with the real `nginx -t` and `promtool`, and every command,
+environment variable and port the files use is compared with what the package
+really accepts (`[project.scripts]`, `spartan.config.env_names()`, `load_config`).
+A real nginx also proxies real gRPC health checks with the rendered local config.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tomllib
+import zipfile
+from collections.abc import Iterator
+from concurrent import futures
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+import yaml
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from deploy.nginx.render import nginx_command, render_compose_conf, write_local_conf
+from deploy.prometheus.render import render_compose_config, render_local_config
+from spartan.config import Config, env_names, load_config
+from tests.support.ports import free_port, wait_for_port
+
+ROOT = Path(__file__).resolve().parent.parent
+DEPLOY = ROOT / "deploy"
+COMPOSE_FILE = DEPLOY / "docker-compose.yml"
+K8S = DEPLOY / "k8s"
+HEALTHCHECK = DEPLOY / "healthcheck.py"
+IMAGE = "spartan-messenger"
+GRPC_PORTS = {"spartan-gateway": 3000, "spartan-presence": 3001, "spartan-history": 3002}
+HEALTH_NAMES = {"spartan-gateway": "spartan.v1.Spartan", "spartan-presence": "spartan.v1.Presence",
+                "spartan-history": "spartan.v1.History"}
+METRICS_PORT = 9100
+# Any attempt to reach the network fails fast: the validators must work from their bundled schemas.
+OFFLINE_ENV = {**os.environ, "HTTP_PROXY": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9",
+               "http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9", "NO_PROXY": ""}
+
+
+# --- loading ------------------------------------------------------------------------------
+
+def console_scripts() -> set[str]:
+    return set(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"])
+
+
+def compose() -> dict[str, Any]:
+    return yaml.safe_load(COMPOSE_FILE.read_text())
+
+
+def spartan_compose_services() -> dict[str, dict[str, Any]]:
+    return {name: svc for name, svc in compose()["services"].items() if svc.get("image", "").startswith(IMAGE)}
+
+
+def interpolate(value: object) -> str:
+    """Compose's `${NAME:-default}` with nothing set in the environment."""
+    text = str(value)
+    if re.search(r"\$\{[A-Za-z_]+\}", text):
+        raise AssertionError(f"{text!r} needs a variable without a default: `docker compose up` alone must work")
+    return re.sub(r"\$\{[A-Za-z_][A-Za-z0-9_]*:-([^}]*)\}", r"\1", text)
+
+
+def compose_env(service: dict[str, Any]) -> dict[str, str]:
+    return {name: interpolate(value) for name, value in service["environment"].items()}
+
+
+def k8s_manifest_files() -> list[Path]:
+    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    return [K8S / name for name in kustomization["resources"]]
+
+
+def k8s_objects() -> list[dict[str, Any]]:
+    return [doc for path in k8s_manifest_files() for doc in yaml.safe_load_all(path.read_text()) if doc]
+
+
+def k8s_workloads() -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
+    """(workload, pod spec) for every Deployment and StatefulSet."""
+    for obj in k8s_objects():
+        if obj["kind"] in ("Deployment", "StatefulSet"):
+            yield obj, obj["spec"]["template"]["spec"]
+
+
+def spartan_containers() -> Iterator[tuple[dict[str, Any], dict[str, Any], dict[str, Any]]]:
+    for workload, pod in k8s_workloads():
+        for container in pod["containers"]:
+            if container["image"].startswith(IMAGE):
+                yield workload, pod, container
+
+
+def k8s_env(container: dict[str, Any]) -> dict[str, str]:
+    """Container env with values from Secrets and the downward API replaced by stand-ins."""
+    env = {}
+    for item in container.get("env", []):
+        env[item["name"]] = item["value"] if "value" in item else f"from-{next(iter(item['valueFrom']))}"
+    return env
+
+
+def grpc_port(command: str, config: Config) -> int:
+    if command == "spartan-gateway":
+        return config.port
+    address = config.services.presence if command == "spartan-presence" else config.services.history
+    return int(address.rsplit(":", 1)[1])
+
+
+def seconds(duration: str) -> float:
+    match = re.fullmatch(r"(\d+)(s|m)", duration)
+    assert match, duration
+    return int(match[1]) * (60 if match[2] == "m" else 1)
+
+
+# --- schemas --------------------------------------------------------------------------------
+
+def check_compose(path: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["check-jsonschema", "--builtin-schema", "vendor.compose-spec", str(path)],
+                          capture_output=True, text=True, env=OFFLINE_ENV, timeout=120)
+
+
+def test_compose_file_matches_the_compose_spec() -> None:
+    result = check_compose(COMPOSE_FILE)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_compose_schema_check_catches_a_misspelt_key(tmp_path: Path) -> None:
+    broken = compose()
+    broken["services"]["redis"]["healthckeck"] = broken["services"]["redis"].pop("healthcheck")
+    path = tmp_path / "docker-compose.yml"
+    path.write_text(yaml.safe_dump(broken))
+    assert check_compose(path).returncode != 0
+
+
+def validate_k8s(paths: list[Path], version: str | None) -> subprocess.CompletedProcess[str]:
+    version_args = ["-k", version] if version else []
+    return subprocess.run(["kubernetes-validate", "--strict", "--quiet", *version_args, *map(str, paths)],
+                          capture_output=True, text=True, env=OFFLINE_ENV, timeout=300)
+
+
+@pytest.mark.parametrize("version", ["1.30.0", None], ids=["k8s-1.30", "newest-bundled"])
+def test_k8s_manifests_pass_strict_validation(version: str | None) -> None:
+    result = validate_k8s(k8s_manifest_files(), version)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_k8s_strict_validation_catches_an_unknown_field(tmp_path: Path) -> None:
+    text = (K8S / "gateway.yaml").read_text().replace("readOnlyRootFilesystem: true",
+                                                       "readOnlyRootFilesystem: true\n            readOnlyRoot: true")
+    (tmp_path / "gateway.yaml").write_text(text)
+    assert validate_k8s([tmp_path / "gateway.yaml"], "1.30.0").returncode != 0
+
+
+def test_kustomization_lists_every_manifest_in_one_namespace() -> None:
+    listed = {path.name for path in k8s_manifest_files()}
+    present = {path.name for path in K8S.glob("*.yaml")} - {"kustomization.yaml"}
+    assert listed == present
+    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    assert kustomization["images"][0]["name"] == IMAGE
+    for obj in k8s_objects():
+        if obj["kind"] != "Namespace":
+            assert obj["metadata"]["namespace"] == kustomization["namespace"], obj["metadata"]["name"]
+
+
+# --- commands, environment, ports ------------------------------------------------------------
+
+def test_every_service_command_is_a_console_script() -> None:
+    scripts = console_scripts()
+    commands = [svc["command"][0] for svc in spartan_compose_services().values()]
+    commands += [container["command"][0] for _, _, container in spartan_containers()]
+    assert sorted(set(commands)) == sorted(GRPC_PORTS)
+    assert set(commands) <= scripts
+    dockerfile_cmd = re.search(r'^CMD \["([^"]+)"', (DEPLOY / "Dockerfile").read_text(), re.M)
+    assert dockerfile_cmd and dockerfile_cmd[1] in scripts
+
+
+def test_every_environment_variable_is_an_accepted_setting() -> None:
+    accepted = env_names()
+    used = {name for svc in spartan_compose_services().values() for name in svc["environment"]}
+    used |= {item["name"] for _, _, container in spartan_containers() for item in container.get("env", [])}
+    assert used, "no SPARTAN_* settings found"
+    assert used <= accepted, sorted(used - accepted)
+
+
+def test_compose_environment_gives_the_container_addresses() -> None:
+    grace = None
+    for name, svc in spartan_compose_services().items():
+        config = load_config(ROOT / "config.yaml", env=compose_env(svc))
+        command = svc["command"][0]
+        assert config.redis.url == "redis://redis:6379/0"
+        assert (config.services.presence, config.services.history) == ("presence:3001", "history:3002")
+        assert config.services.listen_host == "0.0.0.0"
+        assert (config.metrics.host, config.metrics.port) == ("0.0.0.0", METRICS_PORT)
+        assert config.log.format == "json"
+        assert seconds(svc["stop_grace_period"]) > config.shutdown.grace_seconds
+        grace = config.shutdown.grace_seconds
+        if command == "spartan-gateway":
+            assert (config.gateway.host, config.port) == ("0.0.0.0", 3000)
+            assert config.auth.token_secret
+            assert config.gateway.instance_id == name
+            assert config.gateway.max_connection_age_seconds > 0
+    assert grace is not None
+
+
+def test_compose_ports_match_the_config() -> None:
+    for name, svc in spartan_compose_services().items():
+        config = load_config(ROOT / "config.yaml", env=compose_env(svc))
+        command = svc["command"][0]
+        port = grpc_port(command, config)
+        assert port == GRPC_PORTS[command], name
+        assert {str(port), str(config.metrics.port)} <= set(map(str, svc["expose"])), name
+        check = svc["healthcheck"]["test"]
+        assert check[:3] == ["CMD", "python", "/opt/spartan/healthcheck.py"], name
+        assert check[3] == f"127.0.0.1:{port}" and check[check.index("--service") + 1] == HEALTH_NAMES[command]
+    assert "3000:3000" in compose()["services"]["nginx"]["ports"]
+
+
+def test_compose_starts_in_dependency_order() -> None:
+    services = compose()["services"]
+    for name, svc in spartan_compose_services().items():
+        assert svc["depends_on"]["redis"]["condition"] == "service_healthy", name
+        if svc["command"][0] == "spartan-gateway":
+            assert {"presence", "history"} <= set(svc["depends_on"]), name
+    gateways = {n for n, s in spartan_compose_services().items() if s["command"][0] == "spartan-gateway"}
+    assert len(gateways) >= 3
+    assert set(services["nginx"]["depends_on"]) == gateways
+    assert "--appendonly" in services["redis"]["command"] and "redis-data:/data" in services["redis"]["volumes"]
+
+
+def test_k8s_environment_and_ports_match_the_config() -> None:
+    for workload, pod, container in spartan_containers():
+        name = workload["metadata"]["name"]
+        command = container["command"][0]
+        assert container["args"] == ["--config", "/etc/spartan/config.yaml"]
+        config = load_config(ROOT / "config.yaml", env=k8s_env(container))
+        port = grpc_port(command, config)
+        assert port == GRPC_PORTS[command], name
+        ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+        assert ports == {"grpc": port, "metrics": config.metrics.port} and config.metrics.port == METRICS_PORT
+        assert config.redis.url and (config.services.presence, config.services.history) == ("presence:3001", "history:3002")
+        assert config.log.format == "json"
+        for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+            assert container[probe]["grpc"]["port"] == port, (name, probe)
+        assert container["readinessProbe"]["grpc"]["service"] == HEALTH_NAMES[command]
+        annotations = workload["spec"]["template"]["metadata"]["annotations"]
+        assert annotations == {"prometheus.io/scrape": "true", "prometheus.io/port": str(METRICS_PORT),
+                               "prometheus.io/path": "/metrics"}
+        pre_stop = float(container["lifecycle"]["preStop"]["exec"]["command"][1])
+        assert pod["terminationGracePeriodSeconds"] > pre_stop + config.shutdown.grace_seconds, name
+        if command == "spartan-gateway":
+            assert config.auth.token_secret and config.gateway.max_connection_age_seconds > 0
+        else:
+            assert config.services.listen_host == "0.0.0.0"
+
+
+def test_k8s_services_point_at_named_container_ports() -> None:
+    objects = k8s_objects()
+    container_ports = {}
+    for workload, pod in k8s_workloads():
+        labels = workload["spec"]["template"]["metadata"]["labels"]
+        for container in pod["containers"]:
+            for port in container["ports"]:
+                container_ports[(labels["app.kubernetes.io/name"], port["name"])] = port["containerPort"]
+    services = [obj for obj in objects if obj["kind"] == "Service"]
+    assert {svc["metadata"]["name"] for svc in services} >= {"redis", "presence", "history", "gateway", "gateway-headless"}
+    for svc in services:
+        app = svc["spec"]["selector"]["app.kubernetes.io/name"]
+        for port in svc["spec"]["ports"]:
+            assert container_ports[(app, port["targetPort"])] == port["port"], svc["metadata"]["name"]
+
+
+def test_k8s_configmap_holds_the_root_config_unchanged(tmp_path: Path) -> None:
+    configmap = next(obj for obj in k8s_objects() if obj["kind"] == "ConfigMap")
+    text = configmap["data"]["config.yaml"]
+    assert yaml.safe_load(text) == yaml.safe_load((ROOT / "config.yaml").read_text()), \
+        "deploy/k8s/configmap.yaml is out of date with config.yaml"
+    (tmp_path / "config.yaml").write_text(text)
+    assert load_config(tmp_path / "config.yaml", env={}) == load_config(ROOT / "config.yaml", env={})
+
+
+def test_k8s_pods_are_hardened_and_bounded() -> None:
+    for workload, pod in k8s_workloads():
+        name = workload["metadata"]["name"]
+        assert pod["automountServiceAccountToken"] is False, name
+        assert pod["securityContext"]["runAsNonRoot"] is True, name
+        assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}, name
+        for container in pod["containers"]:
+            security = container["securityContext"]
+            assert security["allowPrivilegeEscalation"] is False and security["readOnlyRootFilesystem"] is True
+            assert security["capabilities"] == {"drop": ["ALL"]}, name
+            assert set(container["resources"]) == {"requests", "limits"}, name
+            assert {"cpu", "memory"} <= set(container["resources"]["requests"]), name
+
+
+def test_k8s_gateways_scale_out_and_survive_disruption() -> None:
+    objects = {(obj["kind"], obj["metadata"]["name"]): obj for obj in k8s_objects()}
+    gateway = objects[("Deployment", "gateway")]
+    labels = gateway["spec"]["selector"]["matchLabels"]
+    assert gateway["spec"]["replicas"] >= 3
+    hpa = objects[("HorizontalPodAutoscaler", "gateway")]
+    assert hpa["apiVersion"] == "autoscaling/v2" and hpa["spec"]["minReplicas"] >= 3
+    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "gateway"}
+    assert objects[("PodDisruptionBudget", "gateway")]["spec"]["selector"]["matchLabels"] == labels
+    assert objects[("Service", "gateway-headless")]["spec"]["clusterIP"] == "None"
+    redis = objects[("StatefulSet", "redis")]
+    assert redis["spec"]["volumeClaimTemplates"] and objects[("Service", "redis")]["spec"]["clusterIP"] == "None"
+
+
+# --- image --------------------------------------------------------------------------------------
+
+def test_dockerfile_builds_a_wheel_and_runs_it_as_non_root() -> None:
+    text = (DEPLOY / "Dockerfile").read_text()
+    stages = re.findall(r"^FROM (\S+) AS (\w+)", text, re.M)
+    assert [stage for _, stage in stages] == ["builder", "runtime"]
+    assert re.search(r"^ARG PYTHON_IMAGE=python:3\.11-slim$", text, re.M)
+    runtime = text.split("AS runtime", 1)[1]
+    assert "pip wheel" in text.split("AS runtime", 1)[0]
+    assert not re.search(r"gcc|build-essential|apt-get", runtime)
+    user = re.findall(r"^USER (\S+)", runtime, re.M)
+    assert user and user[-1].split(":")[0] not in ("0", "root")
+    assert re.search(r"^EXPOSE 3000 3001 3002 9100$", runtime, re.M)
+    assert "COPY deploy/healthcheck.py /opt/spartan/healthcheck.py" in runtime
+    ignored = (DEPLOY / "Dockerfile.dockerignore").read_text().splitlines()
+    for sources in re.findall(r"^COPY (?!--)(.+) \S+$", text, re.M):
+        for source in sources.split():
+            if "[" not in source:
+                assert (ROOT / source).exists(), source
+                assert f"!{source}" in ignored, f"{source} is excluded from the build context"
+
+
+def test_builder_stage_wheel_has_generated_stubs_and_console_scripts(tmp_path: Path) -> None:
+    """What `pip wheel .` does in the builder stage, on a clean copy of the build context."""
+    source = tmp_path / "src"
+    source.mkdir()
+    for name in ("pyproject.toml", "setup.py", "README.md"):
+        if (ROOT / name).exists():
+            shutil.copy(ROOT / name, source / name)
+    skip = shutil.ignore_patterns("__pycache__", "*.pyc", "spartan_pb2*")
+    for package in ("proto", "spartan", "services"):
+        shutil.copytree(ROOT / package, source / package, ignore=skip)
+    result = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index",
+                             "--wheel-dir", str(tmp_path / "wheels"), str(source)],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    (wheel,) = (tmp_path / "wheels").glob("spartan_messenger-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+        entry_points = next(archive.read(n).decode() for n in names if n.endswith("entry_points.txt"))
+    assert {"spartan/v1/spartan_pb2.py", "spartan/v1/spartan_pb2_grpc.py"} <= names
+    assert any(n.startswith("spartan/redis_scripts/") and n.endswith(".lua") for n in names)
+    assert all(f"{script} =" in entry_points for script in console_scripts())
+
+
+# --- healthcheck and nginx -----------------------------------------------------------------------
+
+class HealthServer:
+    """A real gRPC server that serves only the standard health service."""
+
+    def __init__(self) -> None:
+        self.health = health.HealthServicer()
+        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        self.port = self.server.add_insecure_port("127.0.0.1:0")
+        self.server.start()
+
+    def set(self, service: str, serving: bool) -> None:
+        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        self.health.set(service, status)
+
+    def stop(self) -> None:
+        self.server.stop(None)
+
+
+@pytest.fixture
+def health_server() -> Iterator[HealthServer]:
+    server = HealthServer()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def run_healthcheck(address: str, service: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, str(HEALTHCHECK), address, "--service", service, "--timeout", "5"],
+                          capture_output=True, text=True, timeout=30)
+
+
+def test_healthcheck_exit_status_follows_the_health_service(health_server: HealthServer) -> None:
+    address = f"127.0.0.1:{health_server.port}"
+    health_server.set("spartan.v1.Spartan", True)
+    assert run_healthcheck(address, "spartan.v1.Spartan").returncode == 0
+    health_server.set("spartan.v1.Spartan", False)
+    result = run_healthcheck(address, "spartan.v1.Spartan")
+    assert result.returncode == 1 and "NOT_SERVING" in result.stderr
+    assert run_healthcheck(address, "spartan.v1.Unknown").returncode == 1
+    assert run_healthcheck(f"127.0.0.1:{free_port()}", "").returncode == 1
+
+
+def nginx_test(conf: Path, workdir: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*nginx_command(str(conf), str(workdir)), *extra, "-t"], capture_output=True, text=True,
+                          timeout=60)
+
+
+def test_compose_nginx_conf_is_rendered_and_valid(tmp_path: Path) -> None:
+    committed = (DEPLOY / "nginx" / "nginx.conf").read_text()
+    assert committed == render_compose_conf(), "regenerate: python3 deploy/nginx/render.py compose > deploy/nginx/nginx.conf"
+    gateways = {n for n, s in spartan_compose_services().items() if s["command"][0] == "spartan-gateway"}
+    assert set(re.findall(r"^\s+server (\S+) ", committed, re.M)) == {f"{name}:3000" for name in gateways}
+    assert "grpc_pass grpc://gateways;" in committed and re.search(r"listen 3000 http2;", committed)
+    # Container names do not resolve here; everything else is checked by the real nginx.
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(re.sub(r"gateway-\d+:3000", "127.0.0.1:3000", committed))
+    result = nginx_test(conf, tmp_path, "-g", f"pid {tmp_path}/nginx.pid;")
+    assert result.returncode == 0, result.stderr
+
+
+def test_local_nginx_conf_is_valid_and_shares_the_proxy_settings(tmp_path: Path) -> None:
+    conf = Path(write_local_conf(free_port(), [free_port(), free_port()], str(tmp_path)))
+    text = conf.read_text()
+    result = nginx_test(conf, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "daemon off;" in text and f"pid {tmp_path}/nginx.pid;" in text
+    proxy = re.search(r"location / \{.*?\n        \}", render_compose_conf(), re.S)
+    assert proxy and proxy[0] in text
+
+
+def test_local_nginx_proxies_grpc_and_skips_a_dead_gateway(tmp_path: Path, health_server: HealthServer) -> None:
+    health_server.set("spartan.v1.Spartan", True)
+    listen, dead = free_port(), free_port()
+    conf = write_local_conf(listen, [dead, health_server.port], str(tmp_path))
+    nginx = subprocess.Popen(nginx_command(conf, str(tmp_path)), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        wait_for_port(listen)
+        for _ in range(4):
+            result = run_healthcheck(f"127.0.0.1:{listen}", "spartan.v1.Spartan")
+            assert result.returncode == 0, result.stderr + (tmp_path / "error.log").read_text()
+        health_server.set("spartan.v1.Spartan", False)
+        assert run_healthcheck(f"127.0.0.1:{listen}", "spartan.v1.Spartan").returncode == 1
+    finally:
+        nginx.terminate()
+        nginx.wait(timeout=15)
+    # The dead gateway was tried, refused, and the same call went on to the live one.
+    assert f"upstream=127.0.0.1:{dead}, 127.0.0.1:{health_server.port}" in (tmp_path / "access.log").read_text()
+    assert "grpc_status=0" in (tmp_path / "access.log").read_text()
+
+
+# --- Prometheus -----------------------------------------------------------------------------------
+
+def promtool_check(path: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["promtool", "check", "config", str(path)], capture_output=True, text=True, timeout=60)
+
+
+def test_compose_prometheus_config_scrapes_every_service() -> None:
+    path = DEPLOY / "prometheus" / "prometheus.yml"
+    assert path.read_text() == render_compose_config(), \
+        "regenerate: python3 deploy/prometheus/render.py compose > deploy/prometheus/prometheus.yml"
+    result = promtool_check(path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    targets = {t for job in yaml.safe_load(path.read_text())["scrape_configs"]
+               for group in job["static_configs"] for t in group["targets"]}
+    assert targets - {"localhost:9090"} == {f"{name}:{METRICS_PORT}" for name in spartan_compose_services()}
+    prometheus = compose()["services"]["prometheus"]
+    assert "./prometheus/prometheus.yml:/etc/prometheus/prometheus.yml:ro" in prometheus["volumes"]
+
+
+def test_local_prometheus_config_passes_promtool(tmp_path: Path) -> None:
+    path = tmp_path / "prometheus.yml"
+    path.write_text(render_local_config({"gateway": ["127.0.0.1:9101", "127.0.0.1:9102"],
+                                         "presence": ["127.0.0.1:9103"], "history": ["127.0.0.1:9104"]}))
+    result = promtool_check(path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert yaml.safe_load(path.read_text())["global"]["scrape_interval"] == "1s"
