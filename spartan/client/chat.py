@@ -90,6 +90,11 @@ class Chat:
             answer = (await self.terminal.ask(self.selection_prompt)).strip()
             if not answer:
                 continue
+            if answer.startswith("/"):
+                from spartan.client.commands import run_command  # commands import this module
+
+                await run_command(self, answer)
+                continue
             if self.pending and answer.lower() in ("yes", "y"):
                 await self.accept(self.pending[0])
             elif self.pending and answer.lower() in ("no", "n"):
