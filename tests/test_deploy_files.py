@@ -41,6 +41,8 @@ GRPC_PORTS = {"spartan-gateway": 3000, "spartan-presence": 3001, "spartan-histor
 HEALTH_NAMES = {"spartan-gateway": "spartan.v1.Spartan", "spartan-presence": "spartan.v1.Presence",
                 "spartan-history": "spartan.v1.History"}
 METRICS_PORT = 9100
+# A drain is the reconnect notices (up to half the grace) and then the grace for in-flight calls.
+DRAIN_FACTOR = 1.5
 # Any attempt to reach the network fails fast: the validators must work from their bundled schemas.
 OFFLINE_ENV = {**os.environ, "HTTP_PROXY": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9",
                "http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9", "NO_PROXY": ""}
@@ -196,7 +198,7 @@ def test_compose_environment_gives_the_container_addresses() -> None:
         assert config.services.listen_host == "0.0.0.0"
         assert (config.metrics.host, config.metrics.port) == ("0.0.0.0", METRICS_PORT)
         assert config.log.format == "json"
-        assert seconds(svc["stop_grace_period"]) > config.shutdown.grace_seconds
+        assert seconds(svc["stop_grace_period"]) > DRAIN_FACTOR * config.shutdown.grace_seconds
         grace = config.shutdown.grace_seconds
         if command == "spartan-gateway":
             assert (config.gateway.host, config.port) == ("0.0.0.0", 3000)
@@ -250,7 +252,7 @@ def test_k8s_environment_and_ports_match_the_config() -> None:
         assert annotations == {"prometheus.io/scrape": "true", "prometheus.io/port": str(METRICS_PORT),
                                "prometheus.io/path": "/metrics"}
         pre_stop = float(container["lifecycle"]["preStop"]["exec"]["command"][1])
-        assert pod["terminationGracePeriodSeconds"] > pre_stop + config.shutdown.grace_seconds, name
+        assert pod["terminationGracePeriodSeconds"] > pre_stop + DRAIN_FACTOR * config.shutdown.grace_seconds, name
         if command == "spartan-gateway":
             assert config.auth.token_secret and config.gateway.max_connection_age_seconds > 0
         else:
