@@ -44,6 +44,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import redis.exceptions
+from prometheus_client import Counter
 from redis.asyncio import Redis
 
 from spartan import naming
@@ -58,6 +59,10 @@ TICK_KEY = KEY_PREFIX + "tick"
 
 _SERVER_FIELDS = ("offset", "epoch", "sent_at_us")
 _REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+
+HISTORY_EVICTIONS = Counter(
+    "spartan_history_evictions_total", "Conversations whose history the global LRU evicted."
+)
 
 
 def meta_key(conversation: str) -> str:
@@ -141,7 +146,9 @@ class HistoryStore:
         args.extend(channels)
         result = await self._call(self._append_script, conversation, args)
         offset, epoch, sent_at_us, evicted = result
-        self.evictions += int(evicted)
+        if evicted:
+            self.evictions += int(evicted)
+            HISTORY_EVICTIONS.inc(int(evicted))
         return pb.SendAck(conversation=conversation, offset=int(offset), epoch=_text(epoch),
                           sent_at_us=int(sent_at_us))
 
@@ -149,12 +156,12 @@ class HistoryStore:
         """Held messages with offset > after_offset, oldest first, at most `limit` (0: all)."""
         check_conversation(conversation)
         self.check_read_range(after_offset, limit)
-        last, epoch, first, entries = await self._call(
+        last, epoch, first, framed_messages = await self._call(
             self._read_script, conversation, [conversation, after_offset, limit]
         )
         if after_offset > int(last):
             raise InvalidArgument(f"offset {after_offset} is in the future of conversation {conversation}")
-        return build_response(entries, epoch=_text(epoch), last_offset=int(last), first_offset=int(first))
+        return build_response(framed_messages, epoch=_text(epoch), last_offset=int(last), first_offset=int(first))
 
     async def read_cached(self, conversation: str, after_offset: int = 0, limit: int = 0) -> pb.HistoryResponse:
         """Same answer as `read`; repeated reads of an unchanged conversation skip the log transfer."""
@@ -215,28 +222,10 @@ def _copy_response(cached: pb.HistoryResponse) -> pb.HistoryResponse:
     return response
 
 
-def build_response(entries: Sequence[bytes], *, epoch: str, last_offset: int, first_offset: int) -> pb.HistoryResponse:
-    """A HistoryResponse around stored message bytes, parsed in one pass.
-
-    Each stored entry is already a serialized `pb.Message`, so the response's wire
-    form is those entries framed as field 1 followed by the scalar fields.
-    """
-    parts: list[bytes] = []
-    for entry in entries:
-        parts.append(b"\x0a")
-        parts.append(_varint(len(entry)))
-        parts.append(entry)
-    response = pb.HistoryResponse.FromString(b"".join(parts))
+def build_response(framed_messages: bytes, *, epoch: str, last_offset: int, first_offset: int) -> pb.HistoryResponse:
+    """A HistoryResponse from `history_read.lua`'s messages (already framed as field 1), parsed in one pass."""
+    response = pb.HistoryResponse.FromString(framed_messages)
     response.epoch = epoch
     response.last_offset = last_offset
     response.first_offset = first_offset
     return response
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while value >= 0x80:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
