@@ -70,8 +70,9 @@ def lru_cache(
     """Memoize an async (or plain) function in an exact LRU of `maxsize` entries.
 
     `ttl`: seconds an entry stays valid (None: until evicted or invalidated).
-    `backend`: None for an in-process `MemoryBackend`; a `CacheBackend` instance; or
-    a factory called as `factory(name=..., maxsize=..., ttl=...)`.
+    `backend`: None for an in-process `MemoryBackend`; a `CacheBackend` instance (it
+    keeps its own capacity and TTL: `maxsize`/`ttl` here are then unused); or a
+    factory called as `factory(name=..., maxsize=..., ttl=...)`.
     `name`: the metrics label and Redis namespace (default: module.qualname).
     """
 
