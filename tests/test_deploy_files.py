@@ -362,9 +362,9 @@ def test_builder_stage_wheel_has_generated_stubs_and_console_scripts(tmp_path: P
 class HealthServer:
     """A real gRPC server that serves only the standard health service."""
 
-    def __init__(self) -> None:
+    def __init__(self, options: list[tuple[str, int]] | None = None) -> None:
         self.health = health.HealthServicer()
-        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=4), options=options or [])
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         self.port = self.server.add_insecure_port("127.0.0.1:0")
         self.server.start()
@@ -448,6 +448,27 @@ def test_local_nginx_proxies_grpc_and_skips_a_dead_gateway(tmp_path: Path, healt
     # The dead gateway was tried, refused, and the same call went on to the live one.
     assert f"upstream=127.0.0.1:{dead}, 127.0.0.1:{health_server.port}" in (tmp_path / "access.log").read_text()
     assert "grpc_status=0" in (tmp_path / "access.log").read_text()
+
+
+def test_stream_through_nginx_ends_unavailable_at_the_gateways_connection_age(tmp_path: Path) -> None:
+    """Gateways recycle connections (max_connection_age); through nginx the stream must end with
+    UNAVAILABLE, the status clients reconnect on, not be cut by a proxy timeout or turned into INTERNAL."""
+    server = HealthServer(options=[("grpc.max_connection_age_ms", 1000), ("grpc.max_connection_age_grace_ms", 1000)])
+    listen = free_port()
+    nginx = subprocess.Popen(nginx_command(write_local_conf(listen, [server.port], str(tmp_path)), str(tmp_path)),
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for_port(listen)
+        with grpc.insecure_channel(f"127.0.0.1:{listen}") as channel:
+            stream = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(service=""), timeout=30)
+            with pytest.raises(grpc.RpcError) as ended:
+                for reply in stream:
+                    assert reply.status == health_pb2.HealthCheckResponse.SERVING
+        assert ended.value.code() == grpc.StatusCode.UNAVAILABLE, ended.value.details()
+    finally:
+        nginx.terminate()
+        nginx.wait(timeout=15)
+        server.stop()
 
 
 # --- Prometheus -----------------------------------------------------------------------------------

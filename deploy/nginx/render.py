@@ -106,7 +106,10 @@ def _http_common() -> str:
 """
 
 
-def _render(*, main_settings: str, http_settings: str, listen: str, gateways: Sequence[str], extra_servers: str) -> str:
+def _render(
+    *, main_settings: str, http_settings: str, listen: str, gateways: Sequence[str], extra_servers: str,
+    worker_connections: int,
+) -> str:
     if not gateways:
         raise ValueError("at least one gateway address is required")
     return f"""\
@@ -115,7 +118,7 @@ def _render(*, main_settings: str, http_settings: str, listen: str, gateways: Se
 {main_settings}
 events {{
     # Every stream through nginx holds a client connection and its own upstream connection.
-    worker_connections 16384;
+    worker_connections {worker_connections};
 }}
 
 http {{
@@ -152,6 +155,7 @@ error_log /dev/stderr notice;
         listen=listen,
         gateways=gateways,
         extra_servers=status_server,
+        worker_connections=16384,
     )
 
 
@@ -165,6 +169,7 @@ def render_local_conf(listen_port: int, gateway_ports: list[int], workdir: str) 
     main_settings = f"""\
 daemon off;
 worker_processes 1;
+worker_rlimit_nofile 8192;
 pid {root}/nginx.pid;
 error_log {root}/error.log info;
 """
@@ -176,6 +181,7 @@ error_log {root}/error.log info;
         listen=f"127.0.0.1:{listen_port}",
         gateways=[f"127.0.0.1:{port}" for port in gateway_ports],
         extra_servers="",
+        worker_connections=4096,  # within the usual non-root open-file limit once raised below
     )
 
 
