@@ -402,6 +402,25 @@ def test_healthcheck_exit_status_follows_the_health_service(health_server: Healt
     assert run_healthcheck(f"127.0.0.1:{free_port()}", "").returncode == 1
 
 
+def test_healthcheck_speaks_tls_with_a_ca(tmp_path: Path) -> None:
+    key, cert = tmp_path / "server.key", tmp_path / "server.crt"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                    "-days", "1", "-subj", "/CN=gateway.spartan", "-addext", "subjectAltName=DNS:gateway.spartan",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True, timeout=60)
+    servicer = health.HealthServicer()
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    port = server.add_secure_port("127.0.0.1:0", grpc.ssl_server_credentials([(key.read_bytes(), cert.read_bytes())]))
+    server.start()
+    try:
+        base = [sys.executable, str(HEALTHCHECK), f"127.0.0.1:{port}", "--timeout", "5"]
+        tls = ["--tls-ca", str(cert), "--server-name", "gateway.spartan"]
+        assert subprocess.run(base + tls, capture_output=True, timeout=30).returncode == 0
+        assert subprocess.run(base, capture_output=True, timeout=30).returncode == 1  # plaintext against TLS
+    finally:
+        server.stop(None)
+
+
 def nginx_test(conf: Path, workdir: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*nginx_command(str(conf), str(workdir)), *extra, "-t"], capture_output=True, text=True,
                           timeout=60)
