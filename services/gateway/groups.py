@@ -59,6 +59,9 @@ class GroupDirectory:
     def on_gap(self) -> None:
         _background(self._lookup.cache_clear())
 
+    def on_outage(self) -> None:
+        pass
+
 
 _pending: set[asyncio.Task[None]] = set()
 

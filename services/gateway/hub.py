@@ -9,7 +9,8 @@ connected knowing nothing published from then on is missed.
 
 The owner task is supervised: if the connection drops it reconnects with backoff,
 resubscribes every channel, and tells every mailbox that it may have missed messages
-(`Mailbox.on_gap`), so streams recover the gap from history. Each message is parsed
+(`Mailbox.on_outage` when it is lost, `Mailbox.on_gap` when it is back), so streams
+tell their clients and recover the gap from history. Each message is parsed
 once per gateway, not once per recipient.
 """
 from __future__ import annotations
@@ -39,6 +40,8 @@ class Mailbox(Protocol):
     def deliver(self, message: pb.Message, raw: bytes) -> None: ...
 
     def on_gap(self) -> None: ...
+
+    def on_outage(self) -> None: ...
 
 
 class _Command:
@@ -124,6 +127,7 @@ class PubSubHub:
                 REDIS_ERRORS.labels("pubsub").inc()
                 if self.connected.is_set():
                     log.warning("pub/sub connection lost: %s", exc)
+                    self._notify_outage()
                 self.connected.clear()
                 self._subscribed.clear()
                 await asyncio.sleep(delay)
@@ -192,9 +196,16 @@ class PubSubHub:
                 else:
                     self._pending_acks[id(done)] = remaining
 
+    def _mailboxes(self) -> set[Mailbox]:
+        return {m for routes in self._routes.values() for m in routes}
+
     def _notify_gap(self) -> None:
-        for mailbox in {m for routes in self._routes.values() for m in routes}:
+        for mailbox in self._mailboxes():
             mailbox.on_gap()
+
+    def _notify_outage(self) -> None:
+        for mailbox in self._mailboxes():
+            mailbox.on_outage()
 
 
 def _resolve(future: asyncio.Future[None]) -> None:

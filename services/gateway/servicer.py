@@ -22,7 +22,7 @@ from services.gateway.stream_session import StreamSession
 from spartan import naming
 from spartan.config import Config
 from spartan.context import current_user
-from spartan.errors import InvalidArgument, Overloaded, PermissionDenied, Unavailable
+from spartan.errors import FailedPrecondition, InvalidArgument, Overloaded, PermissionDenied, Unavailable
 from spartan.history_store import HistoryStore
 from spartan.metrics import ACTIVE_STREAMS, DELIVERY_SECONDS, HISTORY_REPLAYED, MESSAGES_DELIVERED, MESSAGES_SENT, SLOW_CONSUMERS
 from spartan.ratelimit import RateLimiter, policies_from_config, rate
@@ -31,8 +31,12 @@ from spartan.v1 import pb, rpc
 from spartan.validation import check_body, check_message_id, check_name, check_user
 
 SERVICE = "gateway"
+RECONNECTING = "Reconnecting…"  # shown when this gateway loses Redis; the stream stays open
+RECONNECTED = "Reconnected."
 SENDABLE = {pb.CHAT, pb.SENDER_KEY}
 KIND_NAMES = {value: name.lower() for name, value in pb.Kind.items()}
+SENDER_KEYS_KEPT = 8  # per (recipient, group, sender): as many as a client's SenderKeyRing keeps
+SENDER_KEY_CALLS_PER_MINUTE = 60  # key distribution follows membership changes, not typing: its own budget
 
 
 class SpartanServicer:
@@ -107,6 +111,9 @@ class SpartanServicer:
         check_body(request.body, self.config.gateway.max_message_bytes)
         if request.kind not in SENDABLE:
             raise InvalidArgument("only chat messages and sender keys can be sent; use the request RPCs for the rest")
+        if request.kind == pb.SENDER_KEY:
+            sent_at_us = await self._store_sender_keys(user, request.group, [request])
+            return pb.SendAck(id=request.id, conversation=naming.group_conversation(request.group), sent_at_us=sent_at_us)
         conversation, channels = await self._route(user, request)
         outgoing = pb.Message(id=request.id, kind=request.kind, sender=user, recipient=request.recipient,
                               group=request.group, body=request.body, conversation=conversation)
@@ -118,8 +125,6 @@ class SpartanServicer:
     async def _route(self, user: str, request: pb.Message) -> tuple[str, list[str]]:
         """The conversation a message belongs to and the channels that deliver it."""
         if request.group:
-            if request.kind == pb.SENDER_KEY:
-                raise InvalidArgument("a sender key is sent to one member: set recipient and group")
             await self.groups.require_member(request.group, user)
             return naming.group_conversation(request.group), [naming.group_channel(request.group)]
         if not request.recipient:
@@ -128,6 +133,67 @@ class SpartanServicer:
         if recipient == user:
             raise InvalidArgument("you cannot send messages to yourself")
         return naming.dm_conversation(user, recipient), [naming.user_channel(recipient)]
+
+    @unary(SERVICE)
+    @authenticated
+    @rate("sender_keys", limit=SENDER_KEY_CALLS_PER_MINUTE, period=60)
+    async def SendSenderKeys(self, request: pb.SenderKeyBatch, context: grpc.aio.ServicerContext) -> pb.SenderKeyAck:
+        if self.draining:
+            raise Unavailable("this gateway is shutting down; reconnect and send again")
+        await self._store_sender_keys(current_user.get(), request.group, list(request.keys))
+        return pb.SenderKeyAck(stored=len(request.keys))
+
+    async def _store_sender_keys(self, user: str, group: str, keys: list[pb.Message]) -> int:
+        """Keep each sealed key in its recipient's key inbox and publish it to them; returns the time stamp.
+
+        The inbox holds the newest few keys per (recipient, group, sender), so a member who
+        was offline through any number of messages still gets every key their stream needs.
+        """
+        if not group:
+            raise InvalidArgument("a sender key belongs to a group: set group and recipient")
+        if not keys:
+            raise InvalidArgument("no sender keys given")
+        members = set((await self.groups.require_member(group, user)).members)
+        if any(key.recipient not in members for key in keys):
+            await self.groups.forget(group)  # a member added a moment ago may not be in the cached list yet
+            members = set((await self.groups.require_member(group, user)).members)
+        sent_at_us = time.time_ns() // 1000
+        stored: list[tuple[str, bytes]] = []
+        for key in keys:
+            check_message_id(key.id)
+            check_body(key.body, self.config.gateway.max_message_bytes)
+            recipient = check_user(key.recipient, self.users, "recipient")
+            if recipient == user:
+                raise InvalidArgument("your own sender key is not sent to yourself")
+            if recipient not in members:
+                raise FailedPrecondition(f"{recipient} is not a member of {group}")
+            message = pb.Message(id=key.id, kind=pb.SENDER_KEY, sender=user, recipient=recipient, group=group,
+                                 body=key.body, conversation=naming.group_conversation(group), sent_at_us=sent_at_us)
+            stored.append((recipient, message.SerializeToString()))
+        async with self.store.redis.pipeline(transaction=False) as pipe:
+            for recipient, raw in stored:
+                inbox = naming.sender_key_inbox(recipient, group, user)
+                pipe.lpush(inbox, raw)
+                pipe.ltrim(inbox, 0, SENDER_KEYS_KEPT - 1)
+                pipe.sadd(naming.sender_key_index(recipient), inbox)
+                pipe.publish(naming.user_channel(recipient), raw)
+            await pipe.execute()
+        MESSAGES_SENT.labels("sender_key").inc(len(stored))
+        return sent_at_us
+
+    async def _sender_key_inbox(self, user: str, groups: list[str]) -> list[bytes]:
+        """The sealed sender keys kept for `user` in the groups they belong to, oldest first per sender."""
+        redis_client = self.store.redis
+        prefixes = tuple(naming.sender_key_inbox(user, group, "") for group in groups)
+        inboxes = sorted(name.decode() for name in await redis_client.smembers(naming.sender_key_index(user)))
+        inboxes = [name for name in inboxes if name.startswith(prefixes)] if prefixes else []
+        if not inboxes:
+            return []
+        async with redis_client.pipeline(transaction=False) as pipe:
+            for inbox in inboxes:
+                pipe.lrange(inbox, 0, -1)
+            lists = await pipe.execute()
+        return [raw for newest_first in lists for raw in reversed(newest_first)]
 
     @unary(SERVICE)
     @authenticated
@@ -204,6 +270,8 @@ class SpartanServicer:
             await self.hub.subscribe(session, channels)
             await self.leases.open(lease)
             await context.send_initial_metadata((("x-spartan-gateway", self.leases.gateway_id),))
+            for raw in await self._sender_key_inbox(user, list(groups)):
+                yield raw
             for cursor in request.resume:
                 async for message in self._replay(session, user, cursor):
                     yield message
@@ -225,11 +293,15 @@ class SpartanServicer:
             if session.overflowed:
                 SLOW_CONSUMERS.inc()
                 raise Overloaded("you fell too far behind and were disconnected; reconnect to catch up from history")
+            if session.outage:
+                session.outage = False
+                yield notice(RECONNECTING)
             if session.gap:
                 session.gap = False
                 for conversation in list(session.positions):
                     async for message in self._replay(session, session.user, session.cursor(conversation)):
                         yield message
+                yield notice(RECONNECTED)
             while session.queue:
                 message, raw = session.queue.popleft()
                 if not session.is_new(message):

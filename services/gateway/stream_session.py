@@ -24,6 +24,7 @@ class StreamSession:
         self.wakeup = asyncio.Event()
         self.overflowed = False
         self.gap = False
+        self.outage = False
         self.closing_reason = ""
         self.groups: set[str] = set()  # groups joined while this stream was open
         self.positions: dict[str, tuple[str, int]] = {}  # conversation -> (epoch, newest offset delivered)
@@ -38,6 +39,10 @@ class StreamSession:
 
     def on_gap(self) -> None:
         self.gap = True
+        self.wakeup.set()
+
+    def on_outage(self) -> None:
+        self.outage = True
         self.wakeup.set()
 
     def close(self, reason: str) -> None:

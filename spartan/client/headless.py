@@ -2,19 +2,24 @@
 
 It logs in with the user's key, keeps the stream open with the same receiver the
 CLI uses (failover, resume from cursors), decrypts 1:1 messages and records what
-arrived, once per message id, in order.
+arrived, once per message id, in order. Group messages use the same sender-key
+logic as the CLI (`spartan.client.groups.ClientGroups`); a group message whose key
+arrives after it is recorded at once with `text=None` and filled in when the key comes.
 """
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 import uuid
-from collections.abc import Sequence
+from collections import defaultdict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from spartan import naming
 from spartan.client.connection import Connection
 from spartan.client.e2e import ClientCrypto
+from spartan.client.groups import NO_KEY, ClientGroups
 from spartan.client.receiver import Receiver
 from spartan.config import TlsConfig
 from spartan.crypto.keystore import load_or_create
@@ -45,6 +50,8 @@ class HeadlessClient:
         self._seen: set[str] = set()
         self._arrived = asyncio.Condition()
         self.receiver = Receiver(self.conn, self._handle, self._cursors, self.notices.append)
+        self.groups = ClientGroups(self.crypto, self.conn.call, self.notices.append)
+        self._parked: dict[tuple[str, str], list[int]] = defaultdict(list)  # (group, sender) -> indexes in received
 
     async def _fetch_keys(self, user: str) -> pb.PublicKeys:
         return await self.conn.call("GetKeys", pb.GetKeysRequest(user=user))
@@ -72,6 +79,19 @@ class HeadlessClient:
         self._seen.add(message_id)
         return await self.conn.call("SendMsg", pb.Message(id=message_id, kind=pb.CHAT, recipient=peer, body=body))
 
+    def follow_group(self, group: str) -> None:
+        """Track a group conversation from its start, so a reconnect replays it from offset 0."""
+        self.positions.setdefault(naming.group_conversation(group), ("", 0))
+
+    async def send_group(self, group: str, text: str, message_id: str | None = None) -> pb.SendAck:
+        message_id = message_id or uuid.uuid4().hex
+        body = await self.groups.seal(group, text, message_id) if self.encrypt else text.encode()
+        self._seen.add(message_id)
+        return await self.conn.call("SendMsg", pb.Message(id=message_id, kind=pb.CHAT, group=group, body=body))
+
+    def received_in(self, group: str) -> list[Received]:
+        return [r for r in self.received if r.message.group == group]
+
     async def call(self, method: str, request: object) -> object:
         return await self.conn.call(method, request)
 
@@ -80,14 +100,45 @@ class HeadlessClient:
             epoch, offset = self.positions.get(message.conversation, ("", 0))
             if epoch != message.epoch or message.offset > offset:
                 self.positions[message.conversation] = (message.epoch, message.offset)
+        if message.kind == pb.NOTICE and not message.conversation:
+            self.notices.append(message.text)
         if message.kind != pb.CHAT:
+            if self.encrypt:
+                await self._group_control(message)
             self.events.append(message)
         elif message.id not in self._seen and message.sender != self.user:
             self._seen.add(message.id)
-            text = await self.crypto.open(message) if self.encrypt else message.body.decode()
+            if not self.encrypt:
+                text: str | None = message.body.decode()
+            elif message.group:
+                text = await self._open_group(message, len(self.received))
+            else:
+                text = await self.crypto.open(message)
             self.received.append(Received(message.sender, text, message, time.time()))
         async with self._arrived:
             self._arrived.notify_all()
+
+    async def _open_group(self, message: pb.Message, index: int) -> str | None:
+        opened = await self.groups.open(message)
+        if opened.problem == NO_KEY:
+            self._parked[(message.group, message.sender)].append(index)
+        return opened.text
+
+    async def _group_control(self, message: pb.Message) -> None:
+        if message.kind == pb.MEMBERSHIP:
+            await self.groups.on_membership(message)
+        elif message.kind == pb.KEY_UPDATE and message.sender != self.user:
+            await self.groups.on_peer_keys(message.sender)
+        elif message.kind == pb.SENDER_KEY and await self.groups.on_sender_key(message):
+            for index in self._parked.pop((message.group, message.sender), []):
+                earlier = self.received[index]
+                text = await self._open_group(earlier.message, index)
+                self.received[index] = dataclasses.replace(earlier, text=text)
+
+    async def wait_until(self, condition: Callable[[], bool], timeout: float = 15.0) -> None:
+        """Wait until `condition()` holds, re-checked after every message."""
+        async with self._arrived:
+            await asyncio.wait_for(self._arrived.wait_for(condition), timeout)
 
     async def wait_for(self, count: int, timeout: float = 15.0) -> list[Received]:
         """Wait until at least `count` chat messages arrived; returns them all."""

@@ -1,0 +1,82 @@
+"""Redis stops and comes back: sends fail UNAVAILABLE meanwhile, nothing acknowledged is lost, streams heal."""
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+import pytest
+
+from spartan.v1 import pb
+
+
+async def test_redis_restart_with_aof_loses_no_acknowledged_message(stack_factory, client_factory) -> None:
+    stack = stack_factory(gateways=2, appendonly=True, settings={"SPARTAN_MAX_NUM_MESSAGES_PER_USER": "100"})
+    alice = await client_factory("alice", [stack.address(1)])
+    bob = await client_factory("bob", [stack.address(2)])
+    bob.follow("alice")
+    acknowledged = []
+    for i in range(10):
+        await alice.send("bob", f"before {i}")
+        acknowledged.append(f"before {i}")
+    await bob.wait_for(10)
+
+    stack.redis.kill()
+    with pytest.raises(grpc.aio.AioRpcError) as down:
+        await alice.send("bob", "during outage")
+    assert down.value.code() == grpc.StatusCode.UNAVAILABLE
+
+    stack.redis.start()
+    for _ in range(100):  # the gateways reconnect with backoff
+        try:
+            await alice.send("bob", "after 0")
+            acknowledged.append("after 0")
+            break
+        except grpc.aio.AioRpcError as exc:
+            assert exc.code() == grpc.StatusCode.UNAVAILABLE
+            await asyncio.sleep(0.2)
+    for i in range(1, 10):
+        await alice.send("bob", f"after {i}")
+        acknowledged.append(f"after {i}")
+    received = await bob.wait_for(len(acknowledged), timeout=30)
+    assert [r.text for r in received] == acknowledged
+    history = await bob.call("GetHistory", pb.HistoryRequest(peer="alice"))
+    assert [await bob.crypto.open(m) for m in history.messages] == acknowledged
+    assert "Reconnecting…" in bob.notices and "Reconnected." in bob.notices
+
+
+async def test_presence_and_history_down_fail_fast_and_recover(stack_factory, client_factory) -> None:
+    stack = stack_factory(gateways=1)
+    alice = await client_factory("alice", [stack.address(1)])
+    bob = await client_factory("bob", [stack.address(1)])
+    await alice.send("bob", "hello")  # fetches and pins bob's keys while presence is up
+    await bob.wait_for(1)
+
+    stack.kill("presence")
+    with pytest.raises(grpc.aio.AioRpcError) as no_presence:
+        await alice.call("ListUsers", pb.ListUsersRequest())
+    assert no_presence.value.code() == grpc.StatusCode.UNAVAILABLE
+    await alice.send("bob", "sends do not need presence")
+    await bob.wait_for(2)
+    stack.restart("presence")
+    listing = await eventually(lambda: alice.call("ListUsers", pb.ListUsersRequest()))
+    assert {u.name for u in listing.users} >= {"alice", "bob"}
+
+    stack.kill("history")
+    with pytest.raises(grpc.aio.AioRpcError) as no_history:
+        await alice.call("GetHistory", pb.HistoryRequest(peer="bob"))
+    assert no_history.value.code() == grpc.StatusCode.UNAVAILABLE
+    stack.restart("history")
+    history = await eventually(lambda: alice.call("GetHistory", pb.HistoryRequest(peer="bob")))
+    assert len(history.messages) == 2
+
+
+async def eventually(call, seconds: float = 10.0):  # type: ignore[no-untyped-def]
+    """The gateway's channel to a restarted service reconnects with backoff (at most 2 s between tries)."""
+    deadline = asyncio.get_running_loop().time() + seconds
+    while True:
+        try:
+            return await call()
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() != grpc.StatusCode.UNAVAILABLE or asyncio.get_running_loop().time() > deadline:
+                raise
+            await asyncio.sleep(0.2)
