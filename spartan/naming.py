@@ -46,3 +46,16 @@ def group_channel(group: str) -> str:
 
 GROUP_CHANGES_CHANNEL = "sp:groups:changes"  # every membership change, for gateways' caches
 BROADCAST_CHANNEL = "sp:broadcast"  # notices for every connected user (e.g. key registrations)
+
+
+def sender_key_index(recipient: str) -> str:
+    """Set of the recipient's sender-key inbox lists (one per group and sender)."""
+    return f"sp:sk:{{{recipient}}}:index"
+
+
+def sender_key_inbox(recipient: str, group: str, sender: str) -> str:
+    """List of the newest sealed sender keys `sender` sent `recipient` for `group`, newest first.
+
+    Names never contain ':' (see NAME_PATTERN), so these keys cannot collide.
+    """
+    return f"sp:sk:{{{recipient}}}:{group}:{sender}"

@@ -16,6 +16,7 @@ import grpc
 from spartan import naming
 from spartan.client.connection import Connection
 from spartan.client.e2e import ClientCrypto, PeerHasNoKeys
+from spartan.client.groups import GroupChatView
 from spartan.client.terminal import InteractiveTerminal, PipedTerminal
 from spartan.errors import InvalidArgument
 from spartan.v1 import pb
@@ -40,13 +41,15 @@ class Chat:
         self.users: list[str] = []
         self.groups: list[str] = []
         self.peer = ""  # current 1:1 peer ("" while choosing)
+        self.group = ""  # current group chat ("" unless one is open)
         self.pending: list[str] = []  # users asking to chat with me, oldest first
         self.seen: OrderedDict[str, None] = OrderedDict()
         self.positions: dict[str, tuple[str, int]] = {}  # conversation -> (epoch, newest offset received)
         self.waiting: dict[str, list[pb.Message]] = defaultdict(list)  # other conversations' messages
         self.announced: set[str] = set()
         self.queued_for_keys: dict[str, list[tuple[str, str]]] = defaultdict(list)  # peer -> [(id, text)]
-        self.last_failed: tuple[str, str] | None = None  # (peer, text) for /retry
+        self.last_failed: tuple[str, str] | None = None  # (peer or group, text) for /retry
+        self.group_view = GroupChatView(self)
 
     # ------------------------------------------------------------ display
     def show(self, line: str) -> None:
@@ -57,6 +60,8 @@ class Chat:
 
     @property
     def conversation(self) -> str:
+        if self.group:
+            return naming.group_conversation(self.group)
         return naming.dm_conversation(self.me, self.peer) if self.peer else ""
 
     def cursors(self) -> list[pb.Cursor]:
@@ -86,7 +91,7 @@ class Chat:
 
     async def choose_peer(self) -> None:
         """Answer a pending request or pick a user, until a chat starts."""
-        while not self.peer:
+        while not (self.peer or self.group):
             answer = (await self.terminal.ask(self.selection_prompt)).strip()
             if not answer:
                 continue
@@ -103,6 +108,9 @@ class Chat:
                 await self.start_with(answer)
 
     async def start_with(self, name: str) -> None:
+        if name in self.groups:
+            await self.group_view.open(name)
+            return
         if name == self.me:
             self.notice("You cannot chat with yourself. Pick someone from the user list.")
             return
@@ -137,7 +145,7 @@ class Chat:
                 self.notice(f"Could not answer {requester}: {exc.details()}")
 
     async def open_chat(self, peer: str) -> None:
-        self.peer = peer
+        self.peer, self.group = peer, ""
         self.announced.discard(peer)
         self.notice(f"You are now ready to chat with {peer}.")
         await self.show_history(peer, only_unseen=True)
@@ -160,7 +168,11 @@ class Chat:
     # ------------------------------------------------------------ incoming
     async def handle(self, message: pb.Message) -> None:
         kind = message.kind
-        if kind == pb.CHAT:
+        if kind == pb.CHAT and message.group:
+            await self.group_view.on_chat(message)
+        elif kind == pb.SENDER_KEY:
+            await self.group_view.on_sender_key(message)
+        elif kind == pb.CHAT:
             self._advance(message)
             if message.sender == self.me or message.id in self.seen:
                 return
@@ -179,10 +191,11 @@ class Chat:
         elif kind == pb.KEY_UPDATE and message.sender != self.me:
             self.crypto.forget(message.sender)
             await self.flush_queued(message.sender)
+            await self.group_view.keys.on_peer_keys(message.sender)
         elif kind == pb.NOTICE:
             self.notice(GAP_TEXT if message.conversation else message.text)
-        elif kind == pb.MEMBERSHIP and message.text:
-            self.notice(f"[{message.group}] {message.text}")
+        elif kind == pb.MEMBERSHIP:
+            await self.group_view.on_membership(message)
 
     async def _on_request(self, requester: str) -> None:
         if requester == self.peer:
@@ -204,7 +217,12 @@ class Chat:
 
     # ------------------------------------------------------------ sending
     async def send(self, text: str, peer: str | None = None, message_id: str | None = None) -> bool:
+        if (peer is None and self.group) or (peer and peer in self.groups):
+            return await self.group_view.send(text, peer or self.group, message_id)
         peer = peer or self.peer
+        if not peer:
+            self.notice("Pick a chat first: /switch USER or /group NAME.")
+            return False
         try:
             check_text(text, self.max_message_bytes)
         except InvalidArgument as exc:

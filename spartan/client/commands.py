@@ -1,4 +1,7 @@
-"""Slash commands inside a chat: /help, /users, /switch, /history, /verify, /retry, /accept, /decline, /quit."""
+"""Slash commands inside a chat: /help, /users, /switch, /history, /verify, /retry, /accept, /decline, /quit.
+
+Group commands (/group, /groups, /members, /invite, /remove, /leave, /create) live in spartan.client.groups.
+"""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
@@ -6,6 +9,7 @@ from collections.abc import Awaitable, Callable
 import grpc
 
 from spartan.client.chat import Chat
+from spartan.client.groups import GROUP_COMMANDS, GROUP_HELP
 from spartan.crypto.safety import format_rows
 from spartan.v1 import pb
 
@@ -16,6 +20,7 @@ HELP = [
     "/accept USER      accept a chat request      /decline USER   decline it",
     "/verify USER      show the safety number to compare with USER; '/verify USER ok' marks it verified",
     "/retry            send the last message that could not be sent",
+    *GROUP_HELP,
     "/quit             leave (Ctrl-D and Ctrl-C work too)",
 ]
 
@@ -54,14 +59,18 @@ async def _switch(chat: Chat, args: list[str]) -> None:
     if args[0] == chat.peer:
         chat.notice(f"You are already chatting with {chat.peer}.")
         return
-    previous = chat.peer
-    chat.peer = ""
+    previous = chat.peer, chat.group
+    chat.peer, chat.group = "", ""
     await chat.start_with(args[0])
-    if not chat.peer:
-        chat.peer = previous
+    if not (chat.peer or chat.group):
+        chat.peer, chat.group = previous
 
 
 async def _history(chat: Chat, args: list[str]) -> None:
+    if chat.group:
+        chat.notice(f"Recent messages in {chat.group}:")
+        await chat.group_view.show_history(chat.group, only_unseen=False)
+        return
     chat.notice(f"Recent messages with {chat.peer}:")
     await chat.show_history(chat.peer, only_unseen=False)
 
@@ -112,4 +121,5 @@ async def _quit(chat: Chat, args: list[str]) -> None:
 COMMANDS: dict[str, Callable[[Chat, list[str]], Awaitable[None]]] = {
     "/help": _help, "/users": _users, "/switch": _switch, "/history": _history, "/accept": _accept,
     "/decline": _decline, "/verify": _verify, "/retry": _retry, "/quit": _quit, "/exit": _quit,
+    **GROUP_COMMANDS,
 }

@@ -1,0 +1,387 @@
+"""Group chats on the client: sender keys, their distribution, and sealing/opening group messages.
+
+Every member keeps one sender key per group (`SenderKeyRing`). Before its first
+group message, and again after every membership change (a MEMBERSHIP message or a
+`GetGroup` answer with a newer version), a member makes a fresh key and sends it to
+every *current* other member in one `SendSenderKeys` call, each copy sealed on the
+pairwise channel with that member. The gateway keeps the newest few keys per
+(recipient, group, sender) in the recipient's key inbox and replays them when the
+recipient's stream opens, so a member who was offline still gets them. A removed
+member gets none of the new keys and a new member none of the old ones.
+
+Group messages are encrypted once under the sender's key and signed with the
+sender's identity key (`spartan.crypto.sender_keys`); receivers check the signature
+against the directory key, so neither the server nor another member can forge one.
+
+`ClientGroups` is the part every client needs (the terminal client and the headless
+one); `GroupChatView` is how the terminal client shows groups and runs the group
+commands.
+"""
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections import defaultdict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import grpc
+
+from spartan import naming
+from spartan.client.e2e import ClientCrypto, PeerHasNoKeys
+from spartan.crypto import DecryptError
+from spartan.crypto.sender_keys import SenderKey, SenderKeyRing, decrypt_group, encrypt_group, open_sender_key, seal_sender_key
+from spartan.errors import InvalidArgument
+from spartan.v1 import pb
+from spartan.validation import check_text
+
+if TYPE_CHECKING:
+    from spartan.client.chat import Chat
+
+Call = Callable[[str, Any], Awaitable[Any]]
+Warn = Callable[[str], None]
+
+OK, NO_KEY, FORGED = "", "no_key", "forged"
+
+
+@dataclass(frozen=True)
+class GroupOpened:
+    """The outcome of opening a group message: `text`, or None with the reason in `problem`."""
+
+    text: str | None
+    problem: str = OK  # NO_KEY: this device never got the key (yet); FORGED: it failed verification
+
+
+class ClientGroups:
+    def __init__(self, crypto: ClientCrypto, call: Call, warn: Warn) -> None:
+        self.crypto = crypto
+        self.me = crypto.user
+        self.call = call
+        self.warn = warn
+        self.ring = SenderKeyRing(self.me)
+        self.info: dict[str, pb.GroupInfo] = {}  # newest membership known per group
+        self.owed: dict[str, set[str]] = defaultdict(set)  # members who had no keys when my key went out
+        self._undistributed: set[str] = set()  # groups whose current key may not have reached everyone
+        self._locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+
+    # ----------------------------------------------------------- membership
+    def members(self, group: str) -> list[str]:
+        info = self.info.get(group)
+        return list(info.members) if info else []
+
+    async def refresh(self, group: str) -> pb.GroupInfo:
+        """Ask the server for the group's members (NOT_FOUND / PERMISSION_DENIED propagate)."""
+        info = await self.call("GetGroup", pb.GroupRequest(group=group))
+        await self.apply(info)
+        return self.info[group]
+
+    async def on_membership(self, message: pb.Message) -> bool:
+        """Apply a MEMBERSHIP message; True if it was news (a newer version)."""
+        info = pb.GroupInfo(group=message.group, members=message.members, version=message.offset)
+        return await self.apply(info)
+
+    async def apply(self, info: pb.GroupInfo) -> bool:
+        """Adopt a newer member list: forget removed members' keys, rotate and redistribute my own key."""
+        async with self._locks[info.group]:
+            known = self.info.get(info.group)
+            if known is not None and known.version >= info.version:
+                return False
+            self.info[info.group] = info
+            if self.me not in info.members:
+                self.ring.forget_group(info.group)
+                self.owed.pop(info.group, None)
+                self._undistributed.discard(info.group)
+                return True
+            fresh = self.ring.on_membership(info.group, info.version, info.members)
+            if fresh is not None:
+                await self._distribute_quietly(info.group, fresh)
+            return True
+
+    # ---------------------------------------------------------- distribution
+    async def _distribute_quietly(self, group: str, key: SenderKey) -> None:
+        """Distribute after a membership change; on failure the next send tries again."""
+        try:
+            await self._distribute(group, key)
+        except grpc.aio.AioRpcError as exc:
+            self.warn(f"Could not send your new key for {group} yet ({exc.details()}); will retry on your next message.")
+
+    async def _distribute(self, group: str, key: SenderKey, only: set[str] | None = None) -> None:
+        self._undistributed.add(group)
+        recipients = [m for m in self.members(group) if m != self.me and (only is None or m in only)]
+        sealed: list[pb.Message] = []
+        missing: set[str] = set()
+        for member in recipients:
+            try:
+                cipher = self.crypto.ciphers.get(member, await self.crypto.peer_keys(member))
+            except PeerHasNoKeys:
+                missing.add(member)  # sent when their key shows up (KEY_UPDATE)
+                continue
+            message_id = uuid.uuid4().hex
+            sealed.append(pb.Message(id=message_id, recipient=member,
+                                     body=seal_sender_key(cipher, key, message_id=message_id)))
+        if sealed:
+            await self.call("SendSenderKeys", pb.SenderKeyBatch(group=group, keys=sealed))
+        if only is None:
+            self.owed[group] = missing
+            self._undistributed.discard(group)
+        else:
+            self.owed[group] = (self.owed[group] - only) | missing
+
+    async def on_peer_keys(self, peer: str) -> None:
+        """A user registered keys: send them my key for every group that still owes it to them."""
+        for group, waiting in list(self.owed.items()):
+            key = self.ring.own_key(group)
+            if peer in waiting and key is not None:
+                async with self._locks[group]:
+                    try:
+                        await self._distribute(group, key, only={peer})
+                    except grpc.aio.AioRpcError as exc:
+                        self.warn(f"Could not send your key for {group} to {peer}: {exc.details()}")
+
+    async def on_sender_key(self, message: pb.Message) -> bool:
+        """Take a SENDER_KEY addressed to me; True if it is a key I did not have."""
+        group, sender = message.group, message.sender
+        if not group or message.recipient != self.me or sender == self.me:
+            return False
+        info = self.info.get(group)
+        if info is not None and (self.me not in info.members or sender not in info.members):
+            return False
+        try:
+            cipher = self.crypto.ciphers.get(sender, await self.crypto.peer_keys(sender))
+            key = open_sender_key(cipher, message.body, message_id=message.id, group=group)
+        except (DecryptError, PeerHasNoKeys):
+            self.warn(f"A key from {sender} for {group} could not be verified and was ignored.")
+            return False
+        except grpc.aio.AioRpcError:
+            return False
+        return self.ring.add(key)
+
+    # -------------------------------------------------------------- messages
+    async def seal(self, group: str, text: str, message_id: str) -> bytes:
+        """Encrypt one group message under my current key, distributing a new key first if needed."""
+        info = self.info.get(group)
+        if info is None or self.me not in info.members:
+            info = await self.refresh(group)
+        async with self._locks[group]:
+            key, fresh = self.ring.ensure_own_key(group, self.info[group].version)
+            if fresh or group in self._undistributed:
+                await self._distribute(group, key)
+        return encrypt_group(self.crypto.identity, key, text.encode("utf-8"), message_id=message_id, group=group)
+
+    async def open(self, message: pb.Message) -> GroupOpened:
+        """Verify and decrypt a group message; never raises."""
+        try:
+            key = self.ring.key_for(message.group, message.sender, message.body)
+        except DecryptError:
+            return GroupOpened(None, FORGED)
+        if key is None:
+            return GroupOpened(None, NO_KEY)
+        try:
+            identity_key = (await self.crypto.peer_keys(message.sender)).identity_key
+            plain = decrypt_group(message.body, sender_identity_key=identity_key, sender_key=key,
+                                  message_id=message.id, group=message.group)
+            return GroupOpened(plain.decode("utf-8"))
+        except (DecryptError, PeerHasNoKeys, UnicodeDecodeError):
+            return GroupOpened(None, FORGED)
+        except grpc.aio.AioRpcError:
+            return GroupOpened(None, NO_KEY)
+
+
+class GroupChatView:
+    """The terminal client's group chats: picking a group, showing its lines, the group commands."""
+
+    def __init__(self, chat: Chat) -> None:
+        self.chat = chat
+        self.keys = ClientGroups(chat.crypto, chat.conn.call, chat.notice)
+        self.announced: set[str] = set()
+        self.parked: dict[tuple[str, str], list[pb.Message]] = defaultdict(list)  # waiting for a sender key
+        self.shown: set[tuple[str, int]] = set()  # (group, version) of membership changes announced
+
+    def line(self, message: pb.Message, text: str) -> str:
+        return f"[{message.group}][{message.sender}] {text}"
+
+    async def open(self, group: str) -> bool:
+        """Make `group` the current conversation and show what is new in it."""
+        try:
+            info = await self.keys.refresh(group)
+        except grpc.aio.AioRpcError as exc:
+            self.chat.notice(f"Cannot open {group}: {exc.details()}")
+            return False
+        chat = self.chat
+        chat.peer, chat.group = "", group
+        self.announced.discard(group)
+        chat.notice(f"You are now in group {group} with {', '.join(m for m in info.members if m != chat.me)}.")
+        await self.show_history(group, only_unseen=True)
+        return True
+
+    async def show_history(self, group: str, *, only_unseen: bool) -> None:
+        chat = self.chat
+        conversation = naming.group_conversation(group)
+        try:
+            history = await chat.conn.call("GetHistory", pb.HistoryRequest(group=group))
+        except grpc.aio.AioRpcError as exc:
+            chat.notice(f"Could not load history: {exc.details()}")
+            return
+        unreadable = 0
+        for message in [*history.messages, *chat.waiting.pop(conversation, [])]:
+            chat._advance(message)
+            if not chat._remember(message.id) and only_unseen:
+                continue
+            if message.sender == chat.me:
+                continue
+            opened = await self.keys.open(message)
+            if opened.problem == NO_KEY:
+                unreadable += 1
+            else:
+                self.display(message, opened)
+        if history.last_offset:
+            chat.positions.setdefault(conversation, (history.epoch, history.last_offset))
+        if unreadable:
+            chat.notice(f"{unreadable} earlier message(s) in {group} were sent before you could read them.")
+
+    def display(self, message: pb.Message, opened: GroupOpened) -> None:
+        if opened.text is None:
+            self.chat.notice(f"A message from {message.sender} could not be decrypted.")
+        else:
+            self.chat.show(self.line(message, opened.text))
+
+    # ------------------------------------------------------------ incoming
+    async def on_chat(self, message: pb.Message) -> None:
+        chat = self.chat
+        chat._advance(message)
+        if message.sender == chat.me or message.id in chat.seen:
+            return
+        if message.group != chat.group:
+            chat.waiting[message.conversation].append(message)
+            if message.group not in self.announced:
+                self.announced.add(message.group)
+                chat.notice(f"New message in {message.group}. Type /group {message.group} to read it.")
+            return
+        chat._remember(message.id)
+        opened = await self.keys.open(message)
+        if opened.problem == NO_KEY:
+            self.parked[(message.group, message.sender)].append(message)
+        else:
+            self.display(message, opened)
+
+    async def on_sender_key(self, message: pb.Message) -> None:
+        if not await self.keys.on_sender_key(message):
+            return
+        for parked in self.parked.pop((message.group, message.sender), []):
+            opened = await self.keys.open(parked)
+            if opened.problem == NO_KEY:
+                self.parked[(message.group, message.sender)].append(parked)
+            elif parked.group == self.chat.group:
+                self.display(parked, opened)
+
+    async def on_membership(self, message: pb.Message) -> None:
+        chat = self.chat
+        await self.keys.on_membership(message)
+        if (message.group, message.offset) in self.shown:
+            return  # announced already (each change reaches a member on more than one channel)
+        self.shown.add((message.group, message.offset))
+        if message.text:
+            chat.notice(f"[{message.group}] {message.text}")
+        if chat.me in message.members and message.group not in chat.groups:
+            chat.groups.append(message.group)
+        elif chat.me not in message.members and message.group in chat.groups:
+            chat.groups.remove(message.group)
+            if chat.group == message.group:
+                chat.group = ""
+                chat.notice(f"You are no longer a member of {message.group}. Pick a chat with /switch USER or /group NAME.")
+
+    # ------------------------------------------------------------- sending
+    async def send(self, text: str, group: str, message_id: str | None = None) -> bool:
+        chat = self.chat
+        try:
+            check_text(text, chat.max_message_bytes)
+        except InvalidArgument as exc:
+            chat.notice(f"Not sent: {exc.message}.")
+            return False
+        message_id = message_id or uuid.uuid4().hex
+        try:
+            body = await self.keys.seal(group, text, message_id)
+            await chat.conn.call("SendMsg", pb.Message(id=message_id, kind=pb.CHAT, group=group, body=body))
+        except grpc.aio.AioRpcError as exc:
+            return chat._send_failed(group, text, exc)
+        chat._remember(message_id)
+        chat.last_failed = None
+        return True
+
+
+# ------------------------------------------------------------------ commands
+async def _group(chat: Chat, args: list[str]) -> None:
+    if len(args) != 1:
+        chat.notice("Usage: /group NAME   (your groups: /groups)")
+        return
+    if args[0] == chat.group:
+        chat.notice(f"You are already in {chat.group}.")
+        return
+    await chat.group_view.open(args[0])
+
+
+async def _groups(chat: Chat, args: list[str]) -> None:
+    listing = await chat.conn.call("ListUsers", pb.ListUsersRequest())
+    chat.groups = list(listing.groups)
+    chat.notice("Your groups: " + (", ".join(chat.groups) if chat.groups else "none yet (/create NAME USER...)"))
+
+
+def _current_group(chat: Chat, usage: str) -> str:
+    if not chat.group:
+        chat.notice(f"You are not in a group chat. Open one with /group NAME, then {usage}")
+    return chat.group
+
+
+async def _members(chat: Chat, args: list[str]) -> None:
+    group = args[0] if args else _current_group(chat, "/members")
+    if group:
+        info = await chat.group_view.keys.refresh(group)
+        chat.notice(f"Members of {group}: {', '.join(info.members)}")
+
+
+async def _invite(chat: Chat, args: list[str]) -> None:
+    group = _current_group(chat, "/invite USER") if len(args) == 1 else ""
+    if len(args) != 1:
+        chat.notice("Usage: /invite USER (inside a group chat)")
+    elif group:
+        info = await chat.conn.call("AddMember", pb.GroupRequest(group=group, user=args[0]))
+        await chat.group_view.keys.apply(info)
+
+
+async def _remove(chat: Chat, args: list[str]) -> None:
+    group = _current_group(chat, "/remove USER") if len(args) == 1 else ""
+    if len(args) != 1:
+        chat.notice("Usage: /remove USER (inside a group chat)")
+    elif group:
+        info = await chat.conn.call("RemoveMember", pb.GroupRequest(group=group, user=args[0]))
+        await chat.group_view.keys.apply(info)
+
+
+async def _leave(chat: Chat, args: list[str]) -> None:
+    group = args[0] if args else _current_group(chat, "/leave")
+    if group:
+        await chat.conn.call("RemoveMember", pb.GroupRequest(group=group))
+
+
+async def _create(chat: Chat, args: list[str]) -> None:
+    if len(args) < 2:
+        chat.notice("Usage: /create NAME USER [USER...]")
+        return
+    info = await chat.conn.call("CreateGroup", pb.GroupRequest(group=args[0], members=args[1:]))
+    if info.group not in chat.groups:
+        chat.groups.append(info.group)
+    chat.notice(f"Created {info.group} with {', '.join(info.members)}. Type /group {info.group} to chat there.")
+
+
+GROUP_HELP = [
+    "/group NAME       chat in a group (typing a group's name where a user is asked works too)",
+    "/groups           your groups     /members   who is in this group",
+    "/invite USER      add someone     /remove USER   remove someone     /leave   leave this group",
+    "/create NAME USER...  make a new group with those users",
+]
+
+GROUP_COMMANDS: dict[str, Callable[[Chat, list[str]], Awaitable[None]]] = {
+    "/group": _group, "/groups": _groups, "/members": _members, "/invite": _invite, "/remove": _remove,
+    "/leave": _leave, "/create": _create,
+}
