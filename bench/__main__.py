@@ -1,0 +1,123 @@
+"""`python3 -m bench <workload>`: run benchmarks, print a table, write results.json and results.png.
+
+    python3 -m bench all [--quick] [--out DIR] [--profile]
+    python3 -m bench relay | latency | capacity | raw_relay | crypto | ratelimit | history_read
+
+`all` runs the relay, latency and capacity workloads (each against the raw relay
+bound where it applies) and then the component benchmarks (`bench.crypto`,
+`bench.ratelimit`, `bench.history_read`) with small sizes, and finishes in well
+under ten minutes on a 2-core machine. `--quick` shrinks everything to seconds (the
+smoke test uses it). Results go to `bench/results/<timestamp>/` unless `--out` says
+otherwise. Numbers are reported against the targets, never asserted.
+"""
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from bench import capacity, latency, relay, report
+from bench.stack import ROOT, raise_open_files_limit
+
+WORKLOADS = ("relay", "latency", "capacity", "raw_relay")
+COMPONENTS: dict[str, dict[str, list[str]]] = {  # component benchmarks: arguments per size
+    "crypto": {"full": ["--seconds", "0.2"], "quick": ["--seconds", "0.02"]},
+    "ratelimit": {"full": ["--checks", "1000", "--concurrency", "20", "--calls", "600"],
+                  "quick": ["--checks", "100", "--concurrency", "5", "--calls", "50"]},
+    "history_read": {"full": ["--requests", "300", "--rounds", "1", "--concurrency", "8"],
+                     "quick": ["--requests", "30", "--rounds", "1", "--concurrency", "4"]},
+}
+
+
+def sizes(quick: bool) -> dict[str, dict[str, Any]]:
+    if quick:
+        return {
+            "relay": {"pairs": 4, "window": 2, "seconds": 1.0, "warmup": 0.3, "rounds": 1, "tail": 0.5},
+            "latency": {"rate": 200.0, "seconds": 1.0, "pairs": 2, "warmup": 0.3, "rounds": 1, "tail": 0.5},
+            "capacity": {"levels": [50, 150], "per_channel": 50, "users": 50},
+            "raw_relay": {"pairs": 4, "window": 2, "seconds": 1.0, "warmup": 0.3, "tail": 0.5},
+        }
+    return {
+        "relay": {"pairs": 50, "window": 2, "seconds": 8.0, "warmup": 2.0, "rounds": 2},
+        "latency": {"rate": 1000.0, "seconds": 10.0, "pairs": 10, "warmup": 1.0, "rounds": 2},
+        "capacity": {"levels": [1000, 5000, 10000], "per_channel": 100, "users": 1000},
+        "raw_relay": {"pairs": 50, "window": 2, "seconds": 8.0, "warmup": 2.0},
+    }
+
+
+def progress(line: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {line}", flush=True)
+
+
+def run_component(name: str, quick: bool) -> dict[str, Any]:
+    """Run one of the component benchmarks as a subprocess and keep its table."""
+    command = [sys.executable, "-m", f"bench.{name}", *COMPONENTS[name]["quick" if quick else "full"]]
+    progress(f"{name}: {' '.join(command[1:])}")
+    started = time.monotonic()
+    finished = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    output = finished.stdout + (finished.stderr[-2000:] if finished.returncode else "")
+    print(output, flush=True)
+    return {"command": " ".join(["python3", *command[1:]]), "returncode": finished.returncode,
+            "seconds": round(time.monotonic() - started, 1), "output": output}
+
+
+def run_workload(name: str, settings: dict[str, Any], out: Path, profile: bool) -> dict[str, Any]:
+    profile_dir = out if profile else None
+    if name == "relay":
+        return relay.run(**settings, profile_dir=profile_dir, log=progress)
+    if name == "latency":
+        return latency.run(**settings, log=progress)
+    if name == "capacity":
+        return capacity.run(**settings, log=progress)
+    if name == "raw_relay":
+        return {"raw": relay.run_raw_only(**settings, log=progress)}
+    raise ValueError(name)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python3 -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument("workload", choices=["all", *WORKLOADS, *COMPONENTS])
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: seconds, not minutes")
+    parser.add_argument("--out", type=Path, help="results folder (default bench/results/<timestamp>/)")
+    parser.add_argument("--profile", action="store_true",
+                        help="py-spy the gateways during the last Spartan relay round (written next to results)")
+    parser.add_argument("--skip-components", action="store_true", help="with all: skip crypto/ratelimit/history_read")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    raise_open_files_limit()
+    out = args.out or ROOT / "bench" / "results" / datetime.now().strftime("%Y%m%d-%H%M%S")
+    out.mkdir(parents=True, exist_ok=True)
+    chosen = {"all": list(WORKLOADS[:3]) + ([] if args.skip_components else list(COMPONENTS))}.get(
+        args.workload, [args.workload])
+    all_sizes = sizes(args.quick)
+    results: dict[str, Any] = {
+        "command": " ".join(["python3 -m bench", *(argv if argv is not None else sys.argv[1:])]),
+        "started_at": datetime.now().isoformat(timespec="seconds"),
+        "quick": args.quick, "machine": report.machine(), "load_before": report.load_average(),
+        "settings": {name: all_sizes[name] for name in chosen if name in all_sizes},
+        "body_bytes": relay.BODY_BYTES, "encrypted_bodies": False, "workloads": {}, "components": {},
+    }
+    started = time.monotonic()
+    for name in chosen:
+        if name in COMPONENTS:
+            results["components"][name] = run_component(name, args.quick)
+        else:
+            progress(f"{name}: start")
+            results["workloads"][name] = run_workload(name, all_sizes[name], out, args.profile)
+    results["elapsed_seconds"] = round(time.monotonic() - started, 1)
+    results["load_after"] = report.load_average()
+    json_path, png_path = report.write(results, out)
+    print()
+    print(report.table(results))
+    print(f"\nresults: {json_path}\nplot:    {png_path}\nelapsed: {results['elapsed_seconds']:.0f} s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,213 @@
+"""Processes the benchmarks measure: a private Redis, a Spartan stack, the raw relay, and their plumbing.
+
+Every benchmark starts its own redis-server on a free loopback port (never the
+machine's shared one) and its services as separate OS processes, started exactly as
+in a deployment (console modules, `--port`, `SPARTAN_*` environment), so the load
+generators, the services and Redis compete for the same cores the way they would on
+one small host. Also here: user names, session tokens, RSS readings and the
+open-files limit every benchmark process raises.
+"""
+from __future__ import annotations
+
+import os
+import resource
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from spartan.launcher import Child
+
+ROOT = Path(__file__).resolve().parents[1]
+SPARTAN_SEND = "/spartan.v1.Spartan/SendMsg"
+SPARTAN_RECEIVE = "/spartan.v1.Spartan/ReceiveMsg"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_port(port: int, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listening on 127.0.0.1:{port} after {timeout}s")
+
+
+def raise_open_files_limit() -> int:
+    """Raise RLIMIT_NOFILE's soft limit to the hard limit; returns the new soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def user_names(count: int) -> list[str]:
+    """u000, u001, ... (at least three digits), valid under the config's name pattern."""
+    width = max(3, len(str(max(count - 1, 0))))
+    return [f"u{i:0{width}d}" for i in range(count)]
+
+
+def rss_kib(pid: int) -> int:
+    """Resident set size of a process (VmRSS in /proc/<pid>/status), KiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+def mint_token(secret: str, user: str) -> str:
+    """A session token exactly as `Login` issues it (what a logged-in client holds)."""
+    from spartan.crypto.tokens import TokenIssuer
+
+    return TokenIssuer(secret, 3600).issue(user, secrets.token_bytes(32))[0]
+
+
+async def login_token(address: str, user: str) -> str:
+    """Log in for real (challenge, Ed25519 signature, key registration) and return the session token."""
+    from spartan.client.connection import Connection
+    from spartan.config import TlsConfig
+    from spartan.crypto.identity import Identity
+
+    connection = Connection([address], Identity.generate(user), TlsConfig())
+    try:
+        await connection.open()
+        return connection.token
+    finally:
+        await connection.close()
+
+
+class PrivateRedis:
+    """A throwaway redis-server on a free loopback port, no persistence."""
+
+    def __init__(self) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise SystemExit("redis-server is not installed (apt-get install redis-server)")
+        self.port = free_port()
+        self.directory = Path(tempfile.mkdtemp(prefix="spartan-bench-redis-"))
+        self.process = subprocess.Popen(
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--maxclients", "10000", "--dir", str(self.directory), "--logfile", str(self.directory / "redis.log")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        wait_for_port(self.port, 10)
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+class Processes:
+    """Child processes with logs in one directory; stopped together."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        (workdir / "logs").mkdir(parents=True, exist_ok=True)
+        self.children: dict[str, Child] = {}
+
+    def add(self, name: str, args: list[str], port: int, env: dict[str, str]) -> Child:
+        child = Child(name, args, port, env, self.workdir / "logs" / f"{name}.log")
+        self.children[name] = child
+        return child
+
+    def start(self, timeout: float = 30.0) -> None:
+        for child in self.children.values():
+            child.start()
+        for child in self.children.values():
+            try:
+                wait_for_port(child.port, timeout)
+            except TimeoutError:
+                raise RuntimeError(f"{child.name} did not start:\n{self.log(child.name)[-3000:]}") from None
+
+    def pid(self, name: str) -> int:
+        process = self.children[name].process
+        assert process is not None
+        return process.pid
+
+    def log(self, name: str) -> str:
+        path = self.children[name].log_path
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def stop(self) -> None:
+        for child in self.children.values():
+            child.stop(timeout=10)
+
+
+class SpartanStack:
+    """Redis, presence, history and N gateways, as in a deployment (one process each)."""
+
+    def __init__(self, workdir: Path, *, users: list[str], gateways: int = 2,
+                 settings: dict[str, str] | None = None) -> None:
+        self.redis = PrivateRedis()
+        self.secret = secrets.token_hex(32)
+        self.processes = Processes(workdir)
+        presence_port, history_port = free_port(), free_port()
+        self.gateway_ports = [free_port() for _ in range(gateways)]
+        self.env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("SPARTAN_")},
+            "PYTHONPATH": str(ROOT),
+            "PYTHONUNBUFFERED": "1",
+            "SPARTAN_CONFIG": str(ROOT / "config.yaml"),
+            "SPARTAN_REDIS__URL": self.redis.url,
+            "SPARTAN_SERVICES__PRESENCE": f"127.0.0.1:{presence_port}",
+            "SPARTAN_SERVICES__HISTORY": f"127.0.0.1:{history_port}",
+            "SPARTAN_AUTH__TOKEN_SECRET": self.secret,
+            "SPARTAN_USERS": ",".join(users),
+            "SPARTAN_GROUPS": "{}",
+            "SPARTAN_RATE__RATE": "1000000",
+            "SPARTAN_RATE__PER_SECONDS": "1",
+            "SPARTAN_MAX_NUM_MESSAGES_PER_USER": "1000",
+            "SPARTAN_LOG__LEVEL": "WARNING",
+            "SPARTAN_SHUTDOWN__GRACE_SECONDS": "1",
+            **(settings or {}),
+        }
+        python = sys.executable
+        self.processes.add("presence", [python, "-m", "services.presence.main", "--port", str(presence_port)],
+                           presence_port, self.env)
+        self.processes.add("history", [python, "-m", "services.history.main", "--port", str(history_port)],
+                           history_port, self.env)
+        for i, port in enumerate(self.gateway_ports):
+            env = {**self.env, "SPARTAN_GATEWAY__INSTANCE_ID": f"gateway-{i + 1}"}
+            self.processes.add(f"gateway-{i + 1}", [python, "-m", "services.gateway.main", "--port", str(port)],
+                               port, env)
+
+    def address(self, gateway: int) -> str:
+        """Address of gateway number `gateway` (1-based)."""
+        return f"127.0.0.1:{self.gateway_ports[gateway - 1]}"
+
+    def gateway_pid(self, gateway: int) -> int:
+        return self.processes.pid(f"gateway-{gateway}")
+
+    def start(self) -> "SpartanStack":
+        try:
+            self.processes.start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def close(self) -> None:
+        self.processes.stop()
+        self.redis.close()
+
+    def __enter__(self) -> "SpartanStack":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
