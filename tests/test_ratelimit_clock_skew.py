@@ -6,24 +6,27 @@ its process clock shifted by `faketime` (or, where that tool is missing, with
 `time.time`/`time.monotonic` shifted inside the process), hammer one user's bucket
 at the same time through `RateLimiter.check`.
 
-The bound. Let W be the span of Redis time from the first process's start reading
-(`TIME`, taken before its first check) to the last process's end reading (taken
-after its last check). Every check the script evaluated fell inside W. The bucket
-starts full (`burst` tokens) and refills at `rate` tokens per second, never above
-`burst`, so
+The bound. The window starts at t0, when the test takes the whole burst in one
+check (cost = burst), reading t0 from the bucket's stored `ts` (Redis time). Let W
+run from t0 to the last caller's end reading (`TIME` after its last check): every
+check fell inside W. Refill is `rate` tokens per second of Redis time and nothing
+else creates tokens, so, counting the burst taken at t0,
 
-    allowed <= burst + rate * W                      (exact; no slack needed)
+    allowed <= burst + rate * W                          (exact)
 
-While the callers hammer without pause the bucket never sits full, so no refill is
-lost, and when they stop it holds less than one token plus what accrued since the
-last check. Refill also accrues in the small gaps between the start reading and the
-first check and between the last check and the end reading, so
+For the other side let A run from t0 to the last accepted check (the bucket's
+stored `ts` at the end) and let `left` be the tokens the bucket kept then (stored
+`tokens`; below one, since callers kept getting rejected). The bucket was empty at
+t0 and can only lose refill by filling up to the burst, which takes burst/rate = 2
+seconds without a check, far longer than any pause while callers hammer. So all
+refill up to the last accepted check was either handed out or is `left`:
 
-    allowed >= burst + rate * W - 1 - rate * GAP_SECONDS
+    allowed >= burst + rate * A - left                   (exact up to float rounding)
 
-where GAP_SECONDS generously covers those round trips and scheduling delays. Both
-bounds are about counting, not speed: a slower machine makes fewer checks but the
-same tokens.
+Neither bound depends on speed: a slower or busier machine makes fewer checks but
+hands out the same tokens. (Writing them with T = W and `left` < 1 gives the
+familiar burst + rate*T - 1 <= allowed <= burst + rate*T, less the refill accrued
+between the last accepted check and the end reading.)
 
 Run as `python3 -m tests.test_ratelimit_clock_skew '<json>'` the module is the child
 process that hammers and prints its counts as JSON.
@@ -44,27 +47,34 @@ from pathlib import Path
 from redis.asyncio import Redis
 
 from spartan.config import RedisConfig
-from spartan.ratelimit import RateLimiter, RatePolicy
+from spartan.ratelimit import RateLimiter, RatePolicy, bucket_key
 from spartan.redis_conn import connect
 from tests.support.redis_server import RedisServer
 
 ROOT = Path(__file__).resolve().parents[1]
-GAP_SECONDS = 0.25
 CLOCK_OFFSETS_SECONDS = (-420.0, 0.0, 300.0)  # seven minutes behind, on time, five minutes ahead
-POLICY = RatePolicy(rate=20, per_seconds=1, burst=10)
+POLICY = RatePolicy(rate=20, per_seconds=1, burst=40)  # refilling it takes 2 s without a check
 
 
 @dataclass(frozen=True)
 class HammerResult:
     allowed: int
     checks: int
-    start_us: int
-    end_us: int
+    end_us: int  # Redis time after this caller's last check
+    last_accept_us: int  # the bucket's stored ts, read right after the end
+    tokens_left: float  # the bucket's stored tokens, read with it
 
 
 async def redis_time_us(redis: Redis) -> int:
     seconds, micros = await redis.time()
     return seconds * 1_000_000 + micros
+
+
+async def take_whole_burst(limiter: RateLimiter, user: str, api: str, policy: RatePolicy) -> int:
+    """Empty the fresh bucket in one check; returns its Redis time in µs (t0)."""
+    decision = await limiter.check(user, api, policy, cost=policy.burst)
+    assert decision.allowed and decision.remaining == 0
+    return int(await limiter.redis.hget(bucket_key(user, api), "ts"))
 
 
 async def hammer(
@@ -73,7 +83,7 @@ async def hammer(
     """`tasks` concurrent loops calling `check` for `seconds` of this process's clock."""
     allowed = 0
     checks = 0
-    start_us = await redis_time_us(limiter.redis)
+    await asyncio.gather(*(limiter.redis.ping() for _ in range(tasks)))  # open the connections first
     deadline = time.monotonic() + seconds
 
     async def loop() -> None:
@@ -85,16 +95,21 @@ async def hammer(
 
     await asyncio.gather(*(loop() for _ in range(tasks)))
     end_us = await redis_time_us(limiter.redis)
-    return HammerResult(allowed, checks, start_us, end_us)
+    tokens, ts = await limiter.redis.hmget(bucket_key(user, api), "tokens", "ts")
+    return HammerResult(allowed, checks, end_us, int(ts), float(tokens))
 
 
-def assert_within_bound(policy: RatePolicy, results: Sequence[HammerResult]) -> None:
-    window = (max(r.end_us for r in results) - min(r.start_us for r in results)) / 1e6
-    allowed = sum(r.allowed for r in results)
+def assert_within_bound(policy: RatePolicy, t0_us: int, results: Sequence[HammerResult]) -> None:
+    final = max(results, key=lambda r: r.last_accept_us)  # the latest reading sees every accepted check
+    window = (max(r.end_us for r in results) - t0_us) / 1e6
+    accepting = (final.last_accept_us - t0_us) / 1e6
+    allowed = policy.burst + sum(r.allowed for r in results)
     ceiling = policy.burst + policy.tokens_per_second * window
-    floor = ceiling - 1 - policy.tokens_per_second * GAP_SECONDS
-    assert allowed <= ceiling + 1e-6, f"{allowed} allowed in {window:.3f}s, more than {ceiling:.2f}"
-    assert allowed >= floor, f"{allowed} allowed in {window:.3f}s, fewer than {floor:.2f}"
+    floor = policy.burst + policy.tokens_per_second * accepting - final.tokens_left
+    described = f"{allowed} allowed in {window:.3f}s (last accepted at {accepting:.3f}s, {final.tokens_left:.3f} left)"
+    assert allowed <= ceiling + 1e-6, f"{described}: more than {ceiling:.3f}"
+    assert allowed >= floor - 1e-6, f"{described}: fewer than {floor:.3f}"
+    assert final.tokens_left < 1, "callers stopped being rejected: they did not hammer"
     assert sum(r.checks for r in results) > allowed, "the callers never ran into the limit"
 
 
@@ -155,6 +170,7 @@ def test_processes_with_skewed_clocks_share_one_exact_bucket(redis_server: Redis
         now = time.time()
         for offset, ready in zip(CLOCK_OFFSETS_SECONDS, readies):
             assert abs(float(ready["clock"]) - now - offset) < 30, "the child's clock was not shifted"
+        t0_us = asyncio.run(take_whole_burst_from(redis_server.url, "alice", "send", POLICY))
         for child in children:
             assert child.stdin is not None
             child.stdin.write("go\n")
@@ -167,7 +183,15 @@ def test_processes_with_skewed_clocks_share_one_exact_bucket(redis_server: Redis
                 child.kill()
                 child.wait()
     assert all(r.allowed > 0 for r in results), "every process should win some tokens"
-    assert_within_bound(POLICY, results)
+    assert_within_bound(POLICY, t0_us, results)
+
+
+async def take_whole_burst_from(url: str, user: str, api: str, policy: RatePolicy) -> int:
+    redis = connect(RedisConfig(), url)
+    try:
+        return await take_whole_burst(RateLimiter(redis), user, api, policy)
+    finally:
+        await redis.aclose()
 
 
 async def test_concurrent_checks_grant_exactly_the_burst(redis_server: RedisServer) -> None:
@@ -186,9 +210,10 @@ async def test_concurrent_checks_grant_exactly_the_burst(redis_server: RedisServ
 
 async def test_concurrent_tasks_in_one_process_stay_within_the_bound(redis: Redis) -> None:
     limiter = RateLimiter(redis)
-    policy = RatePolicy(rate=20, per_seconds=1, burst=5)
+    policy = RatePolicy(rate=20, per_seconds=1, burst=40)
+    t0_us = await take_whole_burst(limiter, "carol", "send", policy)
     result = await hammer(limiter, "carol", "send", policy, seconds=2.0, tasks=50)
-    assert_within_bound(policy, [result])
+    assert_within_bound(policy, t0_us, [result])
 
 
 if __name__ == "__main__":
