@@ -328,7 +328,14 @@ class SpartanServicer:
 
     async def _replay(self, session: StreamSession, user: str, cursor: pb.Cursor) -> AsyncIterator[pb.Message]:
         """Messages of one conversation after `cursor`, with a notice when some are gone for good."""
-        conversation = await self._readable_conversation(user, pb.HistoryRequest(conversation=cursor.conversation))
+        try:
+            conversation = await self._readable_conversation(user, pb.HistoryRequest(conversation=cursor.conversation))
+        except PermissionDenied:
+            return  # removed from the group while away: nothing to replay, the stream goes on
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() != grpc.StatusCode.NOT_FOUND:
+                raise
+            return  # the group is gone
         after = cursor.offset
         try:
             held = await self.history.Read(pb.HistoryRequest(conversation=conversation, after_offset=after),
