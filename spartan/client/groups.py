@@ -287,6 +287,7 @@ class GroupChatView:
             chat.groups.append(message.group)
         elif chat.me not in message.members and message.group in chat.groups:
             chat.groups.remove(message.group)
+            chat.positions.pop(naming.group_conversation(message.group), None)
             if chat.group == message.group:
                 chat.group = ""
                 chat.notice(f"You are no longer a member of {message.group}. Pick a chat with /switch USER or /group NAME.")

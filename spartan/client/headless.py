@@ -127,6 +127,8 @@ class HeadlessClient:
     async def _group_control(self, message: pb.Message) -> None:
         if message.kind == pb.MEMBERSHIP:
             await self.groups.on_membership(message)
+            if self.user not in message.members:
+                self.positions.pop(naming.group_conversation(message.group), None)
         elif message.kind == pb.KEY_UPDATE and message.sender != self.user:
             await self.groups.on_peer_keys(message.sender)
         elif message.kind == pb.SENDER_KEY and await self.groups.on_sender_key(message):

@@ -174,6 +174,29 @@ async def test_member_recovers_group_messages_after_its_gateway_dies(stack_facto
     assert bob.texts() == ["one", "two", "three", "four"]
 
 
+async def test_member_removed_while_away_reconnects_with_a_stale_group_cursor(stack_factory, client_factory,
+                                                                              tmp_path: Path) -> None:
+    stack = stack_factory(gateways=2)
+    alice = await client_factory("alice", [stack.address(1)])
+    bob = await client_factory("bob", [stack.address(2)])
+    await alice.send_group("group1", "hello")
+    await bob.wait_for(1)
+    cursors = dict(bob.positions)
+    await bob.close()
+    await alice.call("RemoveMember", pb.GroupRequest(group="group1", user="bob"))
+    await alice.send("bob", "you were removed")
+
+    again = HeadlessClient("bob", [stack.address(2)], str(tmp_path / "keys"))
+    again.positions.update(cursors)  # still names group:group1, which bob may no longer read
+    again.follow("alice")
+    await again.start()
+    try:
+        assert [r.text for r in await again.wait_for(1)] == ["you were removed"]
+        assert again.receiver.failed is None
+    finally:
+        await again.close()
+
+
 async def test_bad_group_input_is_refused_precisely(stack_factory, client_factory) -> None:
     stack = stack_factory(gateways=2)
     alice = await client_factory("alice", [stack.address(1)])
