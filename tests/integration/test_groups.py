@@ -21,7 +21,6 @@ from spartan.crypto.sender_keys import decrypt_group, envelope_key_id
 from spartan.v1 import pb
 
 ROOT = Path(__file__).resolve().parents[2]
-GROUP1 = ["alice", "bob", "charlie", "eve"]  # config.yaml
 
 
 async def group1_on_three_gateways(stack, client_factory) -> dict:  # type: ignore[no-untyped-def]
