@@ -85,6 +85,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, help="results folder (default bench/results/<timestamp>/)")
     parser.add_argument("--profile", action="store_true",
                         help="py-spy the gateways during the last Spartan relay round (written next to results)")
+    parser.add_argument("--pairs", type=int, help="relay/latency: sender-receiver pairs")
+    parser.add_argument("--seconds", type=float, help="relay/latency: measured seconds per round")
+    parser.add_argument("--rounds", type=int, help="relay/latency: interleaved raw/Spartan rounds")
+    parser.add_argument("--rate", type=float, help="latency: offered messages/s")
+    parser.add_argument("--levels", type=lambda text: [int(v) for v in text.split(",")],
+                        help="capacity: stream counts, e.g. 1000,5000,10000")
+    parser.add_argument("--users", type=int,
+                        help="capacity: distinct users (default 1000: 10 streams per user at 10k; 0: one per stream)")
     parser.add_argument("--skip-components", action="store_true", help="with all: skip crypto/ratelimit/history_read")
     return parser.parse_args(argv)
 
@@ -97,6 +105,10 @@ def main(argv: list[str] | None = None) -> None:
     chosen = {"all": list(WORKLOADS[:3]) + ([] if args.skip_components else list(COMPONENTS))}.get(
         args.workload, [args.workload])
     all_sizes = sizes(args.quick)
+    for name, settings in all_sizes.items():
+        for key in ("pairs", "seconds", "rounds", "rate", "levels", "users"):
+            if getattr(args, key) is not None and key in settings:
+                settings[key] = getattr(args, key)
     results: dict[str, Any] = {
         "command": " ".join(["python3 -m bench", *(argv if argv is not None else sys.argv[1:])]),
         "started_at": datetime.now().isoformat(timespec="seconds"),

@@ -33,7 +33,8 @@ from bench.stack import (SPARTAN_RECEIVE, SPARTAN_SEND, SpartanStack, login_toke
 from spartan.v1 import pb
 
 PROBES = 20
-OPENING_IN_FLIGHT = 200
+OPENING_IN_FLIGHT = 32  # opens awaiting their initial metadata at once
+OPEN_ATTEMPTS = 5  # a refused open is retried with backoff, as the client's receiver does
 SETTLE_SECONDS = 2.0
 
 
@@ -56,28 +57,43 @@ class StreamPool:
                                               response_deserializer=pb.Message.FromString)
 
     async def open(self, users: list[str]) -> None:
+        """Open one stream per user entry, `OPENING_IN_FLIGHT` at a time, retrying refused opens like a client."""
         limit = asyncio.Semaphore(OPENING_IN_FLIGHT)
 
-        async def one(call: Any) -> None:
+        async def one(user: str) -> None:
             async with limit:
-                try:
-                    await asyncio.wait_for(call.initial_metadata(), 60)
-                except (grpc.aio.AioRpcError, asyncio.TimeoutError) as exc:
-                    self.failures.append(type(exc).__name__ if isinstance(exc, asyncio.TimeoutError)
-                                         else exc.code().name)
+                for attempt in range(OPEN_ATTEMPTS):
+                    call = self._method()(pb.Message(sender=user), metadata=auth(self.secret, user))
+                    try:
+                        await asyncio.wait_for(call.initial_metadata(), 60)
+                    except asyncio.TimeoutError:
+                        call.cancel()
+                        self.failures.append("no initial metadata within 60 s")
+                        continue
+                    if not call.done():  # initial_metadata() also returns when the call ended with an error
+                        self.calls.append(call)
+                        return
+                    self.failures.append(f"{(await call.code()).name}: {await call.details()}")
+                    await asyncio.sleep(0.2 * (attempt + 1))
 
-        waits = []
-        for user in users:
-            call = self._method()(pb.Message(sender=user), metadata=auth(self.secret, user))
-            self.calls.append(call)
-            waits.append(one(call))
-        await asyncio.gather(*waits)
+        await asyncio.gather(*(one(user) for user in users))
+
+    def open_count(self) -> int:
+        """Streams still open (a stream the gateway ended is done)."""
+        return sum(1 for call in self.calls if not call.done())
 
     async def close(self) -> None:
         for call in self.calls:
             call.cancel()
         for channel in self.channels:
             await channel.close()
+
+
+def summarize_failures(failures: list[str]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for failure in failures:
+        counts[failure[:160]] = counts.get(failure[:160], 0) + 1
+    return counts
 
 
 def auth(secret: str, user: str) -> tuple[tuple[str, str], ...]:
@@ -120,8 +136,8 @@ async def _probe_limits(address: str, secret: str, users: list[str]) -> dict[str
         method = channel.unary_stream(SPARTAN_RECEIVE, request_serializer=pb.Message.SerializeToString,
                                       response_deserializer=pb.Message.FromString)
         calls = [method(pb.Message(sender=user), metadata=auth(secret, user)) for user in users]
-        done, _ = await asyncio.wait([asyncio.create_task(c.initial_metadata()) for c in calls], timeout=20)
-        opened = sum(1 for task in done if task.exception() is None)
+        await asyncio.wait([asyncio.create_task(c.initial_metadata()) for c in calls], timeout=30)
+        opened = sum(1 for call in calls if not call.done())
         for call in calls:
             call.cancel()
     return {"tried_on_one_connection": len(users), "opened_on_one_connection": opened}
@@ -145,25 +161,25 @@ async def _client(address: str, secret: str, gateway_pid: int, levels: list[int]
     try:
         for level in levels:
             started = time.monotonic()
-            await pool.open(stream_users[len(pool.calls):level])
+            await pool.open(stream_users[pool.open_count():level])
             opening = time.monotonic() - started
             await asyncio.sleep(SETTLE_SECONDS)
             rss = rss_kib(gateway_pid)
             rtt = await round_trips(address, secret, probe_sender, probe_receiver, PROBES)
-            streams = len(pool.calls) - len(pool.failures)
-            row = {"streams": streams, "failed": len(pool.failures), "connections": len(pool.channels),
+            streams = pool.open_count()
+            row = {"streams": streams, "refused_opens": len(pool.failures), "connections": len(pool.channels),
                    "rss_kib": rss, "rss_per_stream_kib": (rss - baseline_rss) / max(1, streams),
-                   "open_seconds": opening, "opens_per_s": (level - (result["levels"][-1]["streams"]
-                                                                     if result["levels"] else 0)) / opening,
+                   "open_seconds": opening, "opens_per_s": (streams - (result["levels"][-1]["streams"]
+                                                                       if result["levels"] else 0)) / opening,
                    "round_trip_ms": rtt_summary(rtt)}
             result["levels"].append(row)
             pipe.send(f"capacity: {streams} streams on {len(pool.channels)} connections, "
                       f"RSS {rss / 1024:.1f} MiB ({row['rss_per_stream_kib']:.1f} KiB/stream), opened at "
                       f"{row['opens_per_s']:.0f}/s, round trip p50 {row['round_trip_ms']['p50']:.2f} ms "
-                      f"max {row['round_trip_ms']['max']:.2f} ms, failures {len(pool.failures)}")
+                      f"max {row['round_trip_ms']['max']:.2f} ms, refused opens so far {len(pool.failures)}")
     finally:
         await pool.close()
-    result["failures"] = sorted(set(pool.failures))
+    result["failures"] = summarize_failures(pool.failures)
     return result
 
 

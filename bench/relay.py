@@ -98,6 +98,10 @@ async def _receive(endpoint: Endpoint, users: list[str], pipe: Pipe) -> None:
                                       response_deserializer=pb.Message.FromString)
         calls.append(method(pb.Message(sender=user), metadata=endpoint.metadata(user)))
     await asyncio.gather(*(call.initial_metadata() for call in calls))
+    ended = [f"{(await call.code()).name}: {await call.details()}" for call in calls if call.done()]
+    if ended:
+        pipe.send(f"{len(ended)} streams ended at once, e.g. {ended[0]}")
+        return
     pipe.send("ready")
     start_ns, end_ns, tail = await asyncio.get_running_loop().run_in_executor(None, pipe.recv)
     latencies_us: list[float] = []
@@ -188,9 +192,10 @@ def run_load(endpoint: Endpoint, plan: Plan, profile_pids: dict[str, int] | None
     receiver_end, receiver_pipe = context.Pipe()
     receiver = context.Process(target=receiver_process, args=(endpoint, plan.receivers, receiver_pipe), daemon=True)
     receiver.start()
-    if not receiver_end.poll(60) or receiver_end.recv() != "ready":
+    answer = receiver_end.recv() if receiver_end.poll(60) else "no answer within 60 s"
+    if answer != "ready":
         receiver.kill()
-        raise RuntimeError("receivers did not connect")
+        raise RuntimeError(f"receivers did not connect: {answer}")
     begin_ns = time.monotonic_ns() + 1_500_000_000  # time for the sender process to start
     window_start = begin_ns + int(plan.warmup * 1e9)
     window_end = window_start + int(plan.seconds * 1e9)
@@ -248,23 +253,36 @@ def start_profilers(pids: dict[str, int], directory: Path | None, start_ns: int,
     return started
 
 
-def finish_profiler(process: subprocess.Popen[bytes], path: Path, top: int = 12) -> dict[str, Any]:
-    """Self time (share of samples whose innermost frame is a function) from py-spy's collapsed stacks."""
+def finish_profiler(process: subprocess.Popen[bytes], path: Path, top: int = 15) -> dict[str, Any]:
+    """Shares of samples from py-spy's collapsed stacks: inclusive for the project's and redis-py's
+    functions (where the time goes), self time for every innermost frame (what burns it)."""
     process.wait(30)
     if not path.exists():
         return {"error": "py-spy wrote nothing (is ptrace allowed?)"}
+    inclusive: dict[str, int] = {}
     self_samples: dict[str, int] = {}
     total = 0
     for line in path.read_text().splitlines():
-        stack, _, count = line.rpartition(" ")
+        stack, _, count_text = line.rpartition(" ")
         if not stack:
             continue
-        leaf = stack.rsplit(";", 1)[-1]
-        self_samples[leaf] = self_samples.get(leaf, 0) + int(count)
-        total += int(count)
-    ranked = sorted(self_samples.items(), key=lambda item: -item[1])[:top]
-    return {"file": path.name, "samples": total,
-            "self_share": [{"frame": frame, "share": round(count / total, 4)} for frame, count in ranked]}
+        count = int(count_text)
+        total += count
+        frames = [frame.rsplit(":", 1)[0] + ")" if " (" in frame else frame for frame in stack.split(";")]
+        for frame in set(frames):
+            if any(part in frame for part in INTERESTING_FRAMES) and not frame.startswith(ENTRY_FRAMES):
+                inclusive[frame] = inclusive.get(frame, 0) + count
+        self_samples[stack.rsplit(";", 1)[-1]] = self_samples.get(stack.rsplit(";", 1)[-1], 0) + count
+
+    def ranked(counts: dict[str, int]) -> list[dict[str, Any]]:
+        best = sorted(counts.items(), key=lambda item: -item[1])[:top]
+        return [{"frame": frame, "share": round(count / total, 4)} for frame, count in best]
+
+    return {"file": path.name, "samples": total, "inclusive_share": ranked(inclusive), "self_share": ranked(self_samples)}
+
+
+INTERESTING_FRAMES = ("services/", "spartan/", "redis/", "prometheus_client/", "hmac.py")
+ENTRY_FRAMES = ("main ", "<module> ", "main.<locals>", "run_service ")  # the whole process: no information
 
 
 # ----------------------------------------------------------------- workload

@@ -1,0 +1,55 @@
+"""The benchmark suite runs end to end with tiny sizes and writes its results.
+
+Only that results exist and have the documented shape is checked: benchmarks report
+numbers, they never assert on them (a loaded CI machine must not fail this test).
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]  # matplotlib comes with the bench extra (scripts/bootstrap.sh)
+
+
+@pytest.mark.timeout(240)
+def test_quick_bench_writes_json_and_png(tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    finished = subprocess.run(
+        [sys.executable, "-m", "bench", "all", "--quick", "--skip-components", "--out", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=220)
+    assert finished.returncode == 0, finished.stdout[-3000:] + finished.stderr[-3000:]
+
+    results = json.loads((out / "results.json").read_text())
+    assert {"machine", "settings", "workloads", "targets", "load_before", "load_after"} <= results.keys()
+    assert results["machine"]["nproc"] >= 1
+    for name in ("relay", "latency"):
+        workload = results["workloads"][name]
+        assert {"raw", "spartan", "ratio_to_raw"} <= workload.keys()
+        for system in ("raw", "spartan"):
+            run = workload[system]
+            assert run["delivered"] > 0, (name, system, run)
+            assert {"p50", "p99", "p999"} <= run["latency_ms"].keys()
+            assert run["cdf_ms"]
+    capacity = results["workloads"]["capacity"]
+    assert [level["streams"] for level in capacity["levels"]] == results["settings"]["capacity"]["levels"]
+    for level in capacity["levels"]:
+        assert {"rss_kib", "rss_per_stream_kib", "round_trip_ms", "opens_per_s"} <= level.keys()
+    assert capacity["user_list"]["users"] > 0
+    assert "relay_ratio_to_raw" in results["targets"]
+    png = out / "results.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "spartan/raw" in finished.stdout  # the table was printed
+
+
+def test_component_benchmarks_run_from_the_suite(tmp_path: Path) -> None:
+    out = tmp_path / "crypto"
+    finished = subprocess.run([sys.executable, "-m", "bench", "crypto", "--quick", "--out", str(out)],
+                              cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert finished.returncode == 0, finished.stdout[-3000:] + finished.stderr[-3000:]
+    results = json.loads((out / "results.json").read_text())
+    assert results["components"]["crypto"]["returncode"] == 0
+    assert results["components"]["crypto"]["output"].strip()
