@@ -221,9 +221,9 @@ async def user_list_costs(stack: SpartanStack, users: list[str]) -> dict[str, An
 
 def run(*, levels: list[int] | None = None, per_channel: int = 100, users: int = 0,
         log: Log = print) -> dict[str, Any]:
-    """`users` (default: one per stream) below the stream count gives each user several streams (devices)."""
+    """`users`: configured users (default one per stream); fewer gives each user several streams (devices)."""
     levels = sorted(levels or [1000, 5000, 10000])
-    user_count = min(users or max(levels), max(levels))
+    user_count = users or max(levels)
     raise_open_files_limit()
     users_list = user_names(user_count + 2)
     with tempfile.TemporaryDirectory(prefix="spartan-bench-") as workdir:
