@@ -8,6 +8,7 @@ check and the rate limiter.
 """
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -24,7 +25,7 @@ from spartan.config import Config
 from spartan.context import current_user
 from spartan.errors import FailedPrecondition, InvalidArgument, Overloaded, PermissionDenied, Unavailable
 from spartan.history_store import HistoryStore
-from spartan.metrics import ACTIVE_STREAMS, DELIVERY_SECONDS, HISTORY_REPLAYED, MESSAGES_DELIVERED, MESSAGES_SENT, SLOW_CONSUMERS
+from spartan.metrics import ACTIVE_STREAMS, DELIVERY_SECONDS, HISTORY_REPLAYED, MESSAGES_DELIVERED, MESSAGES_SENT
 from spartan.ratelimit import RateLimiter, policies_from_config, rate
 from spartan.rpc.handlers import stream, unary
 from spartan.v1 import pb, rpc
@@ -33,6 +34,7 @@ from spartan.validation import check_body, check_message_id, check_name, check_u
 SERVICE = "gateway"
 RECONNECTING = "Reconnecting…"  # shown when this gateway loses Redis; the stream stays open
 RECONNECTED = "Reconnected."
+REPLAY_PAGE = 50  # messages per history read while replaying
 SENDABLE = {pb.CHAT, pb.SENDER_KEY}
 KIND_NAMES = {value: name.lower() for name, value in pb.Kind.items()}
 SENDER_KEYS_KEPT = 8  # per (recipient, group, sender): as many as a client's SenderKeyRing keeps
@@ -261,6 +263,7 @@ class SpartanServicer:
         if len(self.sessions) >= self.config.gateway.max_streams:
             raise Overloaded("this gateway holds as many streams as it may; try another one shortly")
         session = StreamSession(user, uuid.uuid4().hex, self.config.gateway.stream_queue_size)
+        session.handler = asyncio.current_task()
         groups = (await self.presence.ListUsers(pb.UserRef(user=user), timeout=self.timeout)).groups
         channels = [naming.user_channel(user), naming.BROADCAST_CHANNEL, *map(naming.group_channel, groups)]
         self.sessions[session.session_id] = session
@@ -291,7 +294,6 @@ class SpartanServicer:
                 yield notice(session.closing_reason)
                 raise Unavailable(session.closing_reason)
             if session.overflowed:
-                SLOW_CONSUMERS.inc()
                 raise Overloaded("you fell too far behind and were disconnected; reconnect to catch up from history")
             if session.outage:
                 session.outage = False
@@ -336,29 +338,38 @@ class SpartanServicer:
             if exc.code() != grpc.StatusCode.NOT_FOUND:
                 raise
             return  # the group is gone
-        after = cursor.offset
+        missing = False
         try:
-            held = await self.history.Read(pb.HistoryRequest(conversation=conversation, after_offset=after),
-                                           timeout=self.timeout)
+            page = await self._read_page(conversation, cursor.offset)
         except grpc.aio.AioRpcError as exc:
             if exc.code() != grpc.StatusCode.INVALID_ARGUMENT:
                 raise
-            after = 0  # the cursor is ahead of history: Redis lost it; replay what there is
-            held = await self.history.Read(pb.HistoryRequest(conversation=conversation), timeout=self.timeout)
-        epoch_changed = bool(cursor.epoch) and bool(held.epoch) and cursor.epoch != held.epoch
-        if epoch_changed:
-            held = await self.history.Read(pb.HistoryRequest(conversation=conversation), timeout=self.timeout)
-        missing = epoch_changed or (held.first_offset > cursor.offset + 1 and cursor.offset > 0) or after != cursor.offset
+            missing = True  # the cursor is ahead of history: Redis lost it; replay what there is
+            page = await self._read_page(conversation, 0)
+        if cursor.epoch and page.epoch and cursor.epoch != page.epoch:
+            missing = True  # history was evicted or lost since the client saw it
+            page = await self._read_page(conversation, 0)
+        if cursor.offset and page.first_offset > cursor.offset + 1:
+            missing = True  # more was sent than history holds
         if missing:
-            yield pb.Message(id=uuid.uuid4().hex, kind=pb.NOTICE, conversation=conversation, epoch=held.epoch,
+            yield pb.Message(id=uuid.uuid4().hex, kind=pb.NOTICE, conversation=conversation, epoch=page.epoch,
                              text="some earlier messages are no longer available")
-        for message in held.messages:
-            if session.is_new(message):
-                session.mark(message)
-                HISTORY_REPLAYED.inc()
-                yield message
-        if not held.messages and held.last_offset:
-            session.positions.setdefault(conversation, (held.epoch, held.last_offset))
+        while True:
+            for message in page.messages:
+                if session.is_new(message):
+                    session.mark(message)
+                    HISTORY_REPLAYED.inc()
+                    yield message
+            if not page.messages or page.messages[-1].offset >= page.last_offset:
+                break
+            page = await self._read_page(conversation, page.messages[-1].offset)
+        if page.last_offset:
+            session.positions.setdefault(conversation, (page.epoch, page.last_offset))
+
+    async def _read_page(self, conversation: str, after_offset: int) -> pb.HistoryResponse:
+        """One page of history: small enough to stay under gRPC's message size with 64 KiB messages."""
+        request = pb.HistoryRequest(conversation=conversation, after_offset=after_offset, limit=REPLAY_PAGE)
+        return await self.history.Read(request, timeout=self.timeout)
 
     # ----------------------------------------------------------------- drain
     async def drain(self) -> None:

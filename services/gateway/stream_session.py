@@ -1,9 +1,10 @@
 """One open `ReceiveMsg` stream: a bounded mailbox the hub fills and the handler drains.
 
 The hub calls `deliver` synchronously from its owner task, so it must never block:
-when the bounded queue is full the session is marked overflowed and the handler ends
-the stream with RESOURCE_EXHAUSTED (the client reconnects and catches up from
-history) instead of slowing every other stream on the gateway. The session also
+when the bounded queue is full the session is marked overflowed, its queue dropped
+and the handler's task cancelled (it may be parked in a write the client never
+reads), which ends the stream; the client reconnects and catches up from history
+instead of slowing every other stream on the gateway or growing memory. The session also
 remembers the newest offset and epoch it delivered per conversation, to drop a live
 copy of something already replayed and to know what to replay after a gap.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 
+from spartan.metrics import SLOW_CONSUMERS
 from spartan.v1 import pb
 
 
@@ -26,13 +28,21 @@ class StreamSession:
         self.gap = False
         self.outage = False
         self.closing_reason = ""
+        self.handler: asyncio.Task[object] | None = None  # the task serving this stream
         self.groups: set[str] = set()  # groups joined while this stream was open
         self.positions: dict[str, tuple[str, int]] = {}  # conversation -> (epoch, newest offset delivered)
 
     # Mailbox protocol (called by the hub).
     def deliver(self, message: pb.Message, raw: bytes) -> None:
+        if self.overflowed:
+            return
         if len(self.queue) >= self.queue_size:
             self.overflowed = True
+            self.queue.clear()
+            SLOW_CONSUMERS.inc()
+            if self.handler is not None:
+                # The handler may be parked in a write the client never reads: cancel it.
+                self.handler.cancel()
         else:
             self.queue.append((message, raw))
         self.wakeup.set()

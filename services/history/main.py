@@ -15,7 +15,9 @@ from spartan.rpc.registration import add_servicer, full_name
 def make_store(config: Config, redis: object) -> HistoryStore:
     return HistoryStore(redis, per_conversation=config.max_num_messages_per_user,  # type: ignore[arg-type]
                         max_conversations=config.history.max_conversations,
-                        max_read_limit=config.history.max_read_limit)
+                        max_read_limit=config.history.max_read_limit,
+                        read_cache_size=config.history.cache_size,
+                        read_cache_ttl=config.history.cache_ttl_seconds or None)
 
 
 async def run(config: Config) -> None:

@@ -2,7 +2,9 @@
 
 Gateways append through the same `HistoryStore` Lua script directly on the send hot
 path (one Redis round trip instead of an extra gRPC hop); this service serves the
-read path (replay on reconnect, `/history`) and offers `Append` for other writers.
+read path (replay on reconnect, `/history`) through an in-process `@lru_cache` keyed
+by the conversation's current epoch and newest offset, so a hit is never stale, and
+offers `Append` for other writers.
 Access control (is the caller part of the conversation?) is the gateway's job: the
 history service is internal and trusts its callers.
 """
@@ -27,4 +29,4 @@ class HistoryServicer(rpc.HistoryServicer):
 
     @unary(SERVICE)
     async def Read(self, request: pb.HistoryRequest, context: grpc.aio.ServicerContext) -> pb.HistoryResponse:
-        return await self.store.read(request.conversation, request.after_offset, request.limit)
+        return await self.store.read_cached(request.conversation, request.after_offset, request.limit)

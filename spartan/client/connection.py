@@ -68,7 +68,9 @@ class Connection:
 
     async def _open_current(self) -> None:
         if self.channel is None:
-            self.channel = open_channel(self.address, self.tls)
+            # Each client gets its own TCP connection even when one process runs many
+            # (bots, tests): HTTP/2 flow control must not couple their streams.
+            self.channel = open_channel(self.address, self.tls, [("grpc.use_local_subchannel_pool", 1)])
             self.stub = rpc.SpartanStub(self.channel)
         await self.login()
 
