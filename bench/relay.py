@@ -278,7 +278,8 @@ def finish_profiler(process: subprocess.Popen[bytes], path: Path, top: int = 15)
         best = sorted(counts.items(), key=lambda item: -item[1])[:top]
         return [{"frame": frame, "share": round(count / total, 4)} for frame, count in best]
 
-    return {"file": path.name, "samples": total, "inclusive_share": ranked(inclusive), "self_share": ranked(self_samples)}
+    return {"file": path.name, "samples": total, "inclusive_share": ranked(inclusive),
+            "self_share": ranked(self_samples)}
 
 
 INTERESTING_FRAMES = ("services/", "spartan/", "redis/", "prometheus_client/", "hmac.py")
