@@ -44,14 +44,14 @@ def seed_lines(port: int) -> tuple[list[str], list[str]]:
 class LocalServer:
     """`python3 server.py` in a scratch folder holding the shipped config.yaml."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, extra_env: dict[str, str] | None = None) -> None:
         self.workdir = workdir
         shutil.copy(ROOT / "config.yaml", workdir / "config.yaml")
         self.port = 3000 if _port_free(3000) else free_port()
         self.env = {**os.environ, "PYTHONPATH": str(ROOT), "SPARTAN_KEY_DIR": str(workdir / "keys"),
                     "SPARTAN_PORT": str(self.port),
                     "SPARTAN_SERVICES__PRESENCE": f"127.0.0.1:{free_port()}",
-                    "SPARTAN_SERVICES__HISTORY": f"127.0.0.1:{free_port()}"}
+                    "SPARTAN_SERVICES__HISTORY": f"127.0.0.1:{free_port()}", **(extra_env or {})}
         self.process = subprocess.Popen([sys.executable, str(ROOT / "server.py")], cwd=workdir, env=self.env,
                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         assert self.process.stdout is not None

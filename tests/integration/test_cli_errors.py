@@ -1,0 +1,51 @@
+"""The CLI answers bad input and limits with one plain line and loses nothing the user typed."""
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.integration.test_cli_transcript import LocalServer, read_until, register
+
+
+@pytest.fixture
+def server(tmp_path: Path):  # type: ignore[no-untyped-def]
+    local = LocalServer(tmp_path, extra_env={"SPARTAN_RATE__RATE": "2", "SPARTAN_RATE__PER_SECONDS": "2",
+                                             "SPARTAN_RATE__BURST": "2"})
+    try:
+        yield local
+    finally:
+        local.stop()
+
+
+def test_bad_choices_and_rate_limit_are_explained(server: LocalServer) -> None:
+    register(server, "bob")
+    alice = subprocess.Popen(server.client("alice"), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                             cwd=server.workdir, env=server.env)
+    assert alice.stdin and alice.stdout
+    lines: list[str] = []
+
+    def say(text: str, expect: str) -> None:
+        assert alice.stdin is not None
+        alice.stdin.write(text + "\n")
+        alice.stdin.flush()
+        read_until(alice, lines, expect)
+
+    read_until(alice, lines, "User list")
+    say("zed", "Unknown user 'zed'. Pick one of: bob,charlie,eve,foo,bar,baz,qux")
+    say("alice", "You cannot chat with yourself.")
+    say("bob", "You are now ready to chat with bob.")
+    say("one", "[alice] > one")
+    say("two", "[alice] > two")
+    say("three", "Slow down: you can send again in")
+    assert "Type /retry to send that message again." in lines[-1]
+    import time
+
+    time.sleep(1.5)
+    say("/retry", "[alice] (resent) three")
+    say("x" * 70000, "Not sent: message is larger than the maximum of 65536 bytes.")
+    say("/nope", "Unknown command /nope. Type /help for the list.")
+    alice.stdin.close()
+    assert alice.wait(timeout=30) == 0
+    assert not any("Traceback" in line for line in lines)
