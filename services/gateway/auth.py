@@ -7,6 +7,14 @@ signed with the secret all gateways share. `authenticated` wraps every other han
 it verifies the bearer token from the call metadata without any shared session store
 and publishes the user in `spartan.context.current_user` for rate limiting and logs.
 A nonce logs in at most once (Redis `SET NX` with the nonce's remaining lifetime).
+
+Key resets end sessions: every authenticated call also checks that the token's key
+fingerprint is still the directory's key for the user (`SessionClaims.matches_key`).
+The directory answer is cached in-process for `KEY_CHECK_TTL_SECONDS`, so the hot path
+stays a dictionary lookup and a reset takes effect on every replica within that bound
+(open streams are re-checked before each delivery once the bound has passed). While
+presence is unreachable the last key seen for the user is used; a user never seen
+gets UNAVAILABLE rather than an unchecked session.
 """
 from __future__ import annotations
 
@@ -15,17 +23,20 @@ import hashlib
 import hmac
 import inspect
 import logging
+import time
 from collections.abc import Callable
+from contextlib import aclosing
 from typing import Any, TypeVar
 
 import grpc
 from redis.asyncio import Redis
 
+from spartan.cache import lru_cache
 from spartan.config import Config
 from spartan.context import current_user
 from spartan.crypto.identity import fingerprint, verify_public_keys
-from spartan.crypto.tokens import ChallengeIssuer, TokenIssuer, verify_login_once
-from spartan.errors import PermissionDenied, Unauthenticated
+from spartan.crypto.tokens import ChallengeIssuer, SessionClaims, TokenIssuer, verify_login_once
+from spartan.errors import PermissionDenied, Unauthenticated, Unavailable
 from spartan.naming import BROADCAST_CHANNEL
 from spartan.v1 import pb, rpc
 
@@ -33,6 +44,11 @@ log = logging.getLogger("spartan.gateway.auth")
 
 F = TypeVar("F", bound=Callable[..., Any])
 NONCE_PREFIX = "sp:auth:nonce:"
+KEY_CHECK_TTL_SECONDS = 5.0  # a key reset ends sessions on every replica within this bound
+KEY_CHECK_CACHE_SIZE = 4096
+CLOCK_SKEW_SECONDS = 30.0  # replicas' clocks may differ this much when judging a token's age
+NO_KEY = ""  # cached fingerprint of a user without registered keys
+UNREACHABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 
 
 class Authenticator:
@@ -43,6 +59,9 @@ class Authenticator:
         self.presence = presence
         self.redis = redis
         self.timeout = config.services.call_timeout_seconds
+        self.directory_fingerprint = lru_cache(maxsize=KEY_CHECK_CACHE_SIZE, ttl=KEY_CHECK_TTL_SECONDS,
+                                               name="gateway_session_keys")(self._fetch_fingerprint)
+        self._last_known: dict[str, str] = {}  # user -> fingerprint, used while presence is unreachable
 
     async def challenge(self, user: str) -> pb.Challenge:
         nonce, expires_at_us = self.challenges.issue(user)
@@ -58,12 +77,13 @@ class Authenticator:
                                 seen_nonce=self._seen_nonce)
         if registered is None:
             await self._register(request)
+        await self.directory_fingerprint.invalidate(user)
         token, expires_at_us = self.tokens.issue(user, request.keys.identity_key)
         log.info("login of %s with key %s", user, fingerprint(request.keys.identity_key)[:16])
         return pb.Session(token=token, expires_at_us=expires_at_us)
 
-    def authenticate(self, context: grpc.aio.ServicerContext) -> str:
-        """The user of the call's bearer token; raises Unauthenticated."""
+    async def authenticate(self, context: grpc.aio.ServicerContext) -> SessionClaims:
+        """The claims of the call's bearer token; raises Unauthenticated (or Unavailable)."""
         token = ""
         for key, value in context.invocation_metadata() or ():
             if key == "authorization":
@@ -72,8 +92,44 @@ class Authenticator:
         if not token:
             raise Unauthenticated("not logged in: call GetChallenge and Login first")
         claims = self.tokens.verify(token)
+        await self.check_key(claims)
         current_user.set(claims.user)
-        return claims.user
+        return claims
+
+    async def check_key(self, claims: SessionClaims) -> None:
+        """Refuse a session whose key is no longer the user's registered key (reset by an operator)."""
+        current = await self._current_fingerprint(claims.user)
+        if current == claims.identity_key_fingerprint:
+            return
+        if self._issued_recently(claims):  # the cached answer may predate this session's login
+            await self.directory_fingerprint.invalidate(claims.user)
+            current = await self._current_fingerprint(claims.user)
+            if current == claims.identity_key_fingerprint:
+                return
+        raise Unauthenticated(
+            f"the keys of {claims.user} were reset since this session began; log in again with the current key")
+
+    def _issued_recently(self, claims: SessionClaims) -> bool:
+        issued_at = claims.expires_at_us / 1e6 - self.tokens.ttl_seconds
+        return issued_at > time.time() - KEY_CHECK_TTL_SECONDS - CLOCK_SKEW_SECONDS
+
+    async def _current_fingerprint(self, user: str) -> str:
+        try:
+            current: str = await self.directory_fingerprint(user)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() not in UNREACHABLE:
+                raise
+            known = self._last_known.get(user)
+            if known is None:
+                raise Unavailable("cannot check your session right now (key directory unreachable); "
+                                  "try again shortly") from None
+            return known
+        self._last_known[user] = current
+        return current
+
+    async def _fetch_fingerprint(self, user: str) -> str:
+        key = await self._registered_key(user)
+        return fingerprint(key) if key is not None else NO_KEY
 
     async def _registered_key(self, user: str) -> bytes | None:
         pinned = self.config.auth.pinned_keys.get(user)
@@ -109,19 +165,28 @@ class Authenticator:
 
 
 def authenticated(handler: F) -> F:
-    """Require a valid session token; works for unary handlers and async-generator streams."""
+    """Require a valid session token; works for unary handlers and async-generator streams.
+
+    A stream is re-checked before a delivery once `KEY_CHECK_TTL_SECONDS` have passed
+    since its last check, so a key reset also ends streams that were already open.
+    """
     if inspect.isasyncgenfunction(handler):
         @functools.wraps(handler)
         async def streaming(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
-            self.auth.authenticate(context)
-            async for item in handler(self, request, context):
-                yield item
+            claims = await self.auth.authenticate(context)
+            checked_at = time.monotonic()
+            async with aclosing(handler(self, request, context)) as items:
+                async for item in items:
+                    if time.monotonic() - checked_at >= KEY_CHECK_TTL_SECONDS:
+                        await self.auth.check_key(claims)
+                        checked_at = time.monotonic()
+                    yield item
 
         return streaming  # type: ignore[return-value]
 
     @functools.wraps(handler)
     async def unary(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        self.auth.authenticate(context)
+        await self.auth.authenticate(context)
         return await handler(self, request, context)
 
     return unary  # type: ignore[return-value]

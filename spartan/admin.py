@@ -1,0 +1,126 @@
+"""`spartan-admin`: the operator's command for the key directory and secrets.
+
+    spartan-admin reset-keys bob     # bob lost his device: his next login registers new keys
+    spartan-admin show-keys bob      # the fingerprint of bob's registered identity key
+    spartan-admin gen-secret         # a random value for auth.token_secret
+
+It reads config.yaml and `SPARTAN_*` variables exactly like the services do
+(`--config`, `SPARTAN_SERVICES__PRESENCE`, the `tls` section) and talks to the
+presence service, which gateways use as the key directory. After a reset, sessions
+signed for the old key stop working on every gateway within the gateways'
+key-check bound, and peers see a key-change warning once the user logs in again.
+
+Exit status: 0 done, 1 the operation failed (unknown user, no keys, presence
+unreachable), 2 bad usage or configuration.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import secrets
+import sys
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import grpc
+
+from spartan.config import Config, ConfigError, load_config
+from spartan.crypto.identity import fingerprint
+from spartan.rpc.credentials import open_channel
+from spartan.v1 import pb, rpc
+
+PROG = "spartan-admin"
+SECRET_BYTES = 32
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+KEY_CHECK_BOUND_SECONDS = 5  # services.gateway.auth.KEY_CHECK_TTL_SECONDS
+
+
+class AdminError(Exception):
+    """An operation failed; the message is for the operator."""
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog=PROG, description="Spartan Messenger operator commands.")
+    top.add_argument("--config", help="path to config.yaml (default: ./config.yaml or $SPARTAN_CONFIG)")
+    top.add_argument("--presence", help="presence service address host:port (default: services.presence)")
+    top.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the presence service")
+    commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    reset = commands.add_parser(
+        "reset-keys", help="forget a user's registered keys (lost or compromised device)",
+        description="Forget USER's registered public keys. USER's next login registers fresh keys; sessions "
+                    f"of the old key end on every gateway within {KEY_CHECK_BOUND_SECONDS} s; peers are warned "
+                    "that the key changed.")
+    reset.add_argument("user")
+    show = commands.add_parser("show-keys", help="print the fingerprint of a user's registered identity key",
+                               description="Print the fingerprint of USER's registered identity key.")
+    show.add_argument("user")
+    commands.add_parser("gen-secret", help="print a random token secret for auth.token_secret",
+                        description="Print a random 32-byte hex token secret (SPARTAN_AUTH__TOKEN_SECRET).")
+    return top
+
+
+def grouped(hex_text: str, size: int = 4) -> str:
+    return " ".join(hex_text[i:i + size] for i in range(0, len(hex_text), size))
+
+
+def gen_secret() -> str:
+    return secrets.token_hex(SECRET_BYTES)
+
+
+async def reset_keys(presence: rpc.PresenceStub, user: str, timeout: float) -> str:
+    """Reset `user`'s keys; returns the fingerprint of the keys that were registered."""
+    old = await presence.GetKeys(pb.UserRef(user=user), timeout=timeout)
+    await presence.ResetKeys(pb.UserRef(user=user), timeout=timeout)
+    return fingerprint(old.identity_key)
+
+
+async def show_keys(presence: rpc.PresenceStub, user: str, timeout: float) -> str:
+    keys = await presence.GetKeys(pb.UserRef(user=user), timeout=timeout)
+    return fingerprint(keys.identity_key)
+
+
+async def with_presence(config: Config, address: str, timeout: float,
+                        action: Callable[[rpc.PresenceStub], Coroutine[Any, Any, str]]) -> str:
+    channel = open_channel(address, config.tls)
+    try:
+        return await action(rpc.PresenceStub(channel))
+    except grpc.aio.AioRpcError as exc:
+        if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+            raise AdminError(f"cannot reach the presence service at {address}: {exc.details()}"
+                             " (is it running? check services.presence, --presence and the tls settings)") from None
+        raise AdminError(exc.details() or exc.code().name) from None
+    finally:
+        await channel.close()
+
+
+def run(args: argparse.Namespace) -> str:
+    if args.command == "gen-secret":
+        return gen_secret()
+    config = load_config(args.config)
+    address = args.presence or config.services.presence
+    user = args.user
+    if args.command == "show-keys":
+        found = asyncio.run(with_presence(config, address, args.timeout,
+                                          lambda stub: show_keys(stub, user, args.timeout)))
+        return f"{user}: identity key fingerprint {grouped(found)}"
+    old = asyncio.run(with_presence(config, address, args.timeout,
+                                    lambda stub: reset_keys(stub, user, args.timeout)))
+    return (f"Reset the keys of {user} (was {grouped(old)}). {user}'s next login registers new keys; "
+            f"sessions of the old key end within {KEY_CHECK_BOUND_SECONDS} s.")
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    try:
+        print(run(args))
+    except ConfigError as exc:
+        print(f"{PROG}: config error: {exc}", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE) from None
+    except AdminError as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        raise SystemExit(EXIT_FAILED) from None
+    raise SystemExit(EXIT_OK)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,105 @@
+"""`spartan-admin` against a real stack: key reset and display, secrets, errors and exit codes."""
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+
+import grpc
+import pytest
+
+from spartan.client.connection import Connection
+from spartan.config import TlsConfig
+from spartan.crypto.keystore import load_or_create
+from spartan.v1 import pb
+from tests.support.ports import free_port
+from tests.support.stack import ROOT
+
+
+def admin(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "spartan.admin", *args], capture_output=True, text=True,
+                          env=env, cwd=ROOT, timeout=60)
+
+
+def test_help_lists_the_commands() -> None:
+    done = admin("--help")
+    assert done.returncode == 0
+    for command in ("reset-keys", "show-keys", "gen-secret"):
+        assert command in done.stdout
+    assert admin("reset-keys", "--help").returncode == 0
+    assert admin().returncode == 2  # a command is required
+
+
+def test_gen_secret_prints_fresh_random_hex() -> None:
+    first, second = admin("gen-secret"), admin("gen-secret")
+    assert first.returncode == second.returncode == 0
+    secret = first.stdout.strip()
+    assert len(secret) == 64 and int(secret, 16) >= 0
+    assert secret != second.stdout.strip()
+
+
+def test_unreachable_presence_is_a_clear_failure() -> None:
+    done = admin("--presence", f"127.0.0.1:{free_port()}", "--timeout", "1", "show-keys", "bob")
+    assert done.returncode == 1
+    assert "cannot reach the presence service" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_bad_config_exits_2(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    bad = tmp_path / "config.yaml"
+    bad.write_text("users: []\n")
+    done = admin("--config", str(bad), "show-keys", "bob")
+    assert done.returncode == 2 and "config error" in done.stderr
+
+
+async def test_reset_keys_ends_sessions_and_lets_a_new_key_register(stack_factory, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    stack = stack_factory(gateways=1)
+    env = stack.env
+    old_identity, _ = load_or_create("bob", tmp_path / "old")
+    conn = Connection(stack.addresses, old_identity, TlsConfig())
+    await conn.open()
+    try:
+        shown = admin("show-keys", "bob", env=env)
+        assert shown.returncode == 0, shown.stderr
+        assert old_identity.fingerprint()[:4] in shown.stdout
+        assert old_identity.fingerprint() == shown.stdout.split("fingerprint")[1].replace(" ", "").strip()
+
+        unknown = admin("show-keys", "mallory", env=env)
+        assert unknown.returncode == 1 and "mallory" in unknown.stderr
+        never = admin("show-keys", "qux", env=env)
+        assert never.returncode == 1 and "has not registered keys" in never.stderr
+
+        reset = admin("reset-keys", "bob", env=env)
+        assert reset.returncode == 0, reset.stderr
+        assert "Reset the keys of bob" in reset.stdout
+        assert admin("reset-keys", "bob", env=env).returncode == 1  # nothing left to reset
+        assert admin("show-keys", "bob", env=env).returncode == 1
+
+        # The old session ends (within the gateway's key-check bound).
+        assert conn.stub is not None
+        code = None
+        for _ in range(100):
+            try:
+                await conn.stub.ListUsers(pb.ListUsersRequest(), metadata=conn.metadata, timeout=5)
+            except grpc.aio.AioRpcError as exc:
+                code = exc.code()
+                break
+            await asyncio.sleep(0.1)
+        assert code == grpc.StatusCode.UNAUTHENTICATED
+
+        # A new key pair registers on the next login and its session works at once.
+        new_identity, _ = load_or_create("bob", tmp_path / "new")
+        fresh = Connection(stack.addresses, new_identity, TlsConfig())
+        await fresh.open()
+        try:
+            assert fresh.stub is not None
+            await fresh.stub.ListUsers(pb.ListUsersRequest(), metadata=fresh.metadata, timeout=5)
+        finally:
+            await fresh.close()
+        shown = admin("show-keys", "bob", env=env)
+        assert new_identity.fingerprint()[:4] in shown.stdout
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await conn.login()  # the old key is no longer the registered one
+        assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    finally:
+        await conn.close()
