@@ -57,6 +57,7 @@ class GatewayConfig:
     max_message_bytes: int = 65536
     stream_queue_size: int = 1024  # per-stream delivery queue; a client this far behind is disconnected
     max_streams: int = 20000  # beyond this, new streams get RESOURCE_EXHAUSTED
+    max_inflight_calls: int = 2000  # unary calls in progress at once; beyond it, RESOURCE_EXHAUSTED
     max_connection_age_seconds: float = 0  # 0: unlimited; set so new replicas receive connections
     max_connection_age_grace_seconds: float = 30
 
@@ -299,6 +300,7 @@ def _validate(config: Config) -> None:
     positive("gateway.max_message_bytes", config.gateway.max_message_bytes)
     positive("gateway.stream_queue_size", config.gateway.stream_queue_size)
     positive("gateway.max_streams", config.gateway.max_streams)
+    positive("gateway.max_inflight_calls", config.gateway.max_inflight_calls)
     positive("presence.lease_seconds", config.presence.lease_seconds)
     positive("history.max_conversations", config.history.max_conversations)
     positive("history.max_read_limit", config.history.max_read_limit)

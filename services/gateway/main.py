@@ -68,6 +68,7 @@ async def run(config: Config) -> None:
         on_drain=servicer.drain,
         on_stop=stop,
         options=server_options(config, public=True),
+        max_concurrent_rpcs=config.gateway.max_streams + config.gateway.max_inflight_calls,
     )
     await serve(spec, config)
 

@@ -61,12 +61,15 @@ class Receiver:
                 assert self.conn.stub is not None
                 call = self.conn.stub.ReceiveMsg(pb.Message(sender=self.conn.user, resume=self.cursors()),
                                                  metadata=self.conn.metadata)
-                await call.initial_metadata()
-                self.connected.set()
-                if reconnecting:
-                    self.notify("Reconnected.")
-                    reconnecting = False
-                delay = 0.2
+                headers = await call.initial_metadata()
+                # A refused stream also "returns" initial metadata (empty, with the error in the
+                # trailers): only the gateway's header means the subscription is in place.
+                if any(key == "x-spartan-gateway" for key, _ in headers or ()):
+                    self.connected.set()
+                    if reconnecting:
+                        self.notify("Reconnected.")
+                        reconnecting = False
+                    delay = 0.2
                 async for message in call:
                     await self.handle(message)
                 code, details = grpc.StatusCode.UNAVAILABLE, "stream ended"

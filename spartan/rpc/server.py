@@ -40,6 +40,7 @@ class ServiceSpec:
     on_drain: Callable[[], Awaitable[None]] | None = None
     on_stop: Callable[[], Awaitable[None]] | None = None
     options: list[tuple[str, object]] = field(default_factory=list)
+    max_concurrent_rpcs: int | None = None  # grpc sheds calls beyond this with RESOURCE_EXHAUSTED
 
 
 def server_options(config: Config, *, public: bool) -> list[tuple[str, object]]:
@@ -62,7 +63,8 @@ def server_options(config: Config, *, public: bool) -> list[tuple[str, object]]:
 
 async def serve(spec: ServiceSpec, config: Config, *, ready: Callable[[int], None] | None = None) -> None:
     """Run the service until SIGTERM/SIGINT, then drain and return."""
-    server = grpc.aio.server(options=spec.options or server_options(config, public=False))
+    server = grpc.aio.server(options=spec.options or server_options(config, public=False),
+                             maximum_concurrent_rpcs=spec.max_concurrent_rpcs)
     spec.register(server)
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
