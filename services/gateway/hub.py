@@ -69,10 +69,11 @@ class PubSubHub:
         self._task = asyncio.create_task(self._supervise(), name="pubsub-hub")
 
     async def close(self) -> None:
+        """Stop the owner task; bounded, because a cancellation can be swallowed inside a pending read."""
         self._closing = True
         if self._task:
             self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            await asyncio.wait({self._task}, timeout=2 * POLL_SECONDS + 1.0)
 
     @property
     def channel_count(self) -> int:
@@ -146,7 +147,7 @@ class PubSubHub:
         await pubsub.subscribe(*channels)
 
     async def _run(self, pubsub: PubSub) -> None:
-        while True:
+        while not self._closing:
             while not self._commands.empty():
                 await self._execute(pubsub, self._commands.get_nowait())
             message = await pubsub.get_message(timeout=POLL_SECONDS)

@@ -27,13 +27,14 @@ TOKEN_REFRESH_MARGIN_US = 60_000_000
 
 class Connection:
     def __init__(self, addresses: Sequence[str], identity: Identity, tls: TlsConfig,
-                 enrolment_code: str = "") -> None:
+                 enrolment_code: str = "", *, server_name: str = "") -> None:
         if not addresses:
             raise ValueError("at least one server address is needed")
         self.addresses = list(addresses)
         self.identity = identity
         self.user = identity.user
         self.tls = tls
+        self.server_name = server_name  # the name to expect in the gateways' TLS certificate, if not the host
         self.enrolment_code = enrolment_code
         self.index = 0
         self.generation = 0  # bumps on every failover, so concurrent callers fail over once
@@ -42,6 +43,7 @@ class Connection:
         self.token = ""
         self.token_expires_us = 0
         self._lock = asyncio.Lock()
+        self._closing: set[asyncio.Task[None]] = set()
 
     @property
     def address(self) -> str:
@@ -70,7 +72,8 @@ class Connection:
         if self.channel is None:
             # Each client gets its own TCP connection even when one process runs many
             # (bots, tests): HTTP/2 flow control must not couple their streams.
-            self.channel = open_channel(self.address, self.tls, [("grpc.use_local_subchannel_pool", 1)])
+            self.channel = open_channel(self.address, self.tls, [("grpc.use_local_subchannel_pool", 1)],
+                                        server_name=self.server_name)
             self.stub = rpc.SpartanStub(self.channel)
         await self.login()
 
@@ -88,7 +91,10 @@ class Connection:
 
     async def _advance(self) -> None:
         if self.channel is not None:
-            await self.channel.close()
+            # Close in the background with a grace: calls still in flight on the old
+            # channel finish (or fail and retry) instead of being cancelled under their caller.
+            self._closing.add(asyncio.create_task(self.channel.close(grace=CALL_TIMEOUT_SECONDS)))
+            self._closing = {task for task in self._closing if not task.done()}
         self.channel = None
         self.stub = None
         self.index = (self.index + 1) % len(self.addresses)
@@ -141,3 +147,5 @@ class Connection:
     async def close(self) -> None:
         if self.channel is not None:
             await self.channel.close()
+        for task in self._closing:
+            task.cancel()

@@ -1,0 +1,91 @@
+"""Soak: many clients chat for minutes while each gateway is restarted in turn.
+
+Marked `soak`: plain `pytest` skips it (see pyproject.toml); `scripts/test` and CI run it.
+Checks: zero acknowledged messages lost, zero shown twice, order kept per sender, and the
+memory of the long-lived processes (presence, history, Redis) stays flat.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+
+import pytest
+from redis.asyncio import Redis
+
+from spartan.client.headless import HeadlessClient
+
+pytestmark = pytest.mark.soak
+
+PAIRS = 8
+SECONDS = float(os.environ.get("SOAK_SECONDS", "100"))
+INTERVAL = 0.05  # each sender: 20 messages per second
+USERS = [f"u{i:02d}" for i in range(PAIRS * 2)]
+
+
+def rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmRSS"))
+
+
+async def test_chat_survives_rolling_gateway_restarts(stack_factory, client_factory) -> None:
+    stack = stack_factory(gateways=3, settings={
+        "SPARTAN_USERS": ",".join(USERS), "SPARTAN_GROUPS": "{}",
+        "SPARTAN_MAX_NUM_MESSAGES_PER_USER": "5000", "SPARTAN_SHUTDOWN__GRACE_SECONDS": "2"})
+    addresses = stack.addresses
+    clients: dict[str, HeadlessClient] = {}
+    for i, user in enumerate(USERS):
+        rotated = addresses[i % 3:] + addresses[:i % 3]
+        clients[user] = await client_factory(user, rotated, encrypt=False)
+    pairs = [(USERS[2 * i], USERS[2 * i + 1]) for i in range(PAIRS)]
+    for sender, receiver in pairs:
+        clients[receiver].follow(sender)
+    acked: dict[str, list[str]] = {sender: [] for sender, _ in pairs}
+    failures = 0
+    stop = time.monotonic() + SECONDS
+
+    async def talk(sender: str, receiver: str) -> None:
+        nonlocal failures
+        n = 0
+        while time.monotonic() < stop:
+            text = f"{sender}-{n}"
+            try:
+                await clients[sender].send(receiver, text)
+                acked[sender].append(text)
+            except Exception:  # noqa: BLE001 - a send may fail while every address is restarting
+                failures += 1
+            n += 1
+            await asyncio.sleep(INTERVAL)
+
+    redis = Redis.from_url(stack.redis.url)
+    long_lived = {name: stack.children[name].process.pid for name in ("presence", "history")}  # type: ignore[union-attr]
+
+    async def roll() -> dict[str, int]:
+        await asyncio.sleep(SECONDS * 0.15)
+        early = {name: rss_kib(pid) for name, pid in long_lived.items()}
+        early["redis"] = int((await redis.info("memory"))["used_memory"]) // 1024
+        for name in ("gateway-1", "gateway-2", "gateway-3"):
+            await asyncio.sleep(SECONDS * 0.2)
+            await asyncio.to_thread(stack.terminate, name)
+            await asyncio.to_thread(stack.restart, name)
+        return early
+
+    results = await asyncio.gather(roll(), *(talk(s, r) for s, r in pairs))
+    early = results[0]
+    for sender, receiver in pairs:
+        expected = acked[sender]
+        await clients[receiver].wait_until(
+            lambda r=receiver, e=expected: set(e) <= {x.text for x in clients[r].received}, timeout=60)
+        texts = [x.text for x in clients[receiver].received]
+        assert len(texts) == len(set(texts)), f"{receiver} saw duplicates"
+        assert set(expected) <= set(texts), f"{receiver} lost {sorted(set(expected) - set(texts))[:5]}"
+        order = [int(t.rsplit("-", 1)[1]) for t in texts]
+        assert order == sorted(order), f"{receiver} saw {sender}'s messages out of order"
+    late = {name: rss_kib(pid) for name, pid in long_lived.items()}
+    late["redis"] = int((await redis.info("memory"))["used_memory"]) // 1024
+    await redis.aclose()
+    total = sum(len(v) for v in acked.values())
+    assert total > PAIRS * SECONDS * 5  # the run really carried traffic
+    for name in ("presence", "history"):
+        assert late[name] - early[name] < 30_000, f"{name} grew from {early[name]} to {late[name]} KiB"
+    print(f"soak: {total} acknowledged, {failures} failed sends, memory KiB early {early} late {late}")
