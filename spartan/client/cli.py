@@ -27,6 +27,7 @@ from spartan.config import Config, ConfigError, TlsConfig, load_config
 from spartan.crypto.keystore import load_or_create
 from spartan.crypto.pins import PinStore
 from spartan.errors import SpartanError
+from spartan.rpc.credentials import explain_connect_error
 from spartan.v1 import pb
 from spartan.validation import check_name
 
@@ -40,7 +41,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="gateway address(es), comma-separated host:port (default: localhost and config port)")
     parser.add_argument("--config", help="config.yaml to read the default port and TLS settings from")
     parser.add_argument("--key-dir", help="where your keys are kept (default ~/.spartan/keys or $SPARTAN_KEY_DIR)")
-    parser.add_argument("--ca", help="CA certificate to verify the server's TLS certificate")
+    parser.add_argument("--ca", help="CA certificate to verify the server's TLS certificate (turns TLS on)")
+    parser.add_argument("--server-name", default="",
+                        help="host name to expect in the server's TLS certificate (default: the host of --server)")
     parser.add_argument("--enrolment-code", default="", help="one-time code from the operator, if the server asks")
     return parser.parse_args(argv)
 
@@ -85,11 +88,17 @@ async def run(args: argparse.Namespace) -> int:
     addresses = server_addresses(args, config)
     identity, _created = load_or_create(args.user, args.key_dir)
     terminal = open_terminal()
-    conn = Connection(addresses, identity, tls, args.enrolment_code)
+    if args.ca and not Path(args.ca).is_file():
+        print(say(f"The CA certificate {args.ca} does not exist."), file=sys.stderr)
+        return 2
+    conn = Connection(addresses, identity, tls, args.enrolment_code, server_name=args.server_name)
     try:
         await conn.open()
     except grpc.aio.AioRpcError as exc:
+        hint = explain_connect_error(exc.details() or "", tls)
         print(say(f"Could not connect to Spartan Server at {', '.join(addresses)}: {exc.details()}"), file=sys.stderr)
+        if hint:
+            print(say(f"Hint: {hint}."), file=sys.stderr)
         return 1
     crypto = ClientCrypto(identity, PinStore(args.user, args.key_dir), _key_fetcher(conn), lambda t: chat.notice(t))
     chat = Chat(conn, terminal, crypto, config.gateway.max_message_bytes if config else 65536)
