@@ -29,21 +29,24 @@ import grpc
 
 from bench.relay import LOCAL_CHANNEL, Log, body, sent_at
 from bench.stack import (SPARTAN_RECEIVE, SPARTAN_SEND, SpartanStack, login_token, mint_token,
-                         raise_open_files_limit, rss_kib, user_names)
+                         raise_open_files_limit, register_keys, rss_kib, user_names)
 from spartan.v1 import pb
 
 PROBES = 20
 OPENING_IN_FLIGHT = 32  # opens awaiting their initial metadata at once
 OPEN_ATTEMPTS = 5  # a refused open is retried with backoff, as the client's receiver does
 SETTLE_SECONDS = 2.0
+REAL_LOGINS = 5
+EXTRA_USERS = 2 + REAL_LOGINS  # two probe users, then users that log in for real
 
 
 class StreamPool:
     """Idle streams, `per_channel` to a connection; keeps every call object alive."""
 
-    def __init__(self, address: str, secret: str, per_channel: int) -> None:
+    def __init__(self, address: str, secret: str, keys: dict[str, bytes], per_channel: int) -> None:
         self.address = address
         self.secret = secret
+        self.keys = keys
         self.per_channel = per_channel
         self.channels: list[grpc.aio.Channel] = []
         self.calls: list[Any] = []
@@ -63,7 +66,7 @@ class StreamPool:
         async def one(user: str) -> None:
             async with limit:
                 for attempt in range(OPEN_ATTEMPTS):
-                    call = self._method()(pb.Message(sender=user), metadata=auth(self.secret, user))
+                    call = self._method()(pb.Message(sender=user), metadata=auth(self.secret, user, self.keys))
                     try:
                         await asyncio.wait_for(call.initial_metadata(), 60)
                     except asyncio.TimeoutError:
@@ -96,20 +99,21 @@ def summarize_failures(failures: list[str]) -> dict[str, int]:
     return counts
 
 
-def auth(secret: str, user: str) -> tuple[tuple[str, str], ...]:
-    return (("authorization", f"Bearer {mint_token(secret, user)}"),)
+def auth(secret: str, user: str, keys: dict[str, bytes]) -> tuple[tuple[str, str], ...]:
+    return (("authorization", f"Bearer {mint_token(secret, user, keys[user])}"),)
 
 
-async def round_trips(address: str, secret: str, sender: str, receiver: str, count: int) -> list[float]:
+async def round_trips(address: str, secret: str, keys: dict[str, bytes], sender: str, receiver: str,
+                      count: int) -> list[float]:
     """Milliseconds from SendMsg to arrival on the receiver's stream, one message at a time."""
     async with grpc.aio.insecure_channel(address, options=LOCAL_CHANNEL) as channel:
         stream = channel.unary_stream(SPARTAN_RECEIVE, request_serializer=pb.Message.SerializeToString,
                                       response_deserializer=pb.Message.FromString)(
-            pb.Message(sender=receiver), metadata=auth(secret, receiver))
+            pb.Message(sender=receiver), metadata=auth(secret, receiver, keys))
         await stream.initial_metadata()
         send = channel.unary_unary(SPARTAN_SEND, request_serializer=pb.Message.SerializeToString,
                                    response_deserializer=pb.SendAck.FromString)
-        sender_auth = auth(secret, sender)
+        sender_auth = auth(secret, sender, keys)
         results: list[float] = []
         incoming = stream.__aiter__()
         for number in range(count):
@@ -130,12 +134,12 @@ def rtt_summary(samples: list[float]) -> dict[str, float]:
     return {"p50": statistics.median(ordered), "max": ordered[-1], "min": ordered[0]}
 
 
-async def _probe_limits(address: str, secret: str, users: list[str]) -> dict[str, Any]:
+async def _probe_limits(address: str, secret: str, keys: dict[str, bytes], users: list[str]) -> dict[str, Any]:
     """Streams accepted on ONE connection without a client-side cap: does the server limit them?"""
     async with grpc.aio.insecure_channel(address, options=LOCAL_CHANNEL) as channel:
         method = channel.unary_stream(SPARTAN_RECEIVE, request_serializer=pb.Message.SerializeToString,
                                       response_deserializer=pb.Message.FromString)
-        calls = [method(pb.Message(sender=user), metadata=auth(secret, user)) for user in users]
+        calls = [method(pb.Message(sender=user), metadata=auth(secret, user, keys)) for user in users]
         await asyncio.wait([asyncio.create_task(c.initial_metadata()) for c in calls], timeout=30)
         opened = sum(1 for call in calls if not call.done())
         for call in calls:
@@ -143,21 +147,21 @@ async def _probe_limits(address: str, secret: str, users: list[str]) -> dict[str
     return {"tried_on_one_connection": len(users), "opened_on_one_connection": opened}
 
 
-async def _client(address: str, secret: str, gateway_pid: int, levels: list[int], per_channel: int,
-                  user_count: int, pipe: Pipe) -> dict[str, Any]:
-    users = user_names(user_count + 2)
-    (probe_sender, probe_receiver) = users[-2:]
+async def _client(address: str, secret: str, keys: dict[str, bytes], gateway_pid: int, levels: list[int],
+                  per_channel: int, user_count: int, pipe: Pipe) -> dict[str, Any]:
+    users = user_names(user_count + EXTRA_USERS)
+    probe_sender, probe_receiver = users[user_count:user_count + 2]
     stream_users = [users[i % user_count] for i in range(max(levels))]
     result: dict[str, Any] = {"per_channel": per_channel, "levels": [], "users": user_count,
                               "streams_per_user": max(levels) / user_count}
-    result["server_stream_limit"] = await _probe_limits(address, secret, stream_users[:300])
+    result["server_stream_limit"] = await _probe_limits(address, secret, keys, stream_users[:300])
     await asyncio.sleep(SETTLE_SECONDS)
-    baseline_rtt = await round_trips(address, secret, probe_sender, probe_receiver, PROBES)
+    baseline_rtt = await round_trips(address, secret, keys, probe_sender, probe_receiver, PROBES)
     baseline_rss = rss_kib(gateway_pid)
     result["baseline"] = {"rss_kib": baseline_rss, "round_trip_ms": rtt_summary(baseline_rtt)}
     pipe.send(f"capacity: baseline RSS {baseline_rss / 1024:.1f} MiB, round trip p50 "
               f"{statistics.median(baseline_rtt):.2f} ms")
-    pool = StreamPool(address, secret, per_channel)
+    pool = StreamPool(address, secret, keys, per_channel)
     try:
         for level in levels:
             started = time.monotonic()
@@ -165,7 +169,7 @@ async def _client(address: str, secret: str, gateway_pid: int, levels: list[int]
             opening = time.monotonic() - started
             await asyncio.sleep(SETTLE_SECONDS)
             rss = rss_kib(gateway_pid)
-            rtt = await round_trips(address, secret, probe_sender, probe_receiver, PROBES)
+            rtt = await round_trips(address, secret, keys, probe_sender, probe_receiver, PROBES)
             streams = pool.open_count()
             row = {"streams": streams, "refused_opens": len(pool.failures), "connections": len(pool.channels),
                    "rss_kib": rss, "rss_per_stream_kib": (rss - baseline_rss) / max(1, streams),
@@ -183,10 +187,10 @@ async def _client(address: str, secret: str, gateway_pid: int, levels: list[int]
     return result
 
 
-def client_process(address: str, secret: str, gateway_pid: int, levels: list[int], per_channel: int,
-                   user_count: int, pipe: Pipe) -> None:
+def client_process(address: str, secret: str, keys: dict[str, bytes], gateway_pid: int, levels: list[int],
+                   per_channel: int, user_count: int, pipe: Pipe) -> None:
     raise_open_files_limit()
-    pipe.send({"result": asyncio.run(_client(address, secret, gateway_pid, levels, per_channel, user_count,
+    pipe.send({"result": asyncio.run(_client(address, secret, keys, gateway_pid, levels, per_channel, user_count,
                                              pipe))})
 
 
@@ -200,8 +204,8 @@ async def user_list_costs(stack: SpartanStack, users: list[str]) -> dict[str, An
     config_ms = (time.perf_counter() - started) * 1000
     address = stack.address(1)
     login_started = time.perf_counter()
-    logins = 5
-    tokens = [await login_token(address, user) for user in users[:logins]]
+    logins = REAL_LOGINS
+    tokens = [await login_token(address, user) for user in users[-logins:]]
     login_ms = (time.perf_counter() - login_started) * 1000 / logins
     async with grpc.aio.insecure_channel(address) as channel:
         list_users = channel.unary_unary("/spartan.v1.Spartan/ListUsers",
@@ -225,7 +229,7 @@ def run(*, levels: list[int] | None = None, per_channel: int = 100, users: int =
     levels = sorted(levels or [1000, 5000, 10000])
     user_count = users or max(levels)
     raise_open_files_limit()
-    users_list = user_names(user_count + 2)
+    users_list = user_names(user_count + EXTRA_USERS)  # streams, 2 probes, then real logins
     with tempfile.TemporaryDirectory(prefix="spartan-bench-") as workdir:
         settings = {"SPARTAN_GATEWAY__MAX_STREAMS": str(max(levels) + 100)}
         with SpartanStack(Path(workdir), users=users_list, gateways=1, settings=settings) as stack:
@@ -233,15 +237,26 @@ def run(*, levels: list[int] | None = None, per_channel: int = 100, users: int =
             log(f"capacity: {len(users_list)} users: config load {costs['load_config_ms']:.0f} ms, ListUsers "
                 f"{costs['list_users_ms_p50']:.1f} ms ({costs['list_users_reply_bytes']} B), "
                 f"real login {costs['real_login_ms']:.1f} ms")
+            started = time.monotonic()
+            keys = asyncio.run(register_keys(stack.env["SPARTAN_SERVICES__PRESENCE"],
+                                                users_list[:user_count + 2]))
+            costs["register_keys_seconds"] = time.monotonic() - started
+            log(f"capacity: registered key pairs of {len(keys)} users in {costs['register_keys_seconds']:.1f} s")
             context = multiprocessing.get_context("spawn")
             parent_end, child_end = context.Pipe()
             client = context.Process(target=client_process, daemon=True, args=(
-                stack.address(1), stack.secret, stack.gateway_pid(1), levels, per_channel, user_count, child_end))
+                stack.address(1), stack.secret, keys, stack.gateway_pid(1), levels, per_channel, user_count, child_end))
             client.start()
+            quiet_since = time.monotonic()
             while True:
-                if not parent_end.poll(600):
-                    client.kill()
-                    raise RuntimeError("capacity client stalled")
+                if not parent_end.poll(1):
+                    if not client.is_alive():
+                        raise RuntimeError(f"capacity client exited with code {client.exitcode} (traceback above)")
+                    if time.monotonic() - quiet_since > 600:
+                        client.kill()
+                        raise RuntimeError("capacity client reported nothing for 10 minutes")
+                    continue
+                quiet_since = time.monotonic()
                 item = parent_end.recv()
                 if isinstance(item, dict):
                     result: dict[str, Any] = item["result"]

@@ -9,6 +9,7 @@ open-files limit every benchmark process raises.
 """
 from __future__ import annotations
 
+import asyncio
 import os
 import resource
 import secrets
@@ -66,11 +67,34 @@ def rss_kib(pid: int) -> int:
     raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
-def mint_token(secret: str, user: str) -> str:
-    """A session token exactly as `Login` issues it (what a logged-in client holds)."""
+def mint_token(secret: str, user: str, identity_key: bytes) -> str:
+    """A session token exactly as `Login` issues it for `identity_key` (which must be the registered key)."""
     from spartan.crypto.tokens import TokenIssuer
 
-    return TokenIssuer(secret, 3600).issue(user, secrets.token_bytes(32))[0]
+    return TokenIssuer(secret, 3600).issue(user, identity_key)[0]
+
+
+async def register_keys(presence_address: str, users: list[str], concurrency: int = 32) -> dict[str, bytes]:
+    """Register a fresh key pair per user in the presence directory, as a first login does
+    (without the key-update broadcast); returns each user's public identity key."""
+    import grpc
+
+    from spartan.crypto.identity import Identity
+    from spartan.v1 import rpc
+
+    keys: dict[str, bytes] = {}
+    limit = asyncio.Semaphore(concurrency)
+    async with grpc.aio.insecure_channel(presence_address) as channel:
+        presence = rpc.PresenceStub(channel)
+
+        async def one(user: str) -> None:
+            public = Identity.generate(user).public_keys()
+            async with limit:
+                await presence.PutKeys(public, timeout=30)
+            keys[user] = public.identity_key
+
+        await asyncio.gather(*(one(user) for user in users))
+    return keys
 
 
 async def login_token(address: str, user: str) -> str:
