@@ -5,10 +5,12 @@ redis-server; headless clients and the real CLI (stdin piped) as users. The test
 look where an attacker with access to the servers would look — every Redis key of
 every type and every service log — and act as the attacker would: an impostor with
 another key pair, stolen/forged/expired tokens, a replayed login, flipped bits in
-stored and relayed ciphertext, and a swapped key in the directory.
+stored and relayed ciphertext, and a swapped key in the directory. Session checks
+against the key directory keep working from the last known key while presence is down.
 """
 from __future__ import annotations
 
+import asyncio
 import base64
 import os
 import queue
@@ -30,6 +32,7 @@ from spartan.client.connection import Connection
 from spartan.config import TlsConfig
 from spartan.crypto.keystore import load_or_create
 from spartan.crypto.tokens import TokenIssuer, login_transcript
+from services.gateway.auth import KEY_CHECK_TTL_SECONDS
 from spartan.history_store import KEY_PREFIX
 from spartan.v1 import pb, rpc
 from tests.support.stack import ROOT, Stack
@@ -409,3 +412,27 @@ async def test_both_sides_see_the_same_safety_number(stack_factory, keys: Path) 
         assert bob.quit() == 0
         if alice:
             assert alice.quit() == 0
+
+
+async def test_session_checks_survive_a_presence_outage(stack_factory, client_factory) -> None:  # type: ignore[no-untyped-def]
+    stack = stack_factory(gateways=1)
+    alice = await client_factory("alice", stack.addresses)
+    bob = await client_factory("bob", stack.addresses)
+    await alice.send("bob", "before the outage")
+    await bob.wait_for(1)
+    stack.kill("presence")
+    await asyncio.sleep(KEY_CHECK_TTL_SECONDS + 0.5)  # the cached directory answers have expired
+    await alice.send("bob", "during the outage")  # checked against the last key seen for alice
+    await bob.wait_for(2)
+    assert bob.texts() == ["before the outage", "during the outage"]
+    # A session of a user this gateway never checked is not let through unchecked.
+    secret = stack.env["SPARTAN_AUTH__TOKEN_SECRET"]
+    charlie, _ = load_or_create("charlie", stack.workdir / "charlie")
+    token, _ = TokenIssuer(secret, 600).issue("charlie", charlie.public_keys().identity_key)
+    channel = grpc.aio.insecure_channel(stack.address(1))
+    try:
+        error = await rpc_error(rpc.SpartanStub(channel).PendingRequests(
+            pb.PendingRequestsRequest(), metadata=(("authorization", f"Bearer {token}"),), timeout=10))
+    finally:
+        await channel.close()
+    assert error.code() == grpc.StatusCode.UNAVAILABLE
