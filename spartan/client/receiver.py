@@ -95,4 +95,9 @@ class Receiver:
                 else:
                     await self.conn.failover(generation)
             except grpc.aio.AioRpcError as exc:
+                if exc.code() == grpc.StatusCode.UNAUTHENTICATED:
+                    # The key itself is refused (e.g. reset by an operator): retrying cannot help.
+                    self.failed = RuntimeError(exc.details() or "login refused")
+                    self.notify(f"Logged out: {exc.details()}")
+                    return
                 log.debug("reconnect attempt failed: %s", exc.code().name)
