@@ -64,13 +64,13 @@ def run_service(service: str, parser: argparse.ArgumentParser, argv: list[str] |
         raise SystemExit(1) from None
 
 
-async def wait_for_redis(redis: Redis, what: str) -> None:
+async def wait_for_redis(client: Redis, what: str) -> None:
     """Block until Redis answers PING, logging while it does not (services may start before Redis)."""
     delay = 0.1
     warned = False
     while True:
         try:
-            await redis.ping()
+            await client.ping()
             if warned:
                 log.info("%s: Redis is reachable", what)
             return

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.test_cli_transcript import LocalServer, read_until, register
+from tests.support.cli import LocalServer, read_until, register
 
 
 @pytest.fixture

@@ -19,6 +19,7 @@ from spartan.client.groups import FORGED, NO_KEY
 from spartan.crypto import DecryptError
 from spartan.crypto.sender_keys import decrypt_group, envelope_key_id
 from spartan.v1 import pb
+from tests.support.cli import read_until, write
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -315,19 +316,3 @@ def test_cli_picks_a_group_at_the_prompt_and_shows_group_lines(stack_factory, tm
         process.stdin.close()
         assert process.wait(timeout=30) == 0
     assert not any("Traceback" in line for line in lines["alice"] + lines["bob"])
-
-
-def write(process: subprocess.Popen[str], line: str) -> None:
-    assert process.stdin is not None
-    process.stdin.write(line + "\n")
-    process.stdin.flush()
-
-
-def read_until(process: subprocess.Popen[str], into: list[str], text: str) -> None:
-    assert process.stdout is not None
-    while True:
-        line = process.stdout.readline()
-        assert line, f"client ended before printing {text!r}; got {into}"
-        into.append(line.rstrip("\n"))
-        if text in line:
-            return
