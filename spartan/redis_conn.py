@@ -24,5 +24,6 @@ def connect(settings: RedisConfig, url: str | None = None) -> Redis:
         socket_connect_timeout=settings.timeout_seconds,
         health_check_interval=15,
         retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=2),
+        protocol=2,  # RESP3's push handler formats a debug string for every pub/sub message
     )
     return Redis(connection_pool=pool)

@@ -37,6 +37,7 @@ RECONNECTED = "Reconnected."
 REPLAY_PAGE = 50  # messages per history read while replaying
 SENDABLE = {pb.CHAT, pb.SENDER_KEY}
 KIND_NAMES = {value: name.lower() for name, value in pb.Kind.items()}
+DELIVERED_BY_KIND = {value: MESSAGES_DELIVERED.labels(name) for value, name in KIND_NAMES.items()}
 SENDER_KEYS_KEPT = 8  # per (recipient, group, sender): as many as a client's SenderKeyRing keeps
 SENDER_KEY_CALLS_PER_MINUTE = 60  # key distribution follows membership changes, not typing: its own budget
 
@@ -264,7 +265,8 @@ class SpartanServicer:
             raise Overloaded("this gateway holds as many streams as it may; try another one shortly")
         session = StreamSession(user, uuid.uuid4().hex, self.config.gateway.stream_queue_size)
         session.handler = asyncio.current_task()
-        groups = (await self.presence.ListUsers(pb.UserRef(user=user), timeout=self.timeout)).groups
+        # Copy the names out: keeping the repeated field would pin the whole reply for the stream's life.
+        groups = list((await self.presence.ListUsers(pb.UserRef(user=user), timeout=self.timeout)).groups)
         channels = [naming.user_channel(user), naming.BROADCAST_CHANNEL, *map(naming.group_channel, groups)]
         self.sessions[session.session_id] = session
         ACTIVE_STREAMS.inc()
@@ -308,9 +310,10 @@ class SpartanServicer:
                 message, raw = session.queue.popleft()
                 if not session.is_new(message):
                     continue
-                await self._observe(session, message)
+                if message.kind == pb.MEMBERSHIP:
+                    await self._observe(session, message)
                 session.mark(message)
-                MESSAGES_DELIVERED.labels(KIND_NAMES.get(message.kind, "unknown")).inc()
+                (DELIVERED_BY_KIND.get(message.kind) or MESSAGES_DELIVERED.labels("unknown")).inc()
                 if message.sent_at_us and message.kind == pb.CHAT:
                     DELIVERY_SECONDS.observe(max(0.0, time.time() - message.sent_at_us / 1e6))
                 yield raw
