@@ -108,3 +108,20 @@ def test_seed_transcript_with_stdin_piped(server: LocalServer) -> None:
     assert not any("\x1b" in line for line in out["alice"] + out["bob"])
 
 
+
+
+@pytest.mark.parametrize("keys", ["C-c", "C-d"])
+def test_ctrl_c_and_ctrl_d_leave_cleanly(server: LocalServer, keys: str) -> None:
+    pane = Pane(f"quit{keys[-1]}{os.getpid()}", server.client("charlie"), server.workdir, server.env)
+    try:
+        wait_until(lambda: pane.shows("Enter a user whom you want to chat with:"))
+        pane.type("bob")
+        wait_until(lambda: pane.shows("[charlie] >"))
+        subprocess.run(["tmux", "send-keys", "-t", pane.name, keys], check=True)
+        wait_until(lambda: pane.shows("[exited "))
+        screen = "\n".join(pane.lines())
+        assert "[exited 0]" in screen
+        assert "Traceback" not in screen and "Error" not in screen
+    finally:
+        pane.close()
+

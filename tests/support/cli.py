@@ -70,7 +70,7 @@ class Pane:
     def __init__(self, name: str, command: list[str], cwd: Path, env: dict[str, str]) -> None:
         self.name = name
         exports = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items() if k.startswith(("SPARTAN_", "PYTHONPATH")))
-        shell = f"cd {shlex.quote(str(cwd))} && env {exports} {' '.join(map(shlex.quote, command))}; sleep 30"
+        shell = f"cd {shlex.quote(str(cwd))} && env {exports} {' '.join(map(shlex.quote, command))}; echo \"[exited $?]\"; sleep 30"
         subprocess.run(["tmux", "new-session", "-d", "-s", name, "-x", "120", "-y", "30", shell], check=True)
 
     def type(self, text: str) -> None:
