@@ -265,8 +265,8 @@ class SpartanServicer:
             raise Overloaded("this gateway holds as many streams as it may; try another one shortly")
         session = StreamSession(user, uuid.uuid4().hex, self.config.gateway.stream_queue_size)
         session.handler = asyncio.current_task()
-        # Copy the names out: keeping the repeated field would pin the whole reply for the stream's life.
-        groups = list((await self.presence.ListUsers(pb.UserRef(user=user), timeout=self.timeout)).groups)
+        # Copy the names out: keeping the repeated field would pin the reply for the stream's life.
+        groups = list((await self.presence.GroupsOf(pb.UserRef(user=user), timeout=self.timeout)).groups)
         channels = [naming.user_channel(user), naming.BROADCAST_CHANNEL, *map(naming.group_channel, groups)]
         self.sessions[session.session_id] = session
         ACTIVE_STREAMS.inc()

@@ -57,6 +57,10 @@ class PresenceServicer(rpc.PresenceServicer):
         )
 
     @unary(SERVICE)
+    async def GroupsOf(self, request: pb.UserRef, context: grpc.aio.ServicerContext) -> pb.GroupNames:
+        return pb.GroupNames(groups=await self.groups.groups_of(check_user(request.user, self.users)))
+
+    @unary(SERVICE)
     async def RequestChat(self, request: pb.RequestRef, context: grpc.aio.ServicerContext) -> pb.ChatRequestAck:
         requester = check_user(request.from_user, self.users)
         recipient = check_user(request.to_user, self.users, "peer")
