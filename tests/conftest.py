@@ -34,9 +34,11 @@ def stack_factory(tmp_path):  # type: ignore[no-untyped-def]
 
     made: list[tuple[Stack, RedisServer]] = []
 
-    def make(gateways: int = 2, settings: dict[str, str] | None = None, appendonly: bool = False) -> Stack:
+    def make(gateways: int = 2, settings: dict[str, str] | None = None, appendonly: bool = False,
+             clock_offsets: dict[str, str] | None = None) -> Stack:
         redis_server = RedisServer(appendonly=appendonly).start()
-        stack = Stack(tmp_path / f"stack{len(made)}", redis_server, gateways=gateways, settings=settings)
+        stack = Stack(tmp_path / f"stack{len(made)}", redis_server, gateways=gateways, settings=settings,
+                      clock_offsets=clock_offsets)
         made.append((stack, redis_server))
         return stack.start()
 

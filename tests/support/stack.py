@@ -28,7 +28,7 @@ FAST_SETTINGS = {
 
 class Stack:
     def __init__(self, workdir: Path, redis: RedisServer, *, gateways: int = 2,
-                 settings: dict[str, str] | None = None) -> None:
+                 settings: dict[str, str] | None = None, clock_offsets: dict[str, str] | None = None) -> None:
         self.workdir = workdir
         self.redis = redis
         self.presence_port = free_port()
@@ -47,6 +47,7 @@ class Stack:
             **FAST_SETTINGS,
             **(settings or {}),
         }
+        self.clock_offsets = clock_offsets or {}  # process name -> faketime offset such as "+300s"
         self.children: dict[str, Child] = {}
         (workdir / "logs").mkdir(parents=True, exist_ok=True)
         self._add("presence", "services.presence.main", self.presence_port)
@@ -61,6 +62,8 @@ class Stack:
         if name.startswith("gateway"):
             env["SPARTAN_GATEWAY__INSTANCE_ID"] = name
         args = [sys.executable, "-m", module, "--port", str(port), "--metrics-port", str(metrics_port)]
+        if name in self.clock_offsets:  # run with a skewed process clock (Debian's faketime)
+            args = ["faketime", "-f", self.clock_offsets[name], *args]
         self.children[name] = Child(name, args, port, env, self.workdir / "logs" / f"{name}.log")
 
     @property
