@@ -1,12 +1,14 @@
 """`python3 -m bench <workload>`: run benchmarks, print a table, write results.json and results.png.
 
     python3 -m bench all [--quick] [--out DIR] [--profile]
-    python3 -m bench relay | latency | capacity | raw_relay | crypto | ratelimit | history_read
+    python3 -m bench relay | latency | capacity | raw_relay
+    python3 -m bench crypto | ratelimit | history_read | group_fanout
 
 `all` runs the relay, latency and capacity workloads (each against the raw relay
 bound where it applies) and then the component benchmarks (`bench.crypto`,
-`bench.ratelimit`, `bench.history_read`) with small sizes, and finishes in well
-under ten minutes on a 2-core machine. `--quick` shrinks everything to seconds (the
+`bench.ratelimit`, `bench.history_read`, `bench.group_fanout`) with small sizes, and
+finishes in well under ten minutes on a 2-core machine; a component named on its own
+runs at its full default sizes. `--quick` shrinks everything to seconds (the
 smoke test uses it). Results go to `bench/results/<timestamp>/` unless `--out` says
 otherwise. Numbers are reported against the targets, never asserted.
 """
@@ -24,12 +26,14 @@ from bench import capacity, latency, relay, report
 from bench.stack import ROOT, raise_open_files_limit
 
 WORKLOADS = ("relay", "latency", "capacity", "raw_relay")
-COMPONENTS: dict[str, dict[str, list[str]]] = {  # component benchmarks: arguments per size
-    "crypto": {"full": ["--seconds", "0.2"], "quick": ["--seconds", "0.02"]},
-    "ratelimit": {"full": ["--checks", "1000", "--concurrency", "20", "--calls", "600"],
+COMPONENTS: dict[str, dict[str, list[str]]] = {  # component benchmarks: arguments within `all` / with --quick
+    "crypto": {"all": ["--seconds", "0.2"], "quick": ["--seconds", "0.02"]},
+    "ratelimit": {"all": ["--checks", "1000", "--concurrency", "20", "--calls", "600"],
                   "quick": ["--checks", "100", "--concurrency", "5", "--calls", "50"]},
-    "history_read": {"full": ["--requests", "300", "--rounds", "1", "--concurrency", "8"],
+    "history_read": {"all": ["--requests", "300", "--rounds", "1", "--concurrency", "8"],
                      "quick": ["--requests", "30", "--rounds", "1", "--concurrency", "4"]},
+    "group_fanout": {"all": ["--deliveries", "3000"],
+                     "quick": ["--sizes", "2,10", "--deliveries", "100", "--encrypted-size", "0"]},
 }
 
 
@@ -53,9 +57,11 @@ def progress(line: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {line}", flush=True)
 
 
-def run_component(name: str, quick: bool) -> dict[str, Any]:
-    """Run one of the component benchmarks as a subprocess and keep its table."""
-    command = [sys.executable, "-m", f"bench.{name}", *COMPONENTS[name]["quick" if quick else "full"]]
+def run_component(name: str, size: str) -> dict[str, Any]:
+    """Run one of the component benchmarks as a subprocess and keep its table.
+
+    `size`: "quick", "all" (small sizes within the suite) or "full" (the module's own defaults)."""
+    command = [sys.executable, "-m", f"bench.{name}", *COMPONENTS[name].get(size, [])]
     progress(f"{name}: {' '.join(command[1:])}")
     started = time.monotonic()
     finished = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
@@ -93,7 +99,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="capacity: stream counts, e.g. 1000,5000,10000")
     parser.add_argument("--users", type=int,
                         help="capacity: distinct users (default 1000: 10 streams per user at 10k; 0: one per stream)")
-    parser.add_argument("--skip-components", action="store_true", help="with all: skip crypto/ratelimit/history_read")
+    parser.add_argument("--skip-components", action="store_true", help="with all: skip the component benchmarks")
     return parser.parse_args(argv)
 
 
@@ -119,7 +125,8 @@ def main(argv: list[str] | None = None) -> None:
     started = time.monotonic()
     for name in chosen:
         if name in COMPONENTS:
-            results["components"][name] = run_component(name, args.quick)
+            size = "quick" if args.quick else "all" if args.workload == "all" else "full"
+            results["components"][name] = run_component(name, size)
         else:
             progress(f"{name}: start")
             results["workloads"][name] = run_workload(name, all_sizes[name], out, args.profile)

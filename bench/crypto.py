@@ -11,6 +11,7 @@ import statistics
 import time
 from collections.abc import Callable
 
+from bench.summary import format_table
 from spartan.crypto import (
     ChallengeIssuer,
     Identity,
@@ -122,13 +123,11 @@ def main() -> None:
     for size in (64, 4096):
         cases |= group_cases(size)
     cases |= setup_cases()
-    width = max(map(len, cases))
-    print(f"{'operation':<{width}}  {'µs/op median':>12}  {'µs/op best':>10}  {'ops/s best':>10}")
-    print("-" * (width + 38))
+    rows = []
     for name, operation in cases.items():
         median, best = measure(operation, args.seconds)
-        print(f"{name:<{width}}  {median:>12.1f}  {best:>10.1f}  {1e6 / best:>10.0f}", flush=True)
-
+        rows.append([name, f"{median:.1f}", f"{best:.1f}", f"{1e6 / best:.0f}"])
+    print(format_table(["operation", "µs/op median", "µs/op best", "ops/s best"], rows))
 
 if __name__ == "__main__":
     main()

@@ -3,8 +3,8 @@
     python3 -m bench.group_fanout [--sizes 2,10,100] [--deliveries 6000] [--window 8] [--encrypted-size 10]
 
 Starts its own redis-server on a free loopback port (never the machine's shared one),
-presence, history and three gateway processes (`tests/support/stack.py`), with a
-generated config of users u000..u099 and no configured groups. For each size one
+presence, history and three gateway processes (`bench.stack.SpartanStack`), with
+users u000..u099 and no configured groups. For each size one
 sender creates a group at run time with members spread round-robin over the three
 gateways, waits until every member's stream follows it, then sends messages with
 `--window` sends in flight until about `--deliveries` deliveries are due. Latency is
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import statistics
 import tempfile
 import time
 import uuid
@@ -27,12 +26,12 @@ from pathlib import Path
 
 from redis.asyncio import Redis
 
+from bench.stack import SpartanStack, user_names
+from bench.summary import format_table, percentile
 from spartan.client.headless import HeadlessClient
 from spartan.v1 import pb
-from tests.support.redis_server import RedisServer
-from tests.support.stack import Stack
 
-USERS = [f"u{i:03d}" for i in range(100)]
+USERS = user_names(100)
 GATEWAYS = 3
 MAX_MESSAGES = 2000  # keeps the 2-member run short: its rate is the sender's, not the fan-out's
 
@@ -47,16 +46,6 @@ class Result:
     p50_ms: float
     p99_ms: float
     publishes_per_message: float
-
-
-def write_config(folder: Path) -> Path:
-    path = folder / "config.yaml"
-    path.write_text(
-        "port: 3000\nmax_num_messages_per_user: 5\nmax_call_per_30_seconds_per_user: 3\n"
-        f"users: [{','.join(USERS)}]\n"
-        "groups: {}\n"
-    )
-    return path
 
 
 async def publish_calls(redis: Redis) -> int:
@@ -97,18 +86,18 @@ async def run_group(label: str, size: int, clients: dict[str, HeadlessClient], r
     latencies = sorted((r.received_at - sent_at[r.message.id]) * 1000 for r in arrivals)
     finished = max(r.received_at for r in arrivals)
     assert len(info.members) == size
-    return Result(label, size, messages, len(arrivals), finished - started, statistics.median(latencies),
-                  latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))], publishes / messages)
+    return Result(label, size, messages, len(arrivals), finished - started, percentile(latencies, 0.50),
+                  percentile(latencies, 0.99), publishes / messages)
 
 
-async def connect(stack: Stack, users: list[str], key_dir: str, *, encrypt: bool) -> dict[str, HeadlessClient]:
+async def connect(stack: SpartanStack, users: list[str], key_dir: str, *, encrypt: bool) -> dict[str, HeadlessClient]:
     clients = {u: HeadlessClient(u, [stack.address(i % GATEWAYS + 1)], key_dir, encrypt=encrypt)
                for i, u in enumerate(users)}
     await asyncio.gather(*(c.start(timeout=60) for c in clients.values()))
     return clients
 
 
-async def measure(args: argparse.Namespace, stack: Stack, folder: Path) -> list[Result]:
+async def measure(args: argparse.Namespace, stack: SpartanStack, folder: Path) -> list[Result]:
     redis = Redis.from_url(stack.redis.url)
     results: list[Result] = []
     clients = await connect(stack, USERS[:max(args.sizes)], str(folder / "keys"), encrypt=False)
@@ -130,11 +119,10 @@ async def measure(args: argparse.Namespace, stack: Stack, folder: Path) -> list[
 
 
 def print_table(results: list[Result]) -> None:
-    print(f"{'group':>8} {'messages':>9} {'deliveries':>11} {'seconds':>8} {'deliveries/s':>13} "
-          f"{'p50 ms':>7} {'p99 ms':>7} {'PUBLISH/msg':>12}")
-    for r in results:
-        print(f"{r.label:>8} {r.messages:>9} {r.deliveries:>11} {r.seconds:>8.2f} {r.deliveries / r.seconds:>13.0f} "
-              f"{r.p50_ms:>7.1f} {r.p99_ms:>7.1f} {r.publishes_per_message:>12.2f}")
+    print(format_table(["group", "messages", "deliveries", "seconds", "deliveries/s", "p50 ms", "p99 ms",
+                        "PUBLISH/msg"], [
+        [r.label, str(r.messages), str(r.deliveries), f"{r.seconds:.2f}", f"{r.deliveries / r.seconds:.0f}",
+         f"{r.p50_ms:.1f}", f"{r.p99_ms:.1f}", f"{r.publishes_per_message:.2f}"] for r in results]))
 
 
 def main() -> None:
@@ -148,18 +136,11 @@ def main() -> None:
         parser.error(f"group sizes must be between 2 and {len(USERS)}")
     with tempfile.TemporaryDirectory(prefix="spartan-bench-groups-") as tmp:
         folder = Path(tmp)
-        redis_server = RedisServer().start()
-        settings = {"SPARTAN_CONFIG": str(write_config(folder)), "SPARTAN_RATE__RATE": "100000",
-                    "SPARTAN_RATE__PER_SECONDS": "1", "SPARTAN_GATEWAY__STREAM_QUEUE_SIZE": "100000"}
-        stack = Stack(folder / "stack", redis_server, gateways=GATEWAYS, settings=settings)
-        try:
-            stack.start()
+        settings = {"SPARTAN_GATEWAY__STREAM_QUEUE_SIZE": "100000"}
+        with SpartanStack(folder / "stack", users=USERS, gateways=GATEWAYS, settings=settings) as stack:
             print(f"group fan-out over {GATEWAYS} gateways (receivers in one client process, "
-                  f"{args.window} sends in flight)")
+                  f"{args.window} sends in flight)", flush=True)
             print_table(asyncio.run(measure(args, stack, folder)))
-        finally:
-            stack.stop()
-            redis_server.close()
 
 
 if __name__ == "__main__":

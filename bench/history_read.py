@@ -15,18 +15,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import random
-import shutil
-import socket
-import statistics
-import subprocess
-import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 from redis.asyncio import BlockingConnectionPool, Redis
 
+from bench.stack import PrivateRedis
+from bench.summary import format_table, percentile
 from spartan import naming
 from spartan.history_store import HistoryStore
 from spartan.v1 import pb
@@ -49,46 +45,6 @@ SCENARIOS = [
     Scenario("100 msgs x 256 B, 50% appends", 100, 256, 50, 0.50),
     Scenario("1000 msgs x 256 B, read-only", 1000, 256, 20, 0.0, requests_scale=0.25),
 ]
-
-
-class PrivateRedis:
-    """A throwaway redis-server on a free loopback port."""
-
-    def __init__(self) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            raise SystemExit("redis-server is not installed (apt-get install redis-server)")
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = sock.getsockname()[1]
-        self.directory = Path(tempfile.mkdtemp(prefix="spartan-bench-redis-"))
-        self.process = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(self.directory), "--logfile", str(self.directory / "redis.log")],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return
-            except OSError:
-                time.sleep(0.05)
-        self.close()
-        raise SystemExit("redis-server did not start")
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def close(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        shutil.rmtree(self.directory, ignore_errors=True)
 
 
 @dataclass
@@ -140,8 +96,8 @@ async def run_workload(store: HistoryStore, scenario: Scenario, conversations: l
     latencies.sort()
     return Result(
         requests_per_second=len(latencies) / elapsed,
-        p50_ms=statistics.median(latencies) * 1000,
-        p99_ms=latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000,
+        p50_ms=percentile(latencies, 0.50) * 1000,
+        p99_ms=percentile(latencies, 0.99) * 1000,
         hit_ratio=None,
     )
 
@@ -184,26 +140,21 @@ def print_table(rows: list[tuple[Scenario, Result, Result]], requests: int, conc
                 rounds: int) -> None:
     print(f"history reads: {requests} operations per run (x0.25 for 1000 msgs), {concurrency} concurrent tasks, "
           f"one process, redis-server on loopback; median of {rounds} alternating runs")
-    header = f"{'scenario':<32} {'read req/s':>10} {'p50 ms':>7} {'p99 ms':>7}   " \
-             f"{'cached req/s':>12} {'p50 ms':>7} {'p99 ms':>7} {'hits':>5} {'speedup':>8}"
-    print(header)
-    print("-" * len(header))
-    for scenario, plain, cached in rows:
-        print(f"{scenario.name:<32} {plain.requests_per_second:>10.0f} {plain.p50_ms:>7.2f} {plain.p99_ms:>7.2f}   "
-              f"{cached.requests_per_second:>12.0f} {cached.p50_ms:>7.2f} {cached.p99_ms:>7.2f} "
-              f"{(cached.hit_ratio or 0) * 100:>4.0f}% {cached.requests_per_second / plain.requests_per_second:>7.2f}x")
+    header = ["scenario", "read req/s", "p50 ms", "p99 ms", "cached req/s", "p50 ms", "p99 ms", "hits", "speedup"]
+    print(format_table(header, [
+        [scenario.name, f"{plain.requests_per_second:.0f}", f"{plain.p50_ms:.2f}", f"{plain.p99_ms:.2f}",
+         f"{cached.requests_per_second:.0f}", f"{cached.p50_ms:.2f}", f"{cached.p99_ms:.2f}",
+         f"{(cached.hit_ratio or 0) * 100:.0f}%", f"{cached.requests_per_second / plain.requests_per_second:.2f}x"]
+        for scenario, plain, cached in rows]))
 
 
 async def main_async(requests: int, concurrency: int, rounds: int) -> None:
-    server = PrivateRedis()
-    try:
+    with PrivateRedis() as server:
         rows = []
         for scenario in SCENARIOS:
             plain, cached = await measure(server.url, scenario, requests, concurrency, rounds)
             rows.append((scenario, plain, cached))
         print_table(rows, requests, concurrency, rounds)
-    finally:
-        server.close()
 
 
 def main() -> None:

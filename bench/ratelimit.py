@@ -17,18 +17,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import shutil
-import socket
-import statistics
-import subprocess
-import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import grpc
 
+from bench.stack import PrivateRedis
+from bench.summary import format_table, percentile
 from spartan.config import RedisConfig
 from spartan.ratelimit import RateLimiter, RatePolicy, rate
 from spartan.redis_conn import connect
@@ -36,42 +32,6 @@ from spartan.v1 import pb, rpc
 
 ALWAYS_ALLOWS = RatePolicy(rate=1e9, per_seconds=1, burst=1_000_000_000)
 ALWAYS_REJECTS = RatePolicy(rate=1, per_seconds=86400, burst=1)
-
-
-class PrivateRedis:
-    """A throwaway redis-server on a free loopback port."""
-
-    def __init__(self) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            raise SystemExit("redis-server is not installed (apt-get install redis-server)")
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = sock.getsockname()[1]
-        self.directory = Path(tempfile.mkdtemp(prefix="spartan-bench-redis-"))
-        self.process = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(self.directory), "--logfile", str(self.directory / "redis.log")],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return
-            except OSError:
-                time.sleep(0.05)
-        self.close()
-        raise SystemExit("redis-server did not start")
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def close(self) -> None:
-        self.process.kill()
-        self.process.wait()
-        shutil.rmtree(self.directory, ignore_errors=True)
 
 
 @dataclass(frozen=True)
@@ -102,8 +62,9 @@ async def measure(name: str, operation: Callable[[], Awaitable[object]], total: 
     started = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     elapsed = time.perf_counter() - started
-    cuts = statistics.quantiles(latencies, n=100)
-    return Row(name, concurrency, len(latencies), len(latencies) / elapsed, cuts[49] * 1e6, cuts[98] * 1e6)
+    latencies.sort()
+    return Row(name, concurrency, len(latencies), len(latencies) / elapsed, percentile(latencies, 0.50) * 1e6,
+               percentile(latencies, 0.99) * 1e6)
 
 
 class BenchServicer(rpc.SpartanServicer):
@@ -158,12 +119,9 @@ async def run(checks: int, concurrency: int, calls: int) -> list[Row]:
 
 
 def print_table(rows: list[Row]) -> None:
-    header = f"{'operation':<28} {'tasks':>5} {'ops':>6} {'ops/s':>9} {'p50 µs':>8} {'p99 µs':>8}"
-    print(header)
-    print("-" * len(header))
-    for row in rows:
-        print(f"{row.name:<28} {row.concurrency:>5} {row.operations:>6} {row.per_second:>9.0f} "
-              f"{row.p50_us:>8.0f} {row.p99_us:>8.0f}")
+    print(format_table(["operation", "tasks", "ops", "ops/s", "p50 µs", "p99 µs"], [
+        [row.name, str(row.concurrency), str(row.operations), f"{row.per_second:.0f}", f"{row.p50_us:.0f}",
+         f"{row.p99_us:.0f}"] for row in rows]))
 
 
 def main() -> None:

@@ -23,7 +23,7 @@ from pathlib import Path
 import grpc
 from redis.asyncio import BlockingConnectionPool, Redis
 
-from bench.stack import PrivateRedis, Processes, free_port
+from bench.stack import ROOT, ServiceStack, free_port
 from spartan.v1 import pb
 
 SERVICE = "bench.RawRelay"
@@ -101,15 +101,13 @@ async def serve(port: int, redis_url: str) -> None:
     await server.wait_for_termination()
 
 
-class RawStack:
+class RawStack(ServiceStack):
     """A private Redis and N raw relay processes (the counterpart of `SpartanStack`)."""
 
     def __init__(self, workdir: Path, *, relays: int = 2) -> None:
-        self.redis = PrivateRedis()
-        self.processes = Processes(workdir)
+        super().__init__(workdir)
         self.ports = [free_port() for _ in range(relays)]
-        env = {"PYTHONPATH": str(Path(__file__).resolve().parents[1]), "PYTHONUNBUFFERED": "1",
-               "PATH": "/usr/bin:/bin"}
+        env = {"PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1", "PATH": "/usr/bin:/bin"}
         for i, port in enumerate(self.ports):
             self.processes.add(f"raw-{i + 1}", [sys.executable, "-m", "bench.raw_relay", "--serve", "--port",
                                                 str(port), "--redis-url", self.redis.url], port, env)
@@ -119,21 +117,6 @@ class RawStack:
 
     def pid(self, relay: int) -> int:
         return self.processes.pid(f"raw-{relay}")
-
-    def __enter__(self) -> "RawStack":
-        try:
-            self.processes.start()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        self.processes.stop()
-        self.redis.close()
 
 
 def main() -> None:

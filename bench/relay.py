@@ -33,6 +33,7 @@ import grpc
 
 from bench.raw_relay import RAW_RECEIVE, RAW_SEND, RawStack
 from bench.stack import SPARTAN_RECEIVE, SPARTAN_SEND, SpartanStack, login_token, raise_open_files_limit, user_names
+from bench.summary import percentile
 from spartan.v1 import pb
 
 BODY_BYTES = 64
@@ -224,14 +225,12 @@ def summarize(latencies_us: list[float], seconds: float) -> dict[str, Any]:
     if not ordered:
         return {"delivered": 0, "delivered_per_s": 0.0, "latency_ms": {}, "cdf_ms": []}
 
-    def percentile(fraction: float) -> float:
-        return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] / 1000
-
     step = max(1, len(ordered) // CDF_POINTS)
     return {
         "delivered": len(ordered),
         "delivered_per_s": len(ordered) / seconds,
-        "latency_ms": {"p50": percentile(0.50), "p99": percentile(0.99), "p999": percentile(0.999),
+        "latency_ms": {"p50": percentile(ordered, 0.50) / 1000, "p99": percentile(ordered, 0.99) / 1000,
+                       "p999": percentile(ordered, 0.999) / 1000,
                        "max": ordered[-1] / 1000, "mean": statistics.fmean(ordered) / 1000},
         "cdf_ms": [round(value / 1000, 4) for value in ordered[::step]] + [round(ordered[-1] / 1000, 4)],
     }

@@ -15,6 +15,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from bench.summary import format_table
+
 RELAY_WORKLOADS = ("relay", "latency", "raw_relay")
 TARGETS = {
     "relay_ratio_to_raw": 0.70,  # relay throughput >= 70% of the raw bound
@@ -75,7 +77,7 @@ def _verdict(value: float, target: float, *, higher: bool = False) -> dict[str, 
 
 # ----------------------------------------------------------------- table
 def table(results: dict[str, Any]) -> str:
-    rows: list[tuple[str, str, str, str, str, str]] = [("workload", "system", "msg/s", "p50 ms", "p99 ms", "p999 ms")]
+    rows: list[list[str]] = []
     workloads = results["workloads"]
     for name in RELAY_WORKLOADS:
         if name not in workloads:
@@ -83,24 +85,21 @@ def table(results: dict[str, Any]) -> str:
         for system in [s for s in ("raw", "spartan") if s in workloads[name]]:
             run = workloads[name][system]
             latency = run.get("latency_ms") or {}
-            rows.append((name, system, f"{run['delivered_per_s']:.0f}", _ms(latency.get("p50")),
-                         _ms(latency.get("p99")), _ms(latency.get("p999"))))
+            rows.append([name, system, f"{run['delivered_per_s']:.0f}", _ms(latency.get("p50")),
+                         _ms(latency.get("p99")), _ms(latency.get("p999"))])
         ratio = workloads[name].get("ratio_to_raw")
         if ratio is not None:
-            rows.append((name, "spartan/raw", f"{ratio:.0%}", "", "", ""))
-    widths = [max(len(row[i]) for row in rows) for i in range(6)]
-    lines = ["  ".join(cell.ljust(widths[i]) if i < 2 else cell.rjust(widths[i]) for i, cell in enumerate(row))
-             for row in rows]
-    lines.insert(1, "-" * len(lines[0]))
+            rows.append([name, "spartan/raw", f"{ratio:.0%}", "", "", ""])
+    lines = [format_table(["workload", "system", "msg/s", "p50 ms", "p99 ms", "p999 ms"], rows, left=2)]
     capacity = workloads.get("capacity")
     if capacity:
-        lines += ["", "capacity (one gateway, idle ReceiveMsg streams)",
-                  f"{'streams':>8} {'conns':>6} {'RSS MiB':>8} {'KiB/stream':>10} {'opens/s':>8} "
-                  f"{'rtt p50 ms':>10} {'rtt max ms':>10}"]
-        for level in capacity["levels"]:
-            lines.append(f"{level['streams']:>8} {level['connections']:>6} {level['rss_kib'] / 1024:>8.1f} "
-                         f"{level['rss_per_stream_kib']:>10.1f} {level['opens_per_s']:>8.0f} "
-                         f"{level['round_trip_ms']['p50']:>10.2f} {level['round_trip_ms']['max']:>10.2f}")
+        users = (capacity.get("user_list") or {}).get("users")
+        lines += ["", f"capacity (one gateway, idle ReceiveMsg streams, {users} configured users)", format_table(
+            ["streams", "conns", "RSS MiB", "KiB/stream", "opens/s", "rtt p50 ms", "rtt max ms"],
+            [[str(level["streams"]), str(level["connections"]), f"{level['rss_kib'] / 1024:.1f}",
+              f"{level['rss_per_stream_kib']:.1f}", f"{level['opens_per_s']:.0f}",
+              f"{level['round_trip_ms']['p50']:.2f}", f"{level['round_trip_ms']['max']:.2f}"]
+             for level in capacity["levels"]], left=0)]
     if results.get("targets"):
         lines += ["", "targets (reported, not asserted)"]
         for name, verdict in results["targets"].items():

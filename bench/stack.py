@@ -20,6 +20,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Self
 
 from spartan.launcher import Child
 
@@ -112,7 +113,7 @@ async def login_token(address: str, user: str) -> str:
 
 
 class PrivateRedis:
-    """A throwaway redis-server on a free loopback port, no persistence."""
+    """A throwaway redis-server on a free loopback port, no persistence; every benchmark's Redis."""
 
     def __init__(self) -> None:
         binary = shutil.which("redis-server")
@@ -124,7 +125,11 @@ class PrivateRedis:
             [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
              "--maxclients", "10000", "--dir", str(self.directory), "--logfile", str(self.directory / "redis.log")],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        wait_for_port(self.port, 10)
+        try:
+            wait_for_port(self.port, 10)
+        except TimeoutError:
+            self.close()
+            raise
 
     @property
     def url(self) -> str:
@@ -135,6 +140,12 @@ class PrivateRedis:
             self.process.kill()
             self.process.wait()
         shutil.rmtree(self.directory, ignore_errors=True)
+
+    def __enter__(self) -> "PrivateRedis":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 class Processes:
@@ -173,14 +184,39 @@ class Processes:
             child.stop(timeout=10)
 
 
-class SpartanStack:
+class ServiceStack:
+    """A private Redis and the processes using it, started and stopped together (a context manager)."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.redis = PrivateRedis()
+        self.processes = Processes(workdir)
+
+    def start(self) -> Self:
+        try:
+            self.processes.start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def close(self) -> None:
+        self.processes.stop()
+        self.redis.close()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class SpartanStack(ServiceStack):
     """Redis, presence, history and N gateways, as in a deployment (one process each)."""
 
     def __init__(self, workdir: Path, *, users: list[str], gateways: int = 2,
                  settings: dict[str, str] | None = None) -> None:
-        self.redis = PrivateRedis()
+        super().__init__(workdir)
         self.secret = secrets.token_hex(32)
-        self.processes = Processes(workdir)
         presence_port, history_port = free_port(), free_port()
         self.gateway_ports = [free_port() for _ in range(gateways)]
         self.env = {
@@ -217,21 +253,3 @@ class SpartanStack:
 
     def gateway_pid(self, gateway: int) -> int:
         return self.processes.pid(f"gateway-{gateway}")
-
-    def start(self) -> "SpartanStack":
-        try:
-            self.processes.start()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def close(self) -> None:
-        self.processes.stop()
-        self.redis.close()
-
-    def __enter__(self) -> "SpartanStack":
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
