@@ -71,12 +71,14 @@ class Authenticator:
     async def login(self, request: pb.LoginRequest) -> pb.Session:
         user = request.user
         verify_public_keys(request.keys, user=user)
-        registered = await self._registered_key(user)
+        in_directory = await self._directory_key(user)
+        pinned = self.config.auth.pinned_keys.get(user)
+        registered = bytes.fromhex(pinned) if pinned else in_directory
         await verify_login_once(self.challenges, user=user, nonce=request.nonce, signature=request.signature,
                                 identity_key=request.keys.identity_key, registered_key=registered,
                                 seen_nonce=self._seen_nonce)
-        if registered is None:
-            await self._register(request)
+        if in_directory is None:
+            await self._register(request)  # first login (a pinned user's key goes into the directory too)
         await self.directory_fingerprint.invalidate(user)
         token, expires_at_us = self.tokens.issue(user, request.keys.identity_key)
         log.info("login of %s with key %s", user, fingerprint(request.keys.identity_key)[:16])
@@ -132,9 +134,11 @@ class Authenticator:
         return fingerprint(key) if key is not None else NO_KEY
 
     async def _registered_key(self, user: str) -> bytes | None:
+        """The key that may log in as `user`: pinned in config, else the directory's."""
         pinned = self.config.auth.pinned_keys.get(user)
-        if pinned:
-            return bytes.fromhex(pinned)
+        return bytes.fromhex(pinned) if pinned else await self._directory_key(user)
+
+    async def _directory_key(self, user: str) -> bytes | None:
         try:
             keys = await self.presence.GetKeys(pb.UserRef(user=user), timeout=self.timeout)
         except grpc.aio.AioRpcError as exc:
