@@ -38,6 +38,8 @@ def test_bad_choices_and_rate_limit_are_explained(server: LocalServer) -> None:
     say("bob", "You are now ready to chat with bob.")
     say("one", "[alice] > one")
     say("two", "[alice] > two")
+    say("/history", "[alice] two")
+    assert lines[-3:] == ["[Spartan] Recent messages with bob:", "[alice] one", "[alice] two"]
     say("three", "Slow down: you can send again in")
     assert "Type /retry to send that message again." in lines[-1]
     import time
