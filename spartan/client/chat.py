@@ -223,10 +223,7 @@ class Chat:
         if not peer:
             self.notice("Pick a chat first: /switch USER or /group NAME.")
             return False
-        try:
-            check_text(text, self.max_message_bytes)
-        except InvalidArgument as exc:
-            self.notice(f"Not sent: {exc.message}.")
+        if not self.text_ok(text):
             return False
         message_id = message_id or uuid.uuid4().hex
         try:
@@ -237,16 +234,29 @@ class Chat:
                         "Your message will be sent as soon as they do.")
             return False
         except grpc.aio.AioRpcError as exc:
-            return self._send_failed(peer, text, exc)
+            return self.report_send_failure(peer, text, exc)
+        return await self.submit(peer, text, pb.Message(id=message_id, kind=pb.CHAT, recipient=peer, body=body))
+
+    def text_ok(self, text: str) -> bool:
+        """Check typed text before it is encrypted; explains a refusal."""
         try:
-            await self.conn.call("SendMsg", pb.Message(id=message_id, kind=pb.CHAT, recipient=peer, body=body))
+            check_text(text, self.max_message_bytes)
+        except InvalidArgument as exc:
+            self.notice(f"Not sent: {exc.message}.")
+            return False
+        return True
+
+    async def submit(self, target: str, text: str, message: pb.Message) -> bool:
+        """Send a sealed message; on failure keep `text` for /retry and say why."""
+        try:
+            await self.conn.call("SendMsg", message)
         except grpc.aio.AioRpcError as exc:
-            return self._send_failed(peer, text, exc)
-        self._remember(message_id)
+            return self.report_send_failure(target, text, exc)
+        self._remember(message.id)
         self.last_failed = None
         return True
 
-    def _send_failed(self, peer: str, text: str, exc: grpc.aio.AioRpcError) -> bool:
+    def report_send_failure(self, peer: str, text: str, exc: grpc.aio.AioRpcError) -> bool:
         self.last_failed = (peer, text)
         trailers = dict(exc.trailing_metadata() or ())
         if exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "retry-after" in trailers:

@@ -32,9 +32,7 @@ from spartan import naming
 from spartan.client.e2e import ClientCrypto, PeerHasNoKeys
 from spartan.crypto import DecryptError
 from spartan.crypto.sender_keys import SenderKey, SenderKeyRing, decrypt_group, encrypt_group, open_sender_key, seal_sender_key
-from spartan.errors import InvalidArgument
 from spartan.v1 import pb
-from spartan.validation import check_text
 
 if TYPE_CHECKING:
     from spartan.client.chat import Chat
@@ -295,20 +293,14 @@ class GroupChatView:
     # ------------------------------------------------------------- sending
     async def send(self, text: str, group: str, message_id: str | None = None) -> bool:
         chat = self.chat
-        try:
-            check_text(text, chat.max_message_bytes)
-        except InvalidArgument as exc:
-            chat.notice(f"Not sent: {exc.message}.")
+        if not chat.text_ok(text):
             return False
         message_id = message_id or uuid.uuid4().hex
         try:
             body = await self.keys.seal(group, text, message_id)
-            await chat.conn.call("SendMsg", pb.Message(id=message_id, kind=pb.CHAT, group=group, body=body))
         except grpc.aio.AioRpcError as exc:
-            return chat._send_failed(group, text, exc)
-        chat._remember(message_id)
-        chat.last_failed = None
-        return True
+            return chat.report_send_failure(group, text, exc)
+        return await chat.submit(group, text, pb.Message(id=message_id, kind=pb.CHAT, group=group, body=body))
 
 
 # ------------------------------------------------------------------ commands
