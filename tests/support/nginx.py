@@ -12,7 +12,7 @@ import subprocess
 from pathlib import Path
 
 from deploy.nginx.render import nginx_command, write_local_conf
-from tests.support.ports import free_port, wait_for_port
+from tests.support.ports import free_port, stop_process, wait_for_port
 
 NGINX_BINARY = shutil.which("nginx") or "/usr/sbin/nginx"
 
@@ -58,11 +58,4 @@ class Nginx:
 
     def stop(self, timeout: float = 15.0) -> None:
         """SIGTERM (nginx's fast shutdown) and wait; SIGKILL if it does not exit in time."""
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=timeout)
+        stop_process(self.process, timeout=timeout)

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from deploy.prometheus.render import render_local_config
-from tests.support.ports import free_port, wait_for_port
+from tests.support.ports import free_port, stop_process, wait_for_port
 
 PROMETHEUS_BINARY = shutil.which("prometheus") or "/usr/bin/prometheus"
 T = TypeVar("T")
@@ -97,14 +97,7 @@ class Prometheus:
         raise TimeoutError(f"condition not met within {timeout}s (last error: {last_error})\n{self.log()[-3000:]}")
 
     def stop(self, timeout: float = 15.0) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=timeout)
+        stop_process(self.process, timeout=timeout)
 
 
 # --- reading /metrics directly ------------------------------------------------------------------

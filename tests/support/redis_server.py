@@ -10,7 +10,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from tests.support.ports import free_port, wait_for_port
+from tests.support.ports import free_port, stop_process, wait_for_port
 
 
 class RedisServer:
@@ -41,13 +41,7 @@ class RedisServer:
         return self
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(sig)
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, sig=sig, timeout=10)
         self.process = None
 
     def kill(self) -> None:
