@@ -146,8 +146,10 @@ async def _send(endpoint: Endpoint, plan: Plan, begin_ns: int) -> dict[str, floa
         message = pb.Message(id=f"m{sequence}", kind=pb.CHAT, recipient=plan.receivers[index], body=body(now))
         try:
             await methods[index](message, metadata=endpoint.metadata(plan.senders[index]), timeout=10)
-        except grpc.aio.AioRpcError:
+        except grpc.aio.AioRpcError as error:
             counts["errors"] += 1
+            code = f"error:{error.code().name}"
+            counts[code] = counts.get(code, 0) + 1
             return
         if now >= begin_ns + window_ns:
             counts["sent_in_window"] += 1
@@ -212,6 +214,7 @@ def run_load(endpoint: Endpoint, plan: Plan, profile_pids: dict[str, int] | None
     profiles = {name: finish_profiler(process, path) for name, (process, path) in profilers.items()}
     result = summarize(latencies, plan.seconds)
     result.update({"sent_in_window": int(counts["sent_in_window"]), "errors": int(counts["errors"]),
+                   "errors_by_code": {key[6:]: int(value) for key, value in counts.items() if key.startswith("error:")},
                    "late_sends": int(counts["late_sends"]), "pairs": len(plan.senders), "window": plan.window,
                    "offered_per_s": plan.rate or None, "seconds": plan.seconds})
     result["lost_or_late"] = max(0, result["sent_in_window"] - result["delivered"])
@@ -351,7 +354,8 @@ def rank(result: dict[str, Any]) -> float:
 def describe(result: dict[str, Any]) -> str:
     latency = result.get("latency_ms") or {}
     return (f"{result['delivered_per_s']:.0f} msg/s delivered, p50 {latency.get('p50', float('nan')):.2f} ms, "
-            f"p99 {latency.get('p99', float('nan')):.2f} ms, errors {result['errors']}")
+            f"p99 {latency.get('p99', float('nan')):.2f} ms, errors {result['errors']}"
+            f"{' ' + str(result['errors_by_code']) if result.get('errors_by_code') else ''}")
 
 
 def run(*, pairs: int = 50, window: int = 2, seconds: float = 8.0, warmup: float = 2.0, rounds: int = 2,

@@ -160,6 +160,8 @@ def plot(results: dict[str, Any], path: Path) -> None:
         twin.plot(streams, [level["round_trip_ms"]["p50"] for level in capacity["levels"]], "s--",
                   color="tab:orange", label="round trip p50, ms")
         twin.set_ylabel("round trip p50, ms")
+        capacity_axis.set_ylim(bottom=0)
+        twin.set_ylim(bottom=0)
         capacity_axis.legend(loc="upper left", fontsize=8)
         twin.legend(loc="lower right", fontsize=8)
     capacity_axis.set_title("capacity")
