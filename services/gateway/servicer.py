@@ -18,14 +18,16 @@ import grpc
 from services.gateway.auth import Authenticator, authenticated
 from services.gateway.groups import GroupDirectory
 from services.gateway.hub import PubSubHub
+from services.gateway.key_inbox import SenderKeyInbox
 from services.gateway.leases import LeaseKeeper
+from services.gateway.replay import HistoryReplayer
 from services.gateway.stream_session import StreamSession
 from spartan import naming
 from spartan.config import Config
 from spartan.context import current_user
-from spartan.errors import FailedPrecondition, InvalidArgument, Overloaded, PermissionDenied, Unavailable
+from spartan.errors import InvalidArgument, Overloaded, PermissionDenied, Unavailable
 from spartan.history_store import HistoryStore
-from spartan.metrics import ACTIVE_STREAMS, DELIVERY_SECONDS, HISTORY_REPLAYED, MESSAGES_DELIVERED, MESSAGES_SENT
+from spartan.metrics import ACTIVE_STREAMS, DELIVERY_SECONDS, MESSAGES_DELIVERED, MESSAGES_SENT
 from spartan.ratelimit import RateLimiter, policies_from_config, rate
 from spartan.rpc.handlers import stream, unary
 from spartan.v1 import pb, rpc
@@ -34,11 +36,9 @@ from spartan.validation import check_body, check_message_id, check_name, check_u
 SERVICE = "gateway"
 RECONNECTING = "Reconnecting…"  # shown when this gateway loses Redis; the stream stays open
 RECONNECTED = "Reconnected."
-REPLAY_PAGE = 50  # messages per history read while replaying
 SENDABLE = {pb.CHAT, pb.SENDER_KEY}
 KIND_NAMES = {value: name.lower() for name, value in pb.Kind.items()}
 DELIVERED_BY_KIND = {value: MESSAGES_DELIVERED.labels(name) for value, name in KIND_NAMES.items()}
-SENDER_KEYS_KEPT = 8  # per (recipient, group, sender): as many as a client's SenderKeyRing keeps
 SENDER_KEY_CALLS_PER_MINUTE = 60  # key distribution follows membership changes, not typing: its own budget
 
 
@@ -60,6 +60,8 @@ class SpartanServicer:
         self.timeout = config.services.call_timeout_seconds
         self.sessions: dict[str, StreamSession] = {}
         self.draining = False
+        self.replayer = HistoryReplayer(history, self.timeout)
+        self.key_inbox = SenderKeyInbox(store.redis, self.users, config.gateway.max_message_bytes)
 
     # ----------------------------------------------------------------- login
     @unary(SERVICE)
@@ -147,11 +149,7 @@ class SpartanServicer:
         return pb.SenderKeyAck(stored=len(request.keys))
 
     async def _store_sender_keys(self, user: str, group: str, keys: list[pb.Message]) -> int:
-        """Keep each sealed key in its recipient's key inbox and publish it to them; returns the time stamp.
-
-        The inbox holds the newest few keys per (recipient, group, sender), so a member who
-        was offline through any number of messages still gets every key their stream needs.
-        """
+        """Check the batch against the group's members, then keep and publish each sealed key."""
         if not group:
             raise InvalidArgument("a sender key belongs to a group: set group and recipient")
         if not keys:
@@ -160,43 +158,7 @@ class SpartanServicer:
         if any(key.recipient not in members for key in keys):
             await self.groups.forget(group)  # a member added a moment ago may not be in the cached list yet
             members = set((await self.groups.require_member(group, user)).members)
-        sent_at_us = time.time_ns() // 1000
-        stored: list[tuple[str, bytes]] = []
-        for key in keys:
-            check_message_id(key.id)
-            check_body(key.body, self.config.gateway.max_message_bytes)
-            recipient = check_user(key.recipient, self.users, "recipient")
-            if recipient == user:
-                raise InvalidArgument("your own sender key is not sent to yourself")
-            if recipient not in members:
-                raise FailedPrecondition(f"{recipient} is not a member of {group}")
-            message = pb.Message(id=key.id, kind=pb.SENDER_KEY, sender=user, recipient=recipient, group=group,
-                                 body=key.body, conversation=naming.group_conversation(group), sent_at_us=sent_at_us)
-            stored.append((recipient, message.SerializeToString()))
-        async with self.store.redis.pipeline(transaction=False) as pipe:
-            for recipient, raw in stored:
-                inbox = naming.sender_key_inbox(recipient, group, user)
-                pipe.lpush(inbox, raw)
-                pipe.ltrim(inbox, 0, SENDER_KEYS_KEPT - 1)
-                pipe.sadd(naming.sender_key_index(recipient), inbox)
-                pipe.publish(naming.user_channel(recipient), raw)
-            await pipe.execute()
-        MESSAGES_SENT.labels("sender_key").inc(len(stored))
-        return sent_at_us
-
-    async def _sender_key_inbox(self, user: str, groups: list[str]) -> list[bytes]:
-        """The sealed sender keys kept for `user` in the groups they belong to, oldest first per sender."""
-        redis_client = self.store.redis
-        prefixes = tuple(naming.sender_key_inbox(user, group, "") for group in groups)
-        inboxes = sorted(name.decode() for name in await redis_client.smembers(naming.sender_key_index(user)))
-        inboxes = [name for name in inboxes if name.startswith(prefixes)] if prefixes else []
-        if not inboxes:
-            return []
-        async with redis_client.pipeline(transaction=False) as pipe:
-            for inbox in inboxes:
-                pipe.lrange(inbox, 0, -1)
-            lists = await pipe.execute()
-        return [raw for newest_first in lists for raw in reversed(newest_first)]
+        return await self.key_inbox.store(user, group, members, keys)
 
     @unary(SERVICE)
     @authenticated
@@ -275,7 +237,7 @@ class SpartanServicer:
             await self.hub.subscribe(session, channels)
             await self.leases.open(lease)
             await context.send_initial_metadata((("x-spartan-gateway", self.leases.gateway_id),))
-            for raw in await self._sender_key_inbox(user, list(groups)):
+            for raw in await self.key_inbox.pending(user, groups):
                 yield raw
             for cursor in request.resume:
                 async for message in self._replay(session, user, cursor):
@@ -341,38 +303,8 @@ class SpartanServicer:
             if exc.code() != grpc.StatusCode.NOT_FOUND:
                 raise
             return  # the group is gone
-        missing = False
-        try:
-            page = await self._read_page(conversation, cursor.offset)
-        except grpc.aio.AioRpcError as exc:
-            if exc.code() != grpc.StatusCode.INVALID_ARGUMENT:
-                raise
-            missing = True  # the cursor is ahead of history: Redis lost it; replay what there is
-            page = await self._read_page(conversation, 0)
-        if cursor.epoch and page.epoch and cursor.epoch != page.epoch:
-            missing = True  # history was evicted or lost since the client saw it
-            page = await self._read_page(conversation, 0)
-        if cursor.offset and page.first_offset > cursor.offset + 1:
-            missing = True  # more was sent than history holds
-        if missing:
-            yield pb.Message(id=uuid.uuid4().hex, kind=pb.NOTICE, conversation=conversation, epoch=page.epoch,
-                             text="some earlier messages are no longer available")
-        while True:
-            for message in page.messages:
-                if session.is_new(message):
-                    session.mark(message)
-                    HISTORY_REPLAYED.inc()
-                    yield message
-            if not page.messages or page.messages[-1].offset >= page.last_offset:
-                break
-            page = await self._read_page(conversation, page.messages[-1].offset)
-        if page.last_offset:
-            session.positions.setdefault(conversation, (page.epoch, page.last_offset))
-
-    async def _read_page(self, conversation: str, after_offset: int) -> pb.HistoryResponse:
-        """One page of history: small enough to stay under gRPC's message size with 64 KiB messages."""
-        request = pb.HistoryRequest(conversation=conversation, after_offset=after_offset, limit=REPLAY_PAGE)
-        return await self.history.Read(request, timeout=self.timeout)
+        async for message in self.replayer.replay(session, conversation, cursor):
+            yield message
 
     # ----------------------------------------------------------------- drain
     async def drain(self) -> None:
