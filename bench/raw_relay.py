@@ -24,6 +24,7 @@ import grpc
 from redis.asyncio import BlockingConnectionPool, Redis
 
 from bench.stack import ROOT, ServiceStack, free_port
+from spartan.cli_common import run_async
 from spartan.v1 import pb
 
 SERVICE = "bench.RawRelay"
@@ -130,7 +131,7 @@ def main() -> None:
         bench_main(["raw_relay"])
         return
     try:
-        asyncio.run(serve(args.port, args.redis_url))
+        run_async(serve(args.port, args.redis_url))  # the same event loop as the services
     except KeyboardInterrupt:
         pass
 

@@ -12,7 +12,8 @@ import asyncio
 import dataclasses
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 import redis.exceptions
 from redis.asyncio import Redis
@@ -44,6 +45,18 @@ def apply_flags(service: str, config: Config, args: argparse.Namespace) -> Confi
         return dataclasses.replace(config, port=args.port)
     host = getattr(config.services, service).rsplit(":", 1)[0]
     return dataclasses.replace(config, services=dataclasses.replace(config.services, **{service: f"{host}:{args.port}"}))
+
+
+def run_async(main: Coroutine[Any, Any, None]) -> None:
+    """Run a service's main coroutine on uvloop when it is installed (measured: ~17% more relay
+    throughput per gateway, see docs/PERFORMANCE.md), else on the standard event loop."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+        return
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(main)
 
 
 def run_service(service: str, parser: argparse.ArgumentParser, argv: list[str] | None,

@@ -1,7 +1,6 @@
 """Entry point of a gateway replica (`spartan-gateway`): the public service on `port`."""
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import socket
@@ -13,7 +12,7 @@ from services.gateway.leases import LeaseKeeper
 from services.gateway.servicer import SpartanServicer
 from services.history.main import make_store
 from spartan import redis_conn
-from spartan.cli_common import run_service, service_arguments, wait_for_redis
+from spartan.cli_common import run_async, run_service, service_arguments, wait_for_redis
 from spartan.config import Config
 from spartan.ratelimit import RateLimiter
 from spartan.rpc.credentials import open_channel
@@ -75,7 +74,7 @@ async def run(config: Config) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     run_service("gateway", service_arguments("spartan-gateway", "gateway (the public service)"),
-                argv, lambda config: asyncio.run(run(config)))
+                argv, lambda config: run_async(run(config)))
 
 
 if __name__ == "__main__":

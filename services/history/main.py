@@ -1,11 +1,10 @@
 """Entry point of the history service (`spartan-history`)."""
 from __future__ import annotations
 
-import asyncio
 
 from services.history.servicer import HistoryServicer
 from spartan import redis_conn
-from spartan.cli_common import address_port, run_service, service_arguments, wait_for_redis
+from spartan.cli_common import run_async, address_port, run_service, service_arguments, wait_for_redis
 from spartan.config import Config
 from spartan.history_store import HistoryStore
 from spartan.rpc.server import ServiceSpec, serve
@@ -37,7 +36,7 @@ async def run(config: Config) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     run_service("history", service_arguments("spartan-history", "recent-message history"),
-                argv, lambda config: asyncio.run(run(config)))
+                argv, lambda config: run_async(run(config)))
 
 
 if __name__ == "__main__":

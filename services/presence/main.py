@@ -1,13 +1,12 @@
 """Entry point of the presence service (`spartan-presence`)."""
 from __future__ import annotations
 
-import asyncio
 
 from services.presence.groups import GroupStore
 from services.presence.servicer import PresenceServicer
 from services.presence.store import PresenceStore
 from spartan import redis_conn
-from spartan.cli_common import address_port, run_service, service_arguments, wait_for_redis
+from spartan.cli_common import run_async, address_port, run_service, service_arguments, wait_for_redis
 from spartan.config import Config
 from spartan.rpc.server import ServiceSpec, serve
 from spartan.rpc.registration import add_servicer, full_name
@@ -32,7 +31,7 @@ async def run(config: Config) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     run_service("presence", service_arguments("spartan-presence", "who is online, chat requests, keys, groups"),
-                argv, lambda config: asyncio.run(run(config)))
+                argv, lambda config: run_async(run(config)))
 
 
 if __name__ == "__main__":
