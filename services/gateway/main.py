@@ -16,7 +16,6 @@ from spartan.cli_common import run_async, run_service, service_arguments, wait_f
 from spartan.config import Config
 from spartan.ratelimit import RateLimiter
 from spartan.rpc.credentials import open_channel
-from spartan.rpc.registration import add_servicer, full_name
 from spartan.rpc.server import ServiceSpec, serve, server_options
 from spartan.v1 import rpc
 
@@ -60,8 +59,8 @@ async def run(config: Config) -> None:
 
     spec = ServiceSpec(
         name="gateway",
-        register=lambda server: add_servicer(server, servicer, "Spartan"),
-        full_names=[full_name("Spartan")],
+        servicer=servicer,
+        service="Spartan",
         host=config.gateway.host,
         port=config.port,
         on_drain=servicer.drain,

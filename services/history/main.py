@@ -1,18 +1,18 @@
 """Entry point of the history service (`spartan-history`)."""
 from __future__ import annotations
 
+from redis.asyncio import Redis
 
 from services.history.servicer import HistoryServicer
 from spartan import redis_conn
-from spartan.cli_common import run_async, address_port, run_service, service_arguments, wait_for_redis
+from spartan.cli_common import address_port, run_async, run_service, service_arguments, wait_for_redis
 from spartan.config import Config
 from spartan.history_store import HistoryStore
 from spartan.rpc.server import ServiceSpec, serve
-from spartan.rpc.registration import add_servicer, full_name
 
 
-def make_store(config: Config, redis: object) -> HistoryStore:
-    return HistoryStore(redis, per_conversation=config.max_num_messages_per_user,  # type: ignore[arg-type]
+def make_store(config: Config, redis: Redis) -> HistoryStore:
+    return HistoryStore(redis, per_conversation=config.max_num_messages_per_user,
                         max_conversations=config.history.max_conversations,
                         max_read_limit=config.history.max_read_limit,
                         read_cache_size=config.history.cache_size,
@@ -25,8 +25,8 @@ async def run(config: Config) -> None:
     servicer = HistoryServicer(make_store(config, redis))
     spec = ServiceSpec(
         name="history",
-        register=lambda server: add_servicer(server, servicer, "History"),
-        full_names=[full_name("History")],
+        servicer=servicer,
+        service="History",
         host=config.services.listen_host,
         port=address_port(config.services.history),
         on_stop=redis.aclose,

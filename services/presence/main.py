@@ -1,15 +1,13 @@
 """Entry point of the presence service (`spartan-presence`)."""
 from __future__ import annotations
 
-
 from services.presence.groups import GroupStore
 from services.presence.servicer import PresenceServicer
 from services.presence.store import PresenceStore
 from spartan import redis_conn
-from spartan.cli_common import run_async, address_port, run_service, service_arguments, wait_for_redis
+from spartan.cli_common import address_port, run_async, run_service, service_arguments, wait_for_redis
 from spartan.config import Config
 from spartan.rpc.server import ServiceSpec, serve
-from spartan.rpc.registration import add_servicer, full_name
 
 
 async def run(config: Config) -> None:
@@ -20,8 +18,8 @@ async def run(config: Config) -> None:
     servicer = PresenceServicer(config, PresenceStore(redis), groups)
     spec = ServiceSpec(
         name="presence",
-        register=lambda server: add_servicer(server, servicer, "Presence"),
-        full_names=[full_name("Presence")],
+        servicer=servicer,
+        service="Presence",
         host=config.services.listen_host,
         port=address_port(config.services.presence),
         on_stop=redis.aclose,

@@ -333,22 +333,22 @@ async def _members(chat: Chat, args: list[str]) -> None:
         chat.notice(f"Members of {group}: {', '.join(info.members)}")
 
 
-async def _invite(chat: Chat, args: list[str]) -> None:
-    group = _current_group(chat, "/invite USER") if len(args) == 1 else ""
+async def _change_member(chat: Chat, args: list[str], method: str, command: str) -> None:
+    """/invite USER and /remove USER: one membership change in the current group."""
+    group = _current_group(chat, f"{command} USER") if len(args) == 1 else ""
     if len(args) != 1:
-        chat.notice("Usage: /invite USER (inside a group chat)")
+        chat.notice(f"Usage: {command} USER (inside a group chat)")
     elif group:
-        info = await chat.conn.call("AddMember", pb.GroupRequest(group=group, user=args[0]))
+        info = await chat.conn.call(method, pb.GroupRequest(group=group, user=args[0]))
         await chat.group_view.keys.apply(info)
+
+
+async def _invite(chat: Chat, args: list[str]) -> None:
+    await _change_member(chat, args, "AddMember", "/invite")
 
 
 async def _remove(chat: Chat, args: list[str]) -> None:
-    group = _current_group(chat, "/remove USER") if len(args) == 1 else ""
-    if len(args) != 1:
-        chat.notice("Usage: /remove USER (inside a group chat)")
-    elif group:
-        info = await chat.conn.call("RemoveMember", pb.GroupRequest(group=group, user=args[0]))
-        await chat.group_view.keys.apply(info)
+    await _change_member(chat, args, "RemoveMember", "/remove")
 
 
 async def _leave(chat: Chat, args: list[str]) -> None:

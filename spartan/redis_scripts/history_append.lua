@@ -18,15 +18,7 @@
 -- (offset, varint), field 9 (epoch, string) and field 10 (sent_at_us, varint):
 -- protobuf parsers let a later occurrence of a scalar field win.
 
-local function varint(n)
-  local out = {}
-  while n >= 128 do
-    out[#out + 1] = string.char(n % 128 + 128)
-    n = math.floor(n / 128)
-  end
-  out[#out + 1] = string.char(n)
-  return table.concat(out)
-end
+--!include _varint
 
 local time = redis.call('TIME')
 local sent_at_us = tonumber(time[1]) * 1000000 + tonumber(time[2])

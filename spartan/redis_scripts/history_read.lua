@@ -19,15 +19,7 @@
 -- string instead of an array keeps the client from decoding one RESP reply per
 -- message, which dominated the cost of a read.
 
-local function varint(n)
-  local out = {}
-  while n >= 128 do
-    out[#out + 1] = string.char(n % 128 + 128)
-    n = math.floor(n / 128)
-  end
-  out[#out + 1] = string.char(n)
-  return table.concat(out)
-end
+--!include _varint
 
 local meta = redis.call('HMGET', KEYS[1], 'last', 'epoch')
 if not meta[1] then

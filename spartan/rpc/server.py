@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import grpc
@@ -22,19 +22,17 @@ from grpc_reflection.v1alpha import reflection
 from spartan.config import Config
 from spartan.metrics import start_metrics_server
 from spartan.rpc.credentials import server_credentials
+from spartan.rpc.registration import add_servicer, full_name
 
 log = logging.getLogger("spartan.server")
-
-Register = Callable[[grpc.aio.Server], None]
-
 
 @dataclass
 class ServiceSpec:
     """What `serve()` needs to know about one service process."""
 
     name: str  # short name for logs, e.g. "gateway"
-    register: Register  # adds the servicers to the server
-    full_names: Sequence[str]  # fully-qualified gRPC service names, for health and reflection
+    servicer: object  # implements the methods of `spartan.v1.<service>`
+    service: str  # the proto service name, e.g. "Spartan"
     host: str
     port: int
     on_drain: Callable[[], Awaitable[None]] | None = None
@@ -65,10 +63,11 @@ async def serve(spec: ServiceSpec, config: Config, *, ready: Callable[[int], Non
     """Run the service until SIGTERM/SIGINT, then drain and return."""
     server = grpc.aio.server(options=spec.options or server_options(config, public=False),
                              maximum_concurrent_rpcs=spec.max_concurrent_rpcs)
-    spec.register(server)
+    add_servicer(server, spec.servicer, spec.service)
+    full_names = [full_name(spec.service)]
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
-    reflection.enable_server_reflection([*spec.full_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+    reflection.enable_server_reflection([*full_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
                                          reflection.SERVICE_NAME], server)
     address = f"{spec.host}:{spec.port}"
     credentials = server_credentials(config.tls)
@@ -76,7 +75,7 @@ async def serve(spec: ServiceSpec, config: Config, *, ready: Callable[[int], Non
     if port == 0:
         raise OSError(f"{spec.name}: cannot listen on {address} (port in use?)")
     await server.start()
-    for name in ("", *spec.full_names):
+    for name in ("", *full_names):
         await health.set(name, health_pb2.HealthCheckResponse.SERVING)
     start_metrics_server(config.metrics.host, config.metrics.port)
     log.info("%s listening on %s:%d%s", spec.name, spec.host, port, " (TLS)" if credentials else "")

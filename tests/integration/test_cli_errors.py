@@ -1,12 +1,11 @@
 """The CLI answers bad input and limits with one plain line and loses nothing the user typed."""
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.support.cli import LocalServer, read_until, register
+from tests.support.cli import LocalServer, read_until, register, write
 
 
 @pytest.fixture
@@ -21,15 +20,12 @@ def server(tmp_path: Path):  # type: ignore[no-untyped-def]
 
 def test_bad_choices_and_rate_limit_are_explained(server: LocalServer) -> None:
     register(server, "bob")
-    alice = subprocess.Popen(server.client("alice"), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                             cwd=server.workdir, env=server.env)
+    alice = server.piped("alice")
     assert alice.stdin and alice.stdout
     lines: list[str] = []
 
     def say(text: str, expect: str) -> None:
-        assert alice.stdin is not None
-        alice.stdin.write(text + "\n")
-        alice.stdin.flush()
+        write(alice, text)
         read_until(alice, lines, expect)
 
     read_until(alice, lines, "User list")

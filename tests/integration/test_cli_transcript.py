@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.cli import LocalServer, Pane, read_until, register, wait_until
+from tests.support.cli import LocalServer, Pane, read_until, register, wait_until, write
 
 def seed_lines(port: int) -> tuple[list[str], list[str]]:
     alice = [
@@ -78,26 +78,20 @@ def test_seed_transcript_in_real_terminals(server: LocalServer) -> None:
 def test_seed_transcript_with_stdin_piped(server: LocalServer) -> None:
     register(server, "bob")
     expected_alice, expected_bob = seed_lines(server.port)
-    alice = subprocess.Popen(server.client("alice"), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                             cwd=server.workdir, env=server.env)
+    alice = server.piped("alice")
     out: dict[str, list[str]] = {"alice": [], "bob": []}
-    assert alice.stdin and alice.stdout
     read_until(alice, out["alice"], "Connected to Spartan Server")
     read_until(alice, out["alice"], "User list")
-    alice.stdin.write("bob\n")
-    alice.stdin.flush()
+    write(alice, "bob")
     read_until(alice, out["alice"], "You are now ready to chat with bob.")
-    alice.stdin.write("Hey Bob!\n")
-    alice.stdin.flush()
+    write(alice, "Hey Bob!")
     read_until(alice, out["alice"], "[alice] > Hey Bob!")
-    bob = subprocess.Popen(server.client("bob"), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                           cwd=server.workdir, env=server.env)
-    assert bob.stdin and bob.stdout
+    bob = server.piped("bob")
     read_until(bob, out["bob"], "User list")
-    bob.stdin.write("yes\n")
-    bob.stdin.flush()
+    write(bob, "yes")
     read_until(bob, out["bob"], "[alice] Hey Bob!")
-    bob.stdin.write("Hi Alice!\n")
+    write(bob, "Hi Alice!")
+    assert bob.stdin is not None and alice.stdin is not None and bob.stdout is not None
     bob.stdin.close()
     read_until(alice, out["alice"], "[bob] Hi Alice!")
     alice.stdin.close()

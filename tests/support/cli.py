@@ -34,6 +34,11 @@ class LocalServer:
     def client(self, user: str, *extra: str) -> list[str]:
         return [sys.executable, str(ROOT / "client.py"), user, *extra]
 
+    def piped(self, user: str) -> subprocess.Popen[str]:
+        """`client.py USER` with stdin and stdout piped, as a script would run it."""
+        return subprocess.Popen(self.client(user), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                cwd=self.workdir, env=self.env)
+
     def stop(self) -> None:
         self.process.terminate()
         self.process.wait(timeout=30)
