@@ -48,6 +48,11 @@ class Child:
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
+    def signal(self, sig: int) -> None:
+        if self.alive():
+            assert self.process is not None
+            self.process.send_signal(sig)
+
     def stop(self, timeout: float) -> None:
         if not self.alive():
             return
@@ -203,9 +208,10 @@ async def run(argv: list[str] | None = None) -> int:
     finally:
         stop.set()
         grace = config.shutdown.grace_seconds + 2
-        for child in [c for c in children if c.name.startswith("gateway")]:
-            child.stop(grace)
-        for child in children:
+        gateways = [c for c in children if c.name.startswith("gateway")]
+        for child in gateways:  # all gateways drain at once, while presence and history still answer
+            child.signal(signal.SIGTERM)
+        for child in [*gateways, *children]:
             child.stop(grace)
         if redis_process is not None:
             redis_process.terminate()

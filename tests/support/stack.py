@@ -129,5 +129,7 @@ class Stack:
         self.wait_ready(name)
 
     def stop(self) -> None:
+        for child in self.children.values():  # everything drains at once, then each is waited for
+            child.signal(signal.SIGTERM)
         for child in self.children.values():
             child.stop(timeout=10)
