@@ -7,6 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 want=(redis-server)
+python3 -c 'import venv, ensurepip' 2>/dev/null || want+=(python3-venv)
 if [[ "${1:-}" == "--for-tests" ]]; then
   want+=(nginx prometheus tmux faketime)
 fi
@@ -30,4 +31,5 @@ done
 
 extras="bench"
 [[ "${1:-}" == "--for-tests" ]] && extras="test,bench"
-python3 -m pip install --quiet --disable-pip-version-check -e ".[${extras}]"
+source scripts/python.sh
+"$PROJECT_PYTHON" -m pip install --quiet --disable-pip-version-check -e ".[${extras}]"

@@ -95,12 +95,12 @@ def token_secret(root: Path, configured: str) -> str:
     return path.read_text().strip()
 
 
-def start_redis(root: Path, config: Config) -> tuple[subprocess.Popen[bytes], str]:
+def start_redis(root: Path, config: Config, data_dir_given: bool) -> tuple[subprocess.Popen[bytes], str]:
     binary = shutil.which("redis-server")
     if binary is None:
         raise SystemExit("Spartan needs Redis. Install it (Debian/Ubuntu: sudo apt-get install redis-server; "
                          "macOS: brew install redis) or point redis.url / SPARTAN_REDIS__URL at a running server.")
-    directory = Path(config.redis.data_dir) if config.redis.data_dir else root / "redis"
+    directory = Path(config.redis.data_dir) if config.redis.data_dir and not data_dir_given else root / "redis"
     directory.mkdir(parents=True, exist_ok=True)
     socket_path = directory.resolve() / "redis.sock"
     args = [binary, "--port", "0", "--unixsocket", str(socket_path), "--unixsocketperm", "700",
@@ -184,7 +184,7 @@ async def run(argv: list[str] | None = None) -> int:
     redis_process = None
     redis_url = args.redis_url or config.redis.url
     if not redis_url:
-        redis_process, redis_url = start_redis(root, config)
+        redis_process, redis_url = start_redis(root, config, data_dir_given=bool(args.data_dir))
     env["SPARTAN_REDIS__URL"] = redis_url
     children = build_children(config, args, root, env)
     stop = asyncio.Event()
