@@ -96,7 +96,11 @@ async def run(args: argparse.Namespace) -> int:
         await conn.open()
     except grpc.aio.AioRpcError as exc:
         hint = explain_connect_error(exc.details() or "", tls)
-        print(say(f"Could not connect to Spartan Server at {', '.join(addresses)}: {exc.details()}"), file=sys.stderr)
+        if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+            print(say(f"Could not connect to Spartan Server at {', '.join(addresses)}: {exc.details()}"),
+                  file=sys.stderr)
+        else:  # the server answered: the login itself was refused
+            print(say(f"Could not log in as {args.user}: {exc.details()}"), file=sys.stderr)
         if hint:
             print(say(f"Hint: {hint}."), file=sys.stderr)
         return 1

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import subprocess
+
 import pytest
 
 from tests.support.cli import LocalServer, read_until, register, write
@@ -47,3 +49,12 @@ def test_bad_choices_and_rate_limit_are_explained(server: LocalServer) -> None:
     alice.stdin.close()
     assert alice.wait(timeout=30) == 0
     assert not any("Traceback" in line for line in lines)
+
+
+def test_bad_user_names_get_one_line_and_no_traceback(server: LocalServer) -> None:
+    for user, code, line in (("zed", 1, "[Spartan] Could not log in as zed: unknown user 'zed'"),
+                             ("Alice", 2, "[Spartan] user name Alice is not valid")):
+        done = subprocess.run(server.client(user), input="", capture_output=True, text=True, cwd=server.workdir,
+                              env=server.env, timeout=60)
+        assert done.returncode == code
+        assert done.stderr.strip().startswith(line) and len(done.stderr.strip().splitlines()) == 1
