@@ -1,9 +1,8 @@
 """The CLI answers bad input and limits with one plain line and loses nothing the user typed."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import subprocess
+from pathlib import Path
 
 import pytest
 
