@@ -14,36 +14,18 @@ import os
 import resource
 import secrets
 import shutil
-import socket
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Self
 
 from spartan.launcher import Child
+from spartan.local_redis import LocalRedis, RedisNotInstalled
+from spartan.ports import free_port, wait_for_port
 
 ROOT = Path(__file__).resolve().parents[1]
 SPARTAN_SEND = "/spartan.v1.Spartan/SendMsg"
 SPARTAN_RECEIVE = "/spartan.v1.Spartan/ReceiveMsg"
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for_port(port: int, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(f"nothing listening on 127.0.0.1:{port} after {timeout}s")
 
 
 def raise_open_files_limit() -> int:
@@ -112,33 +94,23 @@ async def login_token(address: str, user: str) -> str:
         await connection.close()
 
 
-class PrivateRedis:
+class PrivateRedis(LocalRedis):
     """A throwaway redis-server on a free loopback port, no persistence; every benchmark's Redis."""
 
     def __init__(self) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            raise SystemExit("redis-server is not installed (apt-get install redis-server)")
-        self.port = free_port()
-        self.directory = Path(tempfile.mkdtemp(prefix="spartan-bench-redis-"))
-        self.process = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--maxclients", "10000", "--dir", str(self.directory), "--logfile", str(self.directory / "redis.log")],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         try:
-            wait_for_port(self.port, 10)
-        except TimeoutError:
+            super().__init__(Path(tempfile.mkdtemp(prefix="spartan-bench-redis-")), port=free_port(),
+                             extra=("--maxclients", "10000"))
+        except RedisNotInstalled as missing:
+            raise SystemExit(str(missing)) from None
+        try:
+            self.start(10)
+        except RuntimeError:
             self.close()
             raise
 
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
     def close(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
+        self.kill()
         shutil.rmtree(self.directory, ignore_errors=True)
 
     def __enter__(self) -> "PrivateRedis":

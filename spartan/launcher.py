@@ -13,7 +13,6 @@ import argparse
 import asyncio
 import os
 import secrets
-import shutil
 import signal
 import subprocess
 import sys
@@ -24,6 +23,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from spartan.config import Config, ConfigError, load_config
+from spartan.local_redis import LocalRedis, RedisNotInstalled
 
 RESTART_DELAY_SECONDS = 1.0
 
@@ -95,19 +95,12 @@ def token_secret(root: Path, configured: str) -> str:
     return path.read_text().strip()
 
 
-def start_redis(root: Path, config: Config, data_dir_given: bool) -> tuple[subprocess.Popen[bytes], str]:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        raise SystemExit("Spartan needs Redis. Install it (Debian/Ubuntu: sudo apt-get install redis-server; "
-                         "macOS: brew install redis) or point redis.url / SPARTAN_REDIS__URL at a running server.")
+def start_redis(root: Path, config: Config, data_dir_given: bool) -> LocalRedis:
     directory = Path(config.redis.data_dir) if config.redis.data_dir and not data_dir_given else root / "redis"
-    directory.mkdir(parents=True, exist_ok=True)
-    socket_path = directory.resolve() / "redis.sock"
-    args = [binary, "--port", "0", "--unixsocket", str(socket_path), "--unixsocketperm", "700",
-            "--dir", str(directory.resolve()), "--appendonly", "yes", "--appendfsync", "everysec",
-            "--save", "", "--logfile", str((root / "logs" / "redis.log").resolve())]
-    process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, start_new_session=True)
-    return process, f"unix://{socket_path}"
+    try:
+        return LocalRedis(directory, appendonly=True, logfile=root / "logs" / "redis.log").start()
+    except RedisNotInstalled as missing:
+        raise SystemExit(str(missing)) from None
 
 
 async def wait_healthy(port: int, child: Child, timeout: float = 30.0) -> None:
@@ -184,7 +177,8 @@ async def run(argv: list[str] | None = None) -> int:
     redis_process = None
     redis_url = args.redis_url or config.redis.url
     if not redis_url:
-        redis_process, redis_url = start_redis(root, config, data_dir_given=bool(args.data_dir))
+        redis_process = start_redis(root, config, data_dir_given=bool(args.data_dir))
+        redis_url = redis_process.url
     env["SPARTAN_REDIS__URL"] = redis_url
     children = build_children(config, args, root, env)
     stop = asyncio.Event()
@@ -214,8 +208,7 @@ async def run(argv: list[str] | None = None) -> int:
         for child in [*gateways, *children]:
             child.stop(grace)
         if redis_process is not None:
-            redis_process.terminate()
-            redis_process.wait()
+            redis_process.stop()
 
 
 def main(argv: list[str] | None = None) -> None:

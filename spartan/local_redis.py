@@ -1,0 +1,97 @@
+"""A redis-server child process: the local launcher's private Redis, and the throwaway ones of tests and benchmarks.
+
+One place knows how to start `redis-server` with the project's settings (no RDB
+snapshots, optional AOF, a log file in its folder), wait until it accepts
+connections, and stop, kill or restart it, so a restarted Redis keeps its folder
+and, with AOF, its data.
+"""
+from __future__ import annotations
+
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+INSTALL_HELP = ("Spartan needs Redis. Install it (Debian/Ubuntu: sudo apt-get install redis-server; "
+                "macOS: brew install redis) or point redis.url / SPARTAN_REDIS__URL at a running server.")
+
+
+class RedisNotInstalled(RuntimeError):
+    """No `redis-server` on the PATH; the message says how to get one."""
+
+
+class LocalRedis:
+    def __init__(self, directory: Path, *, port: int = 0, appendonly: bool = False, fsync: str = "everysec",
+                 logfile: Path | None = None, extra: tuple[str, ...] = ()) -> None:
+        """`port` 0 listens on a unix socket in `directory` only; otherwise on 127.0.0.1:`port`."""
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise RedisNotInstalled(INSTALL_HELP)
+        self.binary = binary
+        self.directory = directory.resolve()
+        self.port = port
+        self.appendonly = appendonly
+        self.fsync = fsync
+        self.logfile = (logfile or self.directory / "redis.log").resolve()
+        self.extra = extra
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def socket_path(self) -> Path:
+        return self.directory / "redis.sock"
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0" if self.port else f"unix://{self.socket_path}"
+
+    def start(self, timeout: float = 15.0) -> "LocalRedis":
+        self.directory.mkdir(parents=True, exist_ok=True)
+        listen = (["--port", str(self.port), "--bind", "127.0.0.1"] if self.port else
+                  ["--port", "0", "--unixsocket", str(self.socket_path), "--unixsocketperm", "700"])
+        args = [self.binary, *listen, "--dir", str(self.directory), "--save", "",
+                "--appendonly", "yes" if self.appendonly else "no", "--appendfsync", self.fsync,
+                "--logfile", str(self.logfile), *self.extra]
+        self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.DEVNULL, start_new_session=True)
+        self._wait_ready(timeout)
+        return self
+
+    def _wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.alive():
+                raise RuntimeError(f"redis-server exited at start; see {self.logfile}")
+            try:
+                if self.port:
+                    socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                else:
+                    with socket.socket(socket.AF_UNIX) as unix:
+                        unix.connect(str(self.socket_path))
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"redis-server did not accept connections within {timeout}s; see {self.logfile}")
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> None:
+        """Signal and wait (SIGTERM lets Redis flush its AOF); SIGKILL if it does not exit in time."""
+        if self.alive():
+            assert self.process is not None
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
