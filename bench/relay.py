@@ -31,8 +31,10 @@ from typing import Any
 
 import grpc
 
+from bench.cpu import CpuMeter
 from bench.raw_relay import RAW_RECEIVE, RAW_SEND, RawStack
-from bench.stack import SPARTAN_RECEIVE, SPARTAN_SEND, SpartanStack, login_token, raise_open_files_limit, user_names
+from bench.stack import (SPARTAN_RECEIVE, SPARTAN_SEND, ServiceStack, SpartanStack, login_token,
+                         raise_open_files_limit, user_names)
 from bench.summary import percentile
 from spartan.v1 import pb
 
@@ -151,7 +153,7 @@ async def _send(endpoint: Endpoint, plan: Plan, begin_ns: int) -> dict[str, floa
             code = f"error:{error.code().name}"
             counts[code] = counts.get(code, 0) + 1
             return
-        if now >= begin_ns + window_ns:
+        if begin_ns + window_ns <= now < end_ns:  # the receivers count the same window
             counts["sent_in_window"] += 1
 
     async def closed_loop(index: int) -> None:
@@ -188,9 +190,10 @@ async def _send(endpoint: Endpoint, plan: Plan, begin_ns: int) -> dict[str, floa
 
 
 # ------------------------------------------------------------ orchestration
-def run_load(endpoint: Endpoint, plan: Plan, profile_pids: dict[str, int] | None = None,
-             profile_dir: Path | None = None) -> dict[str, Any]:
-    """Run one plan with a receiver and a sender process; returns throughput and latency."""
+def run_load(endpoint: Endpoint, plan: Plan, stack_pids: dict[str, int] | None = None,
+             profile_pids: dict[str, int] | None = None, profile_dir: Path | None = None) -> dict[str, Any]:
+    """Run one plan with a receiver and a sender process; returns throughput, latency and
+    CPU µs per delivered message of each process (the stack's and the load generators')."""
     context = multiprocessing.get_context("spawn")
     receiver_end, receiver_pipe = context.Pipe()
     receiver = context.Process(target=receiver_process, args=(endpoint, plan.receivers, receiver_pipe), daemon=True)
@@ -206,7 +209,12 @@ def run_load(endpoint: Endpoint, plan: Plan, profile_pids: dict[str, int] | None
     sender_end, sender_pipe = context.Pipe()
     sender = context.Process(target=sender_process, args=(endpoint, plan, begin_ns, sender_pipe), daemon=True)
     sender.start()
-    profilers = start_profilers(profile_pids or {}, profile_dir, window_start, plan.seconds)
+    meter = CpuMeter({**(stack_pids or {}), "load-sender": sender.pid, "load-receiver": receiver.pid})
+    time.sleep(max(0.0, (window_start - time.monotonic_ns()) / 1e9))
+    meter.start()
+    profilers = start_profilers(profile_pids or {}, profile_dir, plan.seconds)
+    time.sleep(max(0.0, (window_end - time.monotonic_ns()) / 1e9))
+    meter.stop()
     counts = sender_end.recv()
     latencies = receiver_end.recv()
     sender.join(10)
@@ -218,6 +226,7 @@ def run_load(endpoint: Endpoint, plan: Plan, profile_pids: dict[str, int] | None
                    "late_sends": int(counts["late_sends"]), "pairs": len(plan.senders), "window": plan.window,
                    "offered_per_s": plan.rate or None, "seconds": plan.seconds})
     result["lost_or_late"] = max(0, result["sent_in_window"] - result["delivered"])
+    result["cpu_us_per_message"] = meter.per_message(result["delivered"])
     if profiles:
         result["profile"] = profiles
     return result
@@ -239,12 +248,11 @@ def summarize(latencies_us: list[float], seconds: float) -> dict[str, Any]:
     }
 
 
-def start_profilers(pids: dict[str, int], directory: Path | None, start_ns: int,
+def start_profilers(pids: dict[str, int], directory: Path | None,
                     seconds: float) -> dict[str, tuple[subprocess.Popen[bytes], Path]]:
-    """py-spy (sampling, non-blocking) on each service process for the measured window."""
+    """py-spy (sampling, non-blocking) on each service process for the next `seconds`."""
     if not pids or directory is None or shutil.which("py-spy") is None:
         return {}
-    time.sleep(max(0.0, (start_ns - time.monotonic_ns()) / 1e9))
     directory.mkdir(parents=True, exist_ok=True)
     started = {}
     for name, pid in pids.items():
@@ -323,12 +331,13 @@ def run_both(plan: Plan, users: list[str], log: Log, label: str, *, rounds: int 
             endpoints = {"raw": Endpoint("raw", raw.address(1), raw.address(2)),
                          "spartan": Endpoint("spartan", stack.address(1), stack.address(2), tokens)}
             pids = {"gateway-send": stack.gateway_pid(1), "gateway-receive": stack.gateway_pid(2)}
+            stacks: dict[str, ServiceStack] = {"raw": raw, "spartan": stack}
             for number in range(1, rounds + 1):
                 for kind, endpoint in endpoints.items():
                     profiling = profile_dir if kind == "spartan" and number == rounds else None
                     log(f"{label}: {kind} round {number}/{rounds}, {len(plan.senders)} pairs"
                         f"{' (profiled)' if profiling else ''} ...")
-                    result = run_load(endpoint, plan, pids if profiling else None, profiling)
+                    result = run_load(endpoint, plan, stacks[kind].pids(), pids if profiling else None, profiling)
                     runs[kind].append(result)
                     log(f"{label}: {kind} round {number}: {describe(result)}")
     results: dict[str, Any] = {}
@@ -372,6 +381,6 @@ def run_raw_only(*, pairs: int = 50, window: int = 2, seconds: float = 8.0, warm
     plan = Plan(senders, receivers, window=window, warmup=warmup, seconds=seconds, tail=tail)
     with tempfile.TemporaryDirectory(prefix="spartan-bench-") as workdir, RawStack(Path(workdir)) as raw:
         log(f"raw_relay: {pairs} pairs ...")
-        result = run_load(Endpoint("raw", raw.address(1), raw.address(2)), plan)
+        result = run_load(Endpoint("raw", raw.address(1), raw.address(2)), plan, raw.pids())
         log(f"raw_relay: {describe(result)}")
     return result

@@ -147,6 +147,9 @@ class Processes:
         assert process is not None
         return process.pid
 
+    def pids(self) -> dict[str, int]:
+        return {name: self.pid(name) for name in self.children}
+
     def log(self, name: str) -> str:
         path = self.children[name].log_path
         return path.read_text(errors="replace") if path.exists() else ""
@@ -174,6 +177,11 @@ class ServiceStack:
     def close(self) -> None:
         self.processes.stop()
         self.redis.close()
+
+    def pids(self) -> dict[str, int]:
+        """Every process of the stack by name, Redis included (for CPU accounting)."""
+        assert self.redis.process is not None
+        return {**self.processes.pids(), "redis": self.redis.process.pid}
 
     def __enter__(self) -> Self:
         return self.start()
