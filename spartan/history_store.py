@@ -50,6 +50,7 @@ from redis.asyncio import Redis
 from spartan import naming
 from spartan.cache import MemoryBackend, lru_cache
 from spartan.errors import InvalidArgument, Unavailable
+from spartan.redis_pipeline import AutoPipeline
 from spartan.redis_scripts import script
 from spartan.v1 import pb
 
@@ -109,7 +110,10 @@ class HistoryStore:
         max_read_limit: int = 1000,
         read_cache_size: int = 4096,
         read_cache_ttl: float | None = None,
+        pipeline: AutoPipeline | None = None,
     ) -> None:
+        """With `pipeline`, appends and reads share its connection with other concurrent
+        commands (the gateway's send path); otherwise each call takes a connection from the pool."""
         if per_conversation < 1 or max_conversations < 1 or max_read_limit < 1:
             raise ValueError("per_conversation, max_conversations and max_read_limit must be at least 1")
         self.redis = redis
@@ -117,9 +121,10 @@ class HistoryStore:
         self.max_conversations = max_conversations
         self.max_read_limit = max_read_limit
         self.evictions = 0  # conversations this instance evicted (for metrics)
-        self._append_script = script(redis, "history_append")
-        self._read_script = script(redis, "history_read")
-        self._touch_script = script(redis, "history_touch")
+        runner = pipeline or redis
+        self._append_script = script(runner, "history_append")
+        self._read_script = script(runner, "history_read")
+        self._touch_script = script(runner, "history_touch")
         self.read_cache_size = read_cache_size
         self._read_at = lru_cache(
             backend=MemoryBackend(max(read_cache_size, 1), ttl=read_cache_ttl),

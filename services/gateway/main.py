@@ -15,6 +15,7 @@ from spartan import redis_conn
 from spartan.cli_common import run_async, run_service, service_arguments, wait_for_redis
 from spartan.config import Config
 from spartan.ratelimit import RateLimiter
+from spartan.redis_pipeline import AutoPipeline
 from spartan.rpc.credentials import open_channel
 from spartan.rpc.server import ServiceSpec, serve, server_options
 from spartan.v1 import rpc
@@ -45,9 +46,11 @@ async def run(config: Config) -> None:
     leases.start()
     groups = GroupDirectory(presence, config.services.call_timeout_seconds)
     await hub.subscribe(groups, [groups.channel])
+    send_path = AutoPipeline(redis)  # every SendMsg's rate check and append, pipelined on one connection
     servicer = SpartanServicer(
         config=config, auth=Authenticator(config, token_secret(config), presence, redis), hub=hub, leases=leases,
-        presence=presence, history=history, store=make_store(config, redis), limiter=RateLimiter(redis), groups=groups,
+        presence=presence, history=history, store=make_store(config, redis, send_path),
+        limiter=RateLimiter(redis, pipeline=send_path), groups=groups,
     )
 
     async def stop() -> None:
@@ -55,6 +58,7 @@ async def run(config: Config) -> None:
         await hub.close()
         await presence_channel.close()
         await history_channel.close()
+        await send_path.aclose()
         await redis.aclose()
 
     spec = ServiceSpec(

@@ -8,15 +8,17 @@ from spartan import redis_conn
 from spartan.cli_common import address_port, run_async, run_service, service_arguments, wait_for_redis
 from spartan.config import Config
 from spartan.history_store import HistoryStore
+from spartan.redis_pipeline import AutoPipeline
 from spartan.rpc.server import ServiceSpec, serve
 
 
-def make_store(config: Config, redis: Redis) -> HistoryStore:
+def make_store(config: Config, redis: Redis, pipeline: AutoPipeline | None = None) -> HistoryStore:
     return HistoryStore(redis, per_conversation=config.max_num_messages_per_user,
                         max_conversations=config.history.max_conversations,
                         max_read_limit=config.history.max_read_limit,
                         read_cache_size=config.history.cache_size,
-                        read_cache_ttl=config.history.cache_ttl_seconds or None)
+                        read_cache_ttl=config.history.cache_ttl_seconds or None,
+                        pipeline=pipeline)
 
 
 async def run(config: Config) -> None:

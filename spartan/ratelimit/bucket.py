@@ -22,6 +22,7 @@ from redis.asyncio import Redis
 
 from spartan.errors import Unavailable
 from spartan.ratelimit.policy import RatePolicy
+from spartan.redis_pipeline import AutoPipeline
 from spartan.redis_scripts import script
 
 KEY_PREFIX = "sp:rl:"
@@ -76,10 +77,12 @@ def bucket_key(user: str, api: str, prefix: str = KEY_PREFIX) -> str:
 class RateLimiter:
     """Token-bucket checks against Redis; safe to share across tasks and servicers."""
 
-    def __init__(self, redis: Redis, *, key_prefix: str = KEY_PREFIX) -> None:
+    def __init__(self, redis: Redis, *, key_prefix: str = KEY_PREFIX, pipeline: AutoPipeline | None = None) -> None:
+        """With `pipeline`, checks share its connection with other concurrent commands
+        (the gateway's send path); otherwise each check takes a connection from `redis`'s pool."""
         self.redis = redis
         self.key_prefix = key_prefix
-        self._script = script(redis, SCRIPT_NAME)
+        self._script = script(pipeline or redis, SCRIPT_NAME)
 
     async def check(self, user: str, api: str, policy: RatePolicy, cost: int = 1) -> RateDecision:
         """Take `cost` tokens from the (user, api) bucket if it holds them.

@@ -1,17 +1,25 @@
 """Lua scripts shipped as `.lua` files next to this module, loaded once and called by SHA.
 
 Each script file starts with a header comment stating its `KEYS[n]`, `ARGV[n]` and return
-value. `script(redis, name)` returns a redis-py `AsyncScript`: it calls EVALSHA and,
-on NOSCRIPT (a restarted or flushed Redis), loads the source again and retries, so a
-Redis restart never breaks a caller.
+value. `script(redis, name)` returns a callable script: it calls EVALSHA and, on
+NOSCRIPT (a restarted or flushed Redis), loads the source again and retries, so a
+Redis restart never breaks a caller. Bound to a `Redis` client it is redis-py's
+`AsyncScript` (one pooled connection per call); bound to an `AutoPipeline` it shares
+that pipeline's connection with every other concurrent call (the send path's scripts).
 """
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Sequence
 from functools import cache
 from importlib import resources
+from typing import Any
 
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
+from redis.exceptions import NoScriptError
+
+from spartan.redis_pipeline import AutoPipeline
 
 
 INCLUDE = "--!include "
@@ -30,6 +38,24 @@ def source(name: str) -> str:
                    for line in text.splitlines(keepends=True))
 
 
-def script(redis: Redis, name: str) -> AsyncScript:
+class PipelinedScript:
+    """A script run through an `AutoPipeline`; called like redis-py's `AsyncScript`."""
+
+    def __init__(self, pipeline: AutoPipeline, text: str) -> None:
+        self.pipeline = pipeline
+        self.text = text
+        self.sha = hashlib.sha1(text.encode()).hexdigest()
+
+    async def __call__(self, keys: Sequence[Any] = (), args: Sequence[Any] = ()) -> Any:
+        try:
+            return await self.pipeline.execute("EVALSHA", self.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            await self.pipeline.execute("SCRIPT", "LOAD", self.text)
+            return await self.pipeline.execute("EVALSHA", self.sha, len(keys), *keys, *args)
+
+
+def script(redis: Redis | AutoPipeline, name: str) -> AsyncScript | PipelinedScript:
     """A callable script bound to `redis`; call it as `await s(keys=[...], args=[...])`."""
+    if isinstance(redis, AutoPipeline):
+        return PipelinedScript(redis, source(name))
     return redis.register_script(source(name))
