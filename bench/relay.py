@@ -132,13 +132,14 @@ def sender_process(endpoint: Endpoint, plan: Plan, begin_ns: int, pipe: Pipe) ->
     pipe.send(asyncio.run(_send(endpoint, plan, begin_ns)))
 
 
-async def _send(endpoint: Endpoint, plan: Plan, begin_ns: int) -> dict[str, float]:
+async def _send(endpoint: Endpoint, plan: Plan, begin_ns: int) -> dict[str, Any]:
     channels = [grpc.aio.insecure_channel(endpoint.send_address, options=LOCAL_CHANNEL) for _ in plan.senders]
     methods = [channel.unary_unary(endpoint.send_path, request_serializer=pb.Message.SerializeToString,
                                    response_deserializer=pb.SendAck.FromString) for channel in channels]
     window_ns = int(plan.warmup * 1e9)
     end_ns = begin_ns + window_ns + int(plan.seconds * 1e9)
     counts = {"sent_in_window": 0, "errors": 0, "late_sends": 0}
+    details: dict[str, str] = {}  # the first error text for each status code
     sequence = 0
 
     async def send_one(index: int) -> None:
@@ -152,6 +153,7 @@ async def _send(endpoint: Endpoint, plan: Plan, begin_ns: int) -> dict[str, floa
             counts["errors"] += 1
             code = f"error:{error.code().name}"
             counts[code] = counts.get(code, 0) + 1
+            details.setdefault(error.code().name, error.details() or "")
             return
         if begin_ns + window_ns <= now < end_ns:  # the receivers count the same window
             counts["sent_in_window"] += 1
@@ -186,7 +188,7 @@ async def _send(endpoint: Endpoint, plan: Plan, begin_ns: int) -> dict[str, floa
         await asyncio.gather(*(closed_loop(i) for i in range(len(plan.senders)) for _ in range(plan.window)))
     for channel in channels:
         await channel.close()
-    return {key: float(value) for key, value in counts.items()}
+    return {**{key: float(value) for key, value in counts.items()}, "error_details": details}
 
 
 # ------------------------------------------------------------ orchestration
@@ -223,6 +225,7 @@ def run_load(endpoint: Endpoint, plan: Plan, stack_pids: dict[str, int] | None =
     result = summarize(latencies, plan.seconds)
     result.update({"sent_in_window": int(counts["sent_in_window"]), "errors": int(counts["errors"]),
                    "errors_by_code": {key[6:]: int(value) for key, value in counts.items() if key.startswith("error:")},
+                   "error_details": counts["error_details"],
                    "late_sends": int(counts["late_sends"]), "pairs": len(plan.senders), "window": plan.window,
                    "offered_per_s": plan.rate or None, "seconds": plan.seconds})
     result["lost_or_late"] = max(0, result["sent_in_window"] - result["delivered"])
