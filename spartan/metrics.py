@@ -22,6 +22,10 @@ DELIVERY_SECONDS = Histogram(
 )
 SLOW_CONSUMERS = Counter("spartan_slow_consumer_disconnects_total", "Streams closed because the client fell too far behind.")
 REDIS_ERRORS = Counter("spartan_redis_errors_total", "Redis commands that failed (connection or timeout).", ["operation"])
+PIPELINE_BATCH = Histogram(
+    "spartan_redis_pipeline_batch_commands", "Commands written to Redis together by the send path's auto-pipeline.",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+)
 PUBSUB_RECONNECTS = Counter("spartan_pubsub_reconnects_total", "Times the gateway re-established its pub/sub connection.")
 HISTORY_REPLAYED = Counter("spartan_history_replayed_messages_total", "Messages replayed from history on (re)connect.")
 

@@ -30,6 +30,8 @@ from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 from redis.asyncio.connection import AbstractConnection
 
+from spartan.metrics import PIPELINE_BATCH, REDIS_ERRORS
+
 Command = tuple[Any, ...]
 
 
@@ -84,6 +86,7 @@ class AutoPipeline:
                 try:
                     connection = await self._connected()
                     packed = connection.pack_commands([command for command, _ in live])
+                    PIPELINE_BATCH.observe(len(live))
                     self._expect([reply for _, reply in live])
                     await connection.send_packed_command(packed, check_health=False)
                 except Exception as error:  # noqa: BLE001 - whatever broke the write, the batch is lost
@@ -151,6 +154,7 @@ class AutoPipeline:
 
     async def _broken(self, error: redis_errors.RedisError) -> None:
         """The connection cannot be trusted any more: fail what is in flight and drop it."""
+        REDIS_ERRORS.labels("pipeline").inc()
         reader, self._reader = self._reader, None
         if reader is not None and reader is not asyncio.current_task():
             reader.cancel()

@@ -86,8 +86,8 @@ def check_conventions(exposition: Exposition, where: str) -> None:
             assert name.endswith("_total"), f"{where}: counter {name} must end in _total"
         else:
             assert not name.endswith("_total"), f"{where}: {kind} {name} must not end in _total"
-        if kind in ("histogram", "summary"):
-            assert name.endswith("_seconds"), f"{where}: {kind} {name} measures a duration: end it in _seconds"
+        if kind in ("histogram", "summary"):  # durations in seconds, sizes in bytes or in what they count
+            assert re.search(r"_(seconds|bytes|commands)$", name), f"{where}: {kind} {name} must end in its unit"
         if re.search(r"(duration|latency|elapsed|_time)(_|$)", name):
             assert re.search(r"_seconds(_total)?$", name), f"{where}: {name} is a duration: end it in _seconds"
         assert not re.search(r"_(ms|us|ns|millis|milliseconds|microseconds|minutes|hours)(_|$)", name), \
@@ -120,6 +120,8 @@ async def test_metric_names_and_conventions(stack_factory, client_factory) -> No
                for name, labels, _ in gateway.samples if name == "spartan_rpcs_total")
     # Declared even before the first failure, so dashboards and alerts can refer to it.
     assert gateway.types.get("spartan_redis_errors_total") == "counter"
+    assert gateway.types.get("spartan_redis_pipeline_batch_commands") == "histogram"
+    assert gateway.total("spartan_redis_pipeline_batch_commands_sum") >= 3  # two rate checks, one append
 
     for name, port in stack.metrics_ports.items():
         exposition = scrape(port)
