@@ -12,11 +12,13 @@ another's reply, and the per-command cost is packing and parsing. This is the
 auto-pipelining of clients such as ioredis and Lettuce.
 
 Failure is all-or-nothing per connection, like a pooled connection's: a connection
-error or a reply overdue by `timeout` seconds fails every command in flight with
-redis-py's `ConnectionError`/`TimeoutError` (callers map both to UNAVAILABLE) and
-drops the connection; the next command opens a new one. Commands are never
-retried here: an append whose reply was lost may have been applied, and only the
-caller knows whether sending it again is safe.
+error or a reply overdue by `timeout` seconds fails every command in flight and
+drops the connection; the next command opens a new one. A command that met a
+connection error is sent once more on a new connection, as the services' pooled
+clients retry; if that fails too the caller gets redis-py's `ConnectionError`, and
+after a timeout it gets `TimeoutError` at once (callers map both to UNAVAILABLE).
+So an append whose reply was lost may be stored twice, with the same message id,
+which clients show once.
 """
 from __future__ import annotations
 
@@ -56,6 +58,14 @@ class AutoPipeline:
 
         Error replies raise the matching `redis.exceptions.ResponseError` subclass.
         """
+        try:
+            return await self._submit(args)
+        except redis_errors.ConnectionError:
+            if self._closed:
+                raise
+            return await self._submit(args)  # once more, on a new connection (as the pooled clients retry)
+
+    async def _submit(self, args: Command) -> Any:
         if self._closed:
             raise redis_errors.ConnectionError("the pipeline is closed")
         reply: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
@@ -115,12 +125,17 @@ class AutoPipeline:
             self._arm_watchdog()
 
     async def _read(self) -> None:
-        """Read replies while any are due and hand each to its caller."""
+        """Hand each reply to its caller, for as long as the connection lives.
+
+        Reading on while nothing is due is what notices a connection Redis closed
+        while idle (a restart), so the next command opens a new one instead of
+        being written into a dead socket.
+        """
         connection = self._connection
         assert connection is not None
         loop = asyncio.get_running_loop()
         try:
-            while self._in_flight:
+            while True:
                 try:
                     result: Any = await connection.read_response(timeout=math.inf, disconnect_on_error=False)
                 except redis_errors.ResponseError as error_reply:
@@ -129,6 +144,9 @@ class AutoPipeline:
                     await self._broken(_as_connection_error(error))
                     return
                 self._last_progress = loop.time()
+                if not self._in_flight:  # a reply nobody asked for: the stream is out of step
+                    await self._broken(redis_errors.ConnectionError("unexpected reply from Redis"))
+                    return
                 reply = self._in_flight.popleft()
                 if isinstance(result, BaseException):
                     _fail(reply, result)

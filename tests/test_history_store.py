@@ -12,6 +12,7 @@ from spartan.config import RedisConfig
 from spartan.errors import InvalidArgument, Unavailable
 from spartan.history_store import KEY_PREFIX, LRU_KEY, HistoryStore
 from spartan.redis_conn import connect
+from spartan.redis_pipeline import AutoPipeline
 from spartan.v1 import pb
 from tests.support.redis_server import RedisServer
 
@@ -28,9 +29,21 @@ def bodies(response: pb.HistoryResponse) -> list[str]:
     return [m.body.decode() for m in response.messages]
 
 
+SCRIPTS_THROUGH = {"pipeline": False}
+
+
+@pytest.fixture(autouse=True, params=["pool", "pipeline"])
+def scripts_through(request: pytest.FixtureRequest) -> str:
+    """Every test runs twice: scripts through the connection pool (the history service)
+    and through an AutoPipeline (the gateway's send path)."""
+    SCRIPTS_THROUGH["pipeline"] = request.param == "pipeline"
+    return str(request.param)
+
+
 def store_on(redis: Redis, **overrides: int) -> HistoryStore:
     settings = {"per_conversation": 100, "max_conversations": 100, "max_read_limit": 50} | overrides
-    return HistoryStore(redis, **settings)
+    pipeline = AutoPipeline(redis) if SCRIPTS_THROUGH["pipeline"] else None
+    return HistoryStore(redis, **settings, pipeline=pipeline)
 
 
 async def test_append_assigns_offset_epoch_and_sent_at(redis: Redis) -> None:

@@ -15,6 +15,7 @@ import signal
 from collections.abc import AsyncIterator
 
 import pytest
+from prometheus_client import REGISTRY
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 
@@ -86,6 +87,23 @@ async def test_a_killed_redis_fails_calls_then_they_work_again_after_restart(
     redis_server.start()
     assert await pipeline.execute("PING") == b"PONG"
     assert await pipeline.execute("ECHO", "back") == b"back"
+
+
+async def test_a_redis_restarted_between_calls_costs_no_failed_call(pipeline: AutoPipeline,
+                                                                   redis_server: RedisServer) -> None:
+    assert await pipeline.execute("ECHO", "before") == b"before"
+    redis_server.restart()
+    assert await pipeline.execute("ECHO", "after") == b"after"
+    await asyncio.sleep(0.2)
+    closes = pipeline_failures()
+    redis_server.restart()
+    await asyncio.sleep(0.5)
+    assert pipeline_failures() == closes + 1  # the reader noticed the close while idle, before any call
+    assert await pipeline.execute("ECHO", "again") == b"again"
+
+
+def pipeline_failures() -> float:
+    return REGISTRY.get_sample_value("spartan_redis_errors_total", {"operation": "pipeline"}) or 0.0
 
 
 async def test_a_frozen_redis_times_out_every_call_in_flight(pipeline: AutoPipeline,
