@@ -36,15 +36,15 @@ if not epoch then
   redis.call('HSET', KEYS[1], 'epoch', epoch)
 end
 
-local is_new = not redis.call('ZSCORE', KEYS[3], conversation)
-redis.call('ZADD', KEYS[3], tick, conversation)
+local is_new = redis.call('ZADD', KEYS[3], tick, conversation) == 1  -- 1: added, 0: score updated
 
 local stored = ARGV[1]
   .. '\64' .. varint(offset)
   .. '\74' .. varint(#epoch) .. epoch
   .. '\80' .. varint(sent_at_us)
-redis.call('RPUSH', KEYS[2], stored)
-redis.call('LTRIM', KEYS[2], -tonumber(ARGV[2]), -1)
+if redis.call('RPUSH', KEYS[2], stored) > tonumber(ARGV[2]) then
+  redis.call('LTRIM', KEYS[2], -tonumber(ARGV[2]), -1)
+end
 
 local evicted = 0
 if is_new then
