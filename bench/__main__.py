@@ -46,8 +46,8 @@ def sizes(quick: bool) -> dict[str, dict[str, Any]]:
             "raw_relay": {"pairs": 4, "window": 2, "seconds": 1.0, "warmup": 0.3, "tail": 0.5},
         }
     return {
-        "relay": {"pairs": 50, "window": 2, "seconds": 8.0, "warmup": 2.0, "rounds": 2},
-        "latency": {"rate": 1000.0, "seconds": 10.0, "pairs": 10, "warmup": 1.0, "rounds": 2},
+        "relay": {"pairs": 50, "window": 2, "seconds": 8.0, "warmup": 2.0, "rounds": 3},
+        "latency": {"rate": 1000.0, "seconds": 10.0, "pairs": 10, "warmup": 1.0, "rounds": 3},
         "capacity": {"levels": [1000, 5000, 10000], "per_channel": 100, "users": 1000},
         "raw_relay": {"pairs": 50, "window": 2, "seconds": 8.0, "warmup": 2.0},
     }

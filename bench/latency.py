@@ -18,7 +18,7 @@ from typing import Any
 from bench.relay import Log, Plan, pair_users, run_both
 
 
-def run(*, rate: float = 1000.0, seconds: float = 10.0, pairs: int = 10, warmup: float = 1.0, rounds: int = 2,
+def run(*, rate: float = 1000.0, seconds: float = 10.0, pairs: int = 10, warmup: float = 1.0, rounds: int = 3,
         tail: float = 1.5, profile_dir: Path | None = None, log: Log = print) -> dict[str, Any]:
     users, senders, receivers = pair_users(pairs)
     plan = Plan(senders, receivers, rate=rate, warmup=warmup, seconds=seconds, tail=tail)

@@ -318,7 +318,7 @@ async def spartan_tokens(address: str, users: list[str]) -> dict[str, str]:
     return tokens
 
 
-def run_both(plan: Plan, users: list[str], log: Log, label: str, *, rounds: int = 2,
+def run_both(plan: Plan, users: list[str], log: Log, label: str, *, rounds: int = 3,
              profile_dir: Path | None = None, settings: dict[str, str] | None = None) -> dict[str, Any]:
     """The same plan against the raw relay and Spartan, alternating for `rounds` rounds.
 
@@ -370,7 +370,7 @@ def describe(result: dict[str, Any]) -> str:
             f"{' ' + str(result['errors_by_code']) if result.get('errors_by_code') else ''}")
 
 
-def run(*, pairs: int = 50, window: int = 2, seconds: float = 8.0, warmup: float = 2.0, rounds: int = 2,
+def run(*, pairs: int = 50, window: int = 2, seconds: float = 8.0, warmup: float = 2.0, rounds: int = 3,
         tail: float = 1.5, profile_dir: Path | None = None, log: Log = print) -> dict[str, Any]:
     users, senders, receivers = pair_users(pairs)
     plan = Plan(senders, receivers, window=window, warmup=warmup, seconds=seconds, tail=tail)

@@ -91,6 +91,7 @@ def table(results: dict[str, Any]) -> str:
         if ratio is not None:
             rows.append([name, "spartan/raw", f"{ratio:.0%}", "", "", ""])
     lines = [format_table(["workload", "system", "msg/s", "p50 ms", "p99 ms", "p999 ms"], rows, left=2)]
+    lines += cpu_table(workloads)
     capacity = workloads.get("capacity")
     if capacity:
         users = (capacity.get("user_list") or {}).get("users")
@@ -108,6 +109,25 @@ def table(results: dict[str, Any]) -> str:
     lines.append(f"\nload average before/after: {results.get('load_before')} / {results.get('load_after')} "
                  f"on {results['machine']['nproc']} cores")
     return "\n".join(lines)
+
+
+CPU_COLUMNS = {"send side": ("gateway-1", "raw-1"), "receive side": ("gateway-2", "raw-2"), "redis": ("redis",),
+               "other services": ("presence", "history"), "load generators": ("load-sender", "load-receiver")}
+
+
+def cpu_table(workloads: dict[str, Any]) -> list[str]:
+    """CPU µs per delivered message by role, for each relay workload's reported rounds."""
+    rows = []
+    for name in RELAY_WORKLOADS:
+        for system in ("raw", "spartan"):
+            cpu = (workloads.get(name, {}).get(system) or {}).get("cpu_us_per_message")
+            if cpu:
+                rows.append([name, system, *(f"{sum(cpu.get(p, 0.0) for p in processes):.0f}"
+                                             for processes in CPU_COLUMNS.values()), f"{cpu['total']:.0f}"])
+    if not rows:
+        return []
+    return ["", "CPU µs per delivered message (all cores; the machine's cores bound the total)",
+            format_table(["workload", "system", *CPU_COLUMNS, "total"], rows, left=2)]
 
 
 def _ms(value: float | None) -> str:
