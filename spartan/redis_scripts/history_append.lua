@@ -20,47 +20,7 @@
 
 --!include _varint
 
-local time = redis.call('TIME')
-local sent_at_us = tonumber(time[1]) * 1000000 + tonumber(time[2])
-local tick = redis.call('INCR', KEYS[4])
+--!include _history_append
 
-local function new_epoch()
-  return string.format('%x%05x-%x', tonumber(time[1]), tonumber(time[2]), tick)
-end
-
-local conversation = ARGV[4]
-local offset = redis.call('HINCRBY', KEYS[1], 'last', 1)
-local epoch = redis.call('HGET', KEYS[1], 'epoch')
-if not epoch then
-  epoch = new_epoch()
-  redis.call('HSET', KEYS[1], 'epoch', epoch)
-end
-
-local is_new = redis.call('ZADD', KEYS[3], tick, conversation) == 1  -- 1: added, 0: score updated
-
-local stored = ARGV[1]
-  .. '\64' .. varint(offset)
-  .. '\74' .. varint(#epoch) .. epoch
-  .. '\80' .. varint(sent_at_us)
-if redis.call('RPUSH', KEYS[2], stored) > tonumber(ARGV[2]) then
-  redis.call('LTRIM', KEYS[2], -tonumber(ARGV[2]), -1)
-end
-
-local evicted = 0
-if is_new then
-  local capacity = tonumber(ARGV[3])
-  local prefix = ARGV[5]
-  while redis.call('ZCARD', KEYS[3]) > capacity do
-    local victim = redis.call('ZPOPMIN', KEYS[3], 1)[1]
-    redis.call('DEL', prefix .. 'log:' .. victim)
-    redis.call('HSET', prefix .. 'meta:' .. victim, 'epoch',
-      new_epoch() .. '-' .. evicted)
-    evicted = evicted + 1
-  end
-end
-
-for i = 6, #ARGV do
-  redis.call('PUBLISH', ARGV[i], stored)
-end
-
-return {offset, epoch, sent_at_us, evicted}
+return append_message(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]),
+                      ARGV[4], ARGV[5], {unpack(ARGV, 6)})
