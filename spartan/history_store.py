@@ -40,6 +40,7 @@ last_offset and any loss of history changes the epoch, so a hit is exactly what
 """
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -50,6 +51,7 @@ from redis.asyncio import Redis
 from spartan import naming
 from spartan.cache import MemoryBackend, lru_cache
 from spartan.errors import InvalidArgument, Unavailable
+from spartan.ratelimit import BucketCheck, settle, unanswered
 from spartan.redis_pipeline import AutoPipeline
 from spartan.redis_scripts import script
 from spartan.v1 import pb
@@ -125,6 +127,7 @@ class HistoryStore:
         self._append_script = script(runner, "history_append")
         self._read_script = script(runner, "history_read")
         self._touch_script = script(runner, "history_touch")
+        self._send_script = script(runner, "history_send")
         self.read_cache_size = read_cache_size
         self._read_at = lru_cache(
             backend=MemoryBackend(max(read_cache_size, 1), ttl=read_cache_ttl),
@@ -141,15 +144,23 @@ class HistoryStore:
         ack.id = message.id
         return ack
 
-    async def append_raw(self, conversation: str, payload: bytes, channels: Sequence[str] = ()) -> pb.SendAck:
+    async def append_raw(self, conversation: str, payload: bytes, channels: Sequence[str] = (),
+                         bucket: BucketCheck | None = None) -> pb.SendAck:
         """Store already-serialized message bytes (without offset/epoch/sent_at_us).
 
+        With `bucket`, the same script first takes the sender's tokens
+        (`history_send.lua`: one round trip for the rate check and the append) and
+        raises `RateLimited`, storing nothing, when the bucket is short.
         The returned ack has `id` empty: the caller knows the message id it sent.
         """
         check_conversation(conversation)
+        keys = conversation_keys(conversation)
         args: list[Any] = [payload, self.per_conversation, self.max_conversations, conversation, KEY_PREFIX]
         args.extend(channels)
-        result = await self._call(self._append_script, conversation, args)
+        if bucket is None:
+            result = await self._call(self._append_script, keys, args)
+        else:
+            result = await self._append_limited(keys, args, bucket)
         offset, epoch, sent_at_us, evicted = result
         if evicted:
             self.evictions += int(evicted)
@@ -157,12 +168,22 @@ class HistoryStore:
         return pb.SendAck(conversation=conversation, offset=int(offset), epoch=_text(epoch),
                           sent_at_us=int(sent_at_us))
 
+    async def _append_limited(self, keys: list[str], args: list[Any], bucket: BucketCheck) -> list[Any]:
+        started = time.perf_counter()
+        try:
+            reply = await self._call(self._send_script, [*keys, bucket.key], [*bucket.args, *args])
+        except Unavailable:
+            unanswered(bucket, started)
+            raise
+        settle(bucket, reply[:4], started).enforce(bucket.api)
+        return list(reply[4:])
+
     async def read(self, conversation: str, after_offset: int = 0, limit: int = 0) -> pb.HistoryResponse:
         """Held messages with offset > after_offset, oldest first, at most `limit` (0: all)."""
         check_conversation(conversation)
         self.check_read_range(after_offset, limit)
         last, epoch, first, framed_messages = await self._call(
-            self._read_script, conversation, [conversation, after_offset, limit]
+            self._read_script, conversation_keys(conversation), [conversation, after_offset, limit]
         )
         if after_offset > int(last):
             raise InvalidArgument(f"offset {after_offset} is in the future of conversation {conversation}")
@@ -174,7 +195,7 @@ class HistoryStore:
             return await self.read(conversation, after_offset, limit)
         check_conversation(conversation)
         self.check_read_range(after_offset, limit)
-        last, epoch, held = await self._call(self._touch_script, conversation, [conversation])
+        last, epoch, held = await self._call(self._touch_script, conversation_keys(conversation), [conversation])
         last, epoch, held = int(last), _text(epoch), int(held)
         if after_offset > last:
             raise InvalidArgument(f"offset {after_offset} is in the future of conversation {conversation}")
@@ -201,9 +222,9 @@ class HistoryStore:
         if limit > self.max_read_limit:
             raise InvalidArgument(f"limit {limit} is above the maximum of {self.max_read_limit}")
 
-    async def _call(self, lua: Any, conversation: str, args: list[Any]) -> Any:
+    async def _call(self, lua: Any, keys: list[str], args: list[Any]) -> Any:
         try:
-            return await lua(keys=conversation_keys(conversation), args=args)
+            return await lua(keys=keys, args=args)
         except _REDIS_DOWN as error:
             raise Unavailable(f"history store unavailable: {error}") from error
 

@@ -2,9 +2,9 @@
 
 Stateless by design: sessions are signed tokens any replica verifies, deliveries
 come from Redis pub/sub, history and presence live behind their services, so a
-client may reconnect to any replica. Sends go straight to the history store's
-append-and-publish script (one Redis round trip on the hot path) after the token
-check and the rate limiter.
+client may reconnect to any replica. Sends go straight to the history store: a 1:1
+message's rate-limit check, append and publish are one Lua script (one Redis round
+trip on the hot path, after the token check).
 """
 from __future__ import annotations
 
@@ -25,10 +25,10 @@ from services.gateway.stream_session import StreamSession
 from spartan import naming
 from spartan.config import Config
 from spartan.context import current_user
-from spartan.errors import InvalidArgument, Overloaded, PermissionDenied, Unavailable
+from spartan.errors import InvalidArgument, NotFound, Overloaded, PermissionDenied, Unavailable
 from spartan.history_store import HistoryStore
 from spartan.metrics import ACTIVE_STREAMS, DELIVERY_SECONDS, MESSAGES_DELIVERED, MESSAGES_SENT
-from spartan.ratelimit import RateLimiter, policies_from_config, rate
+from spartan.ratelimit import RateLimiter, bucket_check, enforce_rate, policies_from_config, rate
 from spartan.rpc.handlers import stream, unary
 from spartan.v1 import pb, rpc
 from spartan.validation import check_body, check_message_id, check_name, check_user
@@ -107,22 +107,37 @@ class SpartanServicer:
     # -------------------------------------------------------------- messages
     @unary(SERVICE)
     @authenticated
-    @rate("send")
     async def SendMsg(self, request: pb.Message, context: grpc.aio.ServicerContext) -> pb.SendAck:
+        """Every call takes a token from the sender's `send` bucket, as `@rate("send")` would.
+
+        A 1:1 chat message, whose checks need nothing from Redis, takes it in the same
+        script that stores it (one Redis round trip per send); a refused one takes it
+        before the refusal. Group messages and sender keys take it first, before their
+        membership checks ask presence.
+        """
         if self.draining:
             raise Unavailable("this gateway is shutting down; reconnect and send again")
         user = current_user.get()
-        check_message_id(request.id)
-        check_body(request.body, self.config.gateway.max_message_bytes)
-        if request.kind not in SENDABLE:
-            raise InvalidArgument("only chat messages and sender keys can be sent; use the request RPCs for the rest")
-        if request.kind == pb.SENDER_KEY:
-            sent_at_us = await self._store_sender_keys(user, request.group, [request])
-            return pb.SendAck(id=request.id, conversation=naming.group_conversation(request.group), sent_at_us=sent_at_us)
-        conversation, channels = await self._route(user, request)
+        bucket = bucket_check(self, "send", user) if request.kind == pb.CHAT and not request.group else None
+        if bucket is None:
+            await enforce_rate(self, "send", user)
+        try:
+            check_message_id(request.id)
+            check_body(request.body, self.config.gateway.max_message_bytes)
+            if request.kind not in SENDABLE:
+                raise InvalidArgument("only chat messages and sender keys can be sent; use the request RPCs for the rest")
+            if request.kind == pb.SENDER_KEY:
+                sent_at_us = await self._store_sender_keys(user, request.group, [request])
+                return pb.SendAck(id=request.id, conversation=naming.group_conversation(request.group),
+                                  sent_at_us=sent_at_us)
+            conversation, channels = await self._route(user, request)
+        except (InvalidArgument, NotFound):
+            if bucket is not None:
+                await enforce_rate(self, "send", user)
+            raise
         outgoing = pb.Message(id=request.id, kind=request.kind, sender=user, recipient=request.recipient,
                               group=request.group, body=request.body, conversation=conversation)
-        ack = await self.store.append_raw(conversation, outgoing.SerializeToString(), channels)
+        ack = await self.store.append_raw(conversation, outgoing.SerializeToString(), channels, bucket)
         ack.id = request.id
         MESSAGES_SENT.labels(KIND_NAMES[request.kind]).inc()
         return ack

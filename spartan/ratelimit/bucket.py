@@ -13,6 +13,7 @@ opens fresh connections, so checks succeed again as soon as Redis is back.
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 
@@ -20,7 +21,7 @@ from prometheus_client import Counter, Histogram
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 
-from spartan.errors import Unavailable
+from spartan.errors import RateLimited, Unavailable
 from spartan.ratelimit.policy import RatePolicy
 from spartan.redis_pipeline import AutoPipeline
 from spartan.redis_scripts import script
@@ -68,6 +69,27 @@ class RateDecision:
     retry_after: float
     limit: int
 
+    def enforce(self, api: str) -> None:
+        """Raise `RateLimited` (RESOURCE_EXHAUSTED with retry-after trailers) unless allowed."""
+        if not self.allowed:
+            raise RateLimited(rejection_message(api, self.retry_after), retry_after=self.retry_after,
+                              limit=self.limit, remaining=self.remaining)
+
+
+@dataclass(frozen=True)
+class BucketCheck:
+    """One check, ready to run inside a script that does more than check.
+
+    `history_send.lua` takes a 1:1 send's tokens and stores the message in one round
+    trip; it is handed `key` and `args` (token_bucket.lua's KEYS[1] and ARGV) and its
+    first four reply values go to `settle`, which decodes them and counts them in the
+    same metrics as `RateLimiter.check`.
+    """
+
+    key: str
+    api: str
+    args: tuple[str, int, int]
+
 
 def bucket_key(user: str, api: str, prefix: str = KEY_PREFIX) -> str:
     """`sp:rl:{<user>}:<api>`: the hash tag keeps all of a user's buckets in one cluster slot."""
@@ -84,30 +106,56 @@ class RateLimiter:
         self.key_prefix = key_prefix
         self._script = script(pipeline or redis, SCRIPT_NAME)
 
+    def prepare(self, user: str, api: str, policy: RatePolicy, cost: int = 1) -> BucketCheck:
+        """The check of `check`, for a script that runs it along with other work.
+
+        Raises `ValueError` for a cost outside 1..burst (such a call could never pass).
+        """
+        if cost < 1 or cost > policy.burst:
+            raise ValueError(f"cost must be between 1 and the burst ({policy.burst}), got {cost}")
+        return BucketCheck(bucket_key(user, api, self.key_prefix), api,
+                           (repr(policy.tokens_per_second), policy.burst, cost))
+
     async def check(self, user: str, api: str, policy: RatePolicy, cost: int = 1) -> RateDecision:
         """Take `cost` tokens from the (user, api) bucket if it holds them.
 
         Raises `ValueError` for a cost outside 1..burst (such a call could never
         pass) and `Unavailable` when Redis cannot answer.
         """
-        if cost < 1 or cost > policy.burst:
-            raise ValueError(f"cost must be between 1 and the burst ({policy.burst}), got {cost}")
-        key = bucket_key(user, api, self.key_prefix)
+        bucket = self.prepare(user, api, policy, cost)
         started = time.perf_counter()
         try:
-            reply = await self._script(keys=[key], args=[repr(policy.tokens_per_second), policy.burst, cost])
+            reply = await self._script(keys=[bucket.key], args=bucket.args)
         except UNAVAILABLE_ERRORS as exc:
-            CHECKS.labels(api=api, result="error").inc()
+            unanswered(bucket, started)
             raise Unavailable(f"rate limiter unavailable: {_describe(exc)}") from exc
-        finally:
-            CHECK_SECONDS.observe(time.perf_counter() - started)
-        decision = _decode(reply)
-        if decision.allowed:
-            CHECKS.labels(api=api, result="allowed").inc()
-        else:
-            CHECKS.labels(api=api, result="rejected").inc()
-            REJECTIONS.labels(api=api).inc()
-        return decision
+        return settle(bucket, reply, started)
+
+
+def settle(bucket: BucketCheck, reply: list[object], started: float) -> RateDecision:
+    """Decode a check's reply (token_bucket.lua's four values) and count it in the metrics."""
+    CHECK_SECONDS.observe(time.perf_counter() - started)
+    decision = _decode(reply)
+    if decision.allowed:
+        CHECKS.labels(api=bucket.api, result="allowed").inc()
+    else:
+        CHECKS.labels(api=bucket.api, result="rejected").inc()
+        REJECTIONS.labels(api=bucket.api).inc()
+    return decision
+
+
+def unanswered(bucket: BucketCheck, started: float) -> None:
+    """Count a check Redis could not answer."""
+    CHECK_SECONDS.observe(time.perf_counter() - started)
+    CHECKS.labels(api=bucket.api, result="error").inc()
+
+
+def rejection_message(api: str, retry_after: float) -> str:
+    """E.g. 'rate limit exceeded for send: try again in 1.4s' (rounded up to 0.1 s)."""
+    if retry_after < 0:
+        return f"rate limit exceeded for {api}: this call costs more than the limit allows"
+    seconds = max(math.ceil(retry_after * 10 - 1e-9) / 10, 0.1)
+    return f"rate limit exceeded for {api}: try again in {seconds:.1f}s"
 
 
 def _decode(reply: list[object]) -> RateDecision:

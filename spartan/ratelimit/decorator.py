@@ -23,15 +23,13 @@ from __future__ import annotations
 
 import functools
 import inspect
-import math
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any, TypeVar
 
 import grpc
 
 from spartan.context import current_user
-from spartan.errors import RateLimited
-from spartan.ratelimit.bucket import RateLimiter
+from spartan.ratelimit.bucket import BucketCheck, RateLimiter
 from spartan.ratelimit.policy import RatePolicy, policy_for, with_overrides
 
 KeyFunction = Callable[[Any, grpc.aio.ServicerContext], str]
@@ -69,18 +67,10 @@ def rate(
 
     async def enforce(servicer: Any, request: Any, context: grpc.aio.ServicerContext) -> None:
         policy = _effective_policy(servicer, api, limit, period, burst)
-        if policy is None:
-            return
-        limiter = _limiter_of(servicer)
-        owner = key(request, context) if key is not None else default_key(context)
-        decision = await limiter.check(owner, api, policy, cost)
-        if not decision.allowed:
-            raise RateLimited(
-                rejection_message(api, decision.retry_after),
-                retry_after=decision.retry_after,
-                limit=decision.limit,
-                remaining=decision.remaining,
-            )
+        if policy is not None:
+            limiter = _limiter_of(servicer)
+            owner = key(request, context) if key is not None else default_key(context)
+            (await limiter.check(owner, api, policy, cost)).enforce(api)
 
     def decorate(handler: Handler) -> Handler:
         if inspect.isasyncgenfunction(handler):
@@ -103,6 +93,21 @@ def rate(
     return decorate
 
 
+async def enforce_rate(servicer: Any, api: str, owner: str) -> None:
+    """What `@rate(api)` does before a handler, for handlers that take their tokens themselves
+    (`SendMsg` takes most of its tokens inside the script that stores the message)."""
+    policy = _effective_policy(servicer, api, None, None, None)
+    if policy is not None:
+        (await _limiter_of(servicer).check(owner, api, policy)).enforce(api)
+
+
+def bucket_check(servicer: Any, api: str, owner: str) -> BucketCheck | None:
+    """`owner`'s check under the servicer's policy for `api`, to run inside another script;
+    None when rate limiting is off."""
+    policy = _effective_policy(servicer, api, None, None, None)
+    return None if policy is None else _limiter_of(servicer).prepare(owner, api, policy)
+
+
 def default_key(context: grpc.aio.ServicerContext) -> str:
     """The authenticated user, else 'peer:' + the caller's host (e.g. 'peer:ipv4:10.0.0.7').
 
@@ -119,14 +124,6 @@ def peer_host(peer: str) -> str:
         if port.isdigit() and host not in ("ipv4", "ipv6"):
             return host
     return peer
-
-
-def rejection_message(api: str, retry_after: float) -> str:
-    """E.g. 'rate limit exceeded for send: try again in 1.4s' (rounded up to 0.1 s)."""
-    if retry_after < 0:
-        return f"rate limit exceeded for {api}: this call costs more than the limit allows"
-    seconds = max(math.ceil(retry_after * 10 - 1e-9) / 10, 0.1)
-    return f"rate limit exceeded for {api}: try again in {seconds:.1f}s"
 
 
 def _effective_policy(

@@ -67,3 +67,30 @@ async def test_accepted_sends_stay_within_burst_plus_rate_times_window(stack_fac
     assert sent == accepted and rejections == rejected
     history = await bob.call("GetHistory", pb.HistoryRequest(peer="alice", limit=1))
     assert history.last_offset == accepted
+
+
+async def test_every_send_call_costs_a_token_and_a_rejected_send_is_not_stored(stack_factory, client_factory) -> None:
+    """A valid 1:1 send takes its token in the script that stores it; refused calls take theirs anyway."""
+    stack = stack_factory(gateways=1, settings={"SPARTAN_RATE__APIS": "{send: {rate: 1, per_seconds: 60, burst: 3}}"})
+    bob = await client_factory("bob", [stack.address(1)], encrypt=False)
+    alice = await client_factory("alice", [stack.address(1)], encrypt=False)
+    await alice.send("bob", "first")  # token 1
+    refused = [pb.Message(id="m2", kind=pb.CHAT, recipient="nobody", body=b"x"),  # token 2: unknown user
+               pb.Message(id="", kind=pb.CHAT, recipient="bob", body=b"x")]  # token 3: no message id
+    codes = []
+    for request in refused:
+        with pytest.raises(grpc.aio.AioRpcError) as error:
+            await alice.call("SendMsg", request)
+        codes.append(error.value.code())
+    assert codes == [grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT]
+    for text in ("over the limit", "still over"):
+        with pytest.raises(grpc.aio.AioRpcError) as limited:
+            await alice.send("bob", text)
+        assert limited.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "try again in" in (limited.value.details() or "")
+    history = await alice.call("GetHistory", pb.HistoryRequest(peer="bob"))
+    assert [m.body for m in history.messages] == [b"first"]
+    await bob.wait_for(1)
+    await asyncio.sleep(0.5)
+    assert [r.text for r in bob.received] == ["first"]
+    assert metric(stack.metrics_ports["gateway-1"], 'spartan_rate_limit_rejections_total{api="send"}') == 2
