@@ -1,9 +1,9 @@
 """Auto-pipelining: the commands of many concurrent tasks share one Redis connection.
 
-Every `SendMsg` runs two Lua scripts (the rate-limit bucket, then append + publish).
+Every `SendMsg` runs at least one Lua script (rate check, append and publish).
 Through a connection pool each call takes a connection, writes one command, waits
 for its reply and hands the connection back: a write system call, an event-loop
-wake-up and redis-py's pool and retry machinery per command, which made these two
+wake-up and redis-py's pool and retry machinery per command, which made these
 calls most of the sending gateway's CPU. `AutoPipeline` instead queues the commands
 issued during one event-loop turn, writes them to its own connection in one go and
 reads the replies as they stream back, matching them to callers in order (Redis
