@@ -20,6 +20,7 @@ import sys
 import time
 from datetime import datetime
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 from bench import capacity, latency, relay, report
@@ -84,6 +85,26 @@ def run_workload(name: str, settings: dict[str, Any], out: Path, profile: bool) 
     raise ValueError(name)
 
 
+def number(kind: Callable[[str], Any], *, minimum: float = 0, inclusive: bool = False) -> Callable[[str], Any]:
+    """An argparse type: a number of `kind` above `minimum` (or at least it), else a one-line usage error."""
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if value < minimum or (value == minimum and not inclusive):
+            raise argparse.ArgumentTypeError(
+                f"must be {'at least' if inclusive else 'greater than'} {minimum:g}, got {text}")
+        return value
+
+    return parse
+
+
+def stream_levels(text: str) -> list[int]:
+    """'1000,5000,10000' -> [1000, 5000, 10000], each above zero."""
+    return [number(int)(value) for value in text.split(",")]
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python3 -m bench", description=__doc__.splitlines()[0])
     parser.add_argument("workload", choices=["all", *WORKLOADS, *COMPONENTS])
@@ -91,13 +112,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, help="results folder (default bench/results/<timestamp>/)")
     parser.add_argument("--profile", action="store_true",
                         help="py-spy the gateways during the last Spartan relay round (written next to results)")
-    parser.add_argument("--pairs", type=int, help="relay/latency: sender-receiver pairs")
-    parser.add_argument("--seconds", type=float, help="relay/latency: measured seconds per round")
-    parser.add_argument("--rounds", type=int, help="relay/latency: interleaved raw/Spartan rounds")
-    parser.add_argument("--rate", type=float, help="latency: offered messages/s")
-    parser.add_argument("--levels", type=lambda text: [int(v) for v in text.split(",")],
-                        help="capacity: stream counts, e.g. 1000,5000,10000")
-    parser.add_argument("--users", type=int,
+    parser.add_argument("--pairs", type=number(int), help="relay/latency: sender-receiver pairs")
+    parser.add_argument("--seconds", type=number(float), help="relay/latency: measured seconds per round")
+    parser.add_argument("--rounds", type=number(int), help="relay/latency: interleaved raw/Spartan rounds")
+    parser.add_argument("--rate", type=number(float), help="latency: offered messages/s")
+    parser.add_argument("--levels", type=stream_levels, help="capacity: stream counts, e.g. 1000,5000,10000")
+    parser.add_argument("--users", type=number(int, inclusive=True),
                         help="capacity: distinct users (default 1000: 10 streams per user at 10k; 0: one per stream)")
     parser.add_argument("--skip-components", action="store_true", help="with all: skip the component benchmarks")
     return parser.parse_args(argv)

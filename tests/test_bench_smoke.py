@@ -34,6 +34,10 @@ def test_quick_bench_writes_json_and_png(tmp_path: Path) -> None:
             assert run["delivered"] > 0, (name, system, run)
             assert {"p50", "p99", "p999"} <= run["latency_ms"].keys()
             assert run["cdf_ms"]
+            cpu = run["cpu_us_per_message"]  # every process of the stack and both load generators
+            relays = {"gateway-1", "gateway-2"} if system == "spartan" else {"raw-1", "raw-2"}
+            assert {"redis", "load-sender", "load-receiver", *relays} <= cpu.keys(), cpu
+            assert cpu["total"] > 0
     capacity = results["workloads"]["capacity"]
     assert [level["streams"] for level in capacity["levels"]] == results["settings"]["capacity"]["levels"]
     for level in capacity["levels"]:
@@ -43,6 +47,17 @@ def test_quick_bench_writes_json_and_png(tmp_path: Path) -> None:
     png = out / "results.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "spartan/raw" in finished.stdout  # the table was printed
+    assert "CPU µs per delivered message" in finished.stdout
+
+
+@pytest.mark.parametrize("arguments", [["relay", "--rounds", "0"], ["latency", "--rate", "-5"],
+                                       ["relay", "--pairs", "x"], ["capacity", "--levels", "10,0"]])
+def test_bad_sizes_are_refused_in_one_line(arguments: list[str], tmp_path: Path) -> None:
+    finished = subprocess.run([sys.executable, "-m", "bench", *arguments, "--out", str(tmp_path)],
+                              cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert finished.returncode == 2
+    assert "Traceback" not in finished.stderr
+    assert finished.stderr.strip().splitlines()[-1].startswith(f"python3 -m bench: error: argument {arguments[1]}:")
 
 
 def test_component_benchmarks_run_from_the_suite(tmp_path: Path) -> None:
