@@ -21,7 +21,7 @@ from typing import Self
 
 from spartan.launcher import Child
 from spartan.local_redis import LocalRedis, RedisNotInstalled
-from spartan.ports import free_port, wait_for_port
+from spartan.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 SPARTAN_SEND = "/spartan.v1.Spartan/SendMsg"
@@ -137,10 +137,7 @@ class Processes:
         for child in self.children.values():
             child.start()
         for child in self.children.values():
-            try:
-                wait_for_port(child.port, timeout)
-            except TimeoutError:
-                raise RuntimeError(f"{child.name} did not start:\n{self.log(child.name)[-3000:]}") from None
+            child.wait_listening(timeout)
 
     def pid(self, name: str) -> int:
         process = self.children[name].process
@@ -151,8 +148,7 @@ class Processes:
         return {name: self.pid(name) for name in self.children}
 
     def log(self, name: str) -> str:
-        path = self.children[name].log_path
-        return path.read_text(errors="replace") if path.exists() else ""
+        return self.children[name].log()
 
     def stop(self) -> None:
         for child in self.children.values():

@@ -24,6 +24,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from spartan.config import Config, ConfigError, load_config
 from spartan.local_redis import LocalRedis, RedisNotInstalled
+from spartan.ports import wait_for_port
 
 RESTART_DELAY_SECONDS = 1.0
 
@@ -47,6 +48,17 @@ class Child:
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
+
+    def log(self) -> str:
+        """What the child has written so far (empty before it first starts)."""
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def wait_listening(self, timeout: float) -> None:
+        """Block until the child accepts TCP connections on its port; RuntimeError with its log if not."""
+        try:
+            wait_for_port(self.port, timeout)
+        except TimeoutError:
+            raise RuntimeError(f"{self.name} did not start:\n{self.log()[-3000:]}") from None
 
     def signal(self, sig: int) -> None:
         if self.alive():

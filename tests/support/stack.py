@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from spartan.launcher import Child
-from tests.support.ports import free_port, wait_for_port
+from tests.support.ports import free_port
 from tests.support.redis_server import RedisServer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -92,15 +92,10 @@ class Stack:
         return self
 
     def wait_ready(self, name: str, timeout: float = 20.0) -> None:
-        child = self.children[name]
-        try:
-            wait_for_port(child.port, timeout)
-        except TimeoutError:
-            raise RuntimeError(f"{name} did not start:\n{self.log(name)}") from None
+        self.children[name].wait_listening(timeout)
 
     def log(self, name: str) -> str:
-        path = self.children[name].log_path
-        return path.read_text(errors="replace") if path.exists() else ""
+        return self.children[name].log()
 
     def all_logs(self) -> str:
         return "\n".join(self.log(name) for name in self.children)
