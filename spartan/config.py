@@ -77,6 +77,13 @@ class HistoryConfig:
 
 
 @dataclass(frozen=True)
+class DeliveryConfig:
+    """The delivery log: every message kept for its recipients until they acknowledge it."""
+    retention_days: float = 30  # a conversation's log outlives its last message by this long
+    max_per_conversation: int = 10000  # undelivered messages kept per conversation; older ones are dropped (announced)
+
+
+@dataclass(frozen=True)
 class RateConfig:
     """Token bucket per user and API. `rate` tokens per `per_seconds`, bucket size `burst`.
 
@@ -142,6 +149,7 @@ class Config:
     gateway: GatewayConfig = field(default_factory=GatewayConfig)
     presence: PresenceConfig = field(default_factory=PresenceConfig)
     history: HistoryConfig = field(default_factory=HistoryConfig)
+    delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
     rate: RateConfig = field(default_factory=RateConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
     tls: TlsConfig = field(default_factory=TlsConfig)
@@ -305,6 +313,8 @@ def _validate(config: Config) -> None:
     positive("history.max_conversations", config.history.max_conversations)
     positive("history.max_read_limit", config.history.max_read_limit)
     positive("history.cache_size", config.history.cache_size, allow_zero=True)
+    positive("delivery.retention_days", config.delivery.retention_days)
+    positive("delivery.max_per_conversation", config.delivery.max_per_conversation)
     positive("rate.rate", config.rate.rate, allow_zero=True)
     positive("rate.per_seconds", config.rate.per_seconds)
     positive("rate.burst", config.rate.burst, allow_zero=True)

@@ -1,7 +1,8 @@
 """Names shared by every service: conversation ids, pub/sub channels and Redis key prefixes.
 
 Conversation ids are what clients and history use: `dm:<a>:<b>` with the two user
-names sorted (so both sides name it the same), or `group:<name>`. Channels carry
+names sorted (so both sides name it the same), or `group:<name>`; `inbox:<user>` is
+the delivery log of a user's control messages (chat requests, answers, membership). Channels carry
 live deliveries: one per user (1:1 messages and control messages for that user)
 and one per group (one publish reaches every gateway holding a member).
 """
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 DM_PREFIX = "dm:"
 GROUP_PREFIX = "group:"
+INBOX_PREFIX = "inbox:"
 
 
 def dm_conversation(a: str, b: str) -> str:
@@ -34,6 +36,16 @@ def group_name(conversation: str) -> str | None:
     if not conversation.startswith(GROUP_PREFIX) or len(conversation) == len(GROUP_PREFIX):
         return None
     return conversation[len(GROUP_PREFIX):]
+
+
+def inbox_conversation(user: str) -> str:
+    return f"{INBOX_PREFIX}{user}"
+
+
+def inbox_owner(conversation: str) -> str | None:
+    if not conversation.startswith(INBOX_PREFIX) or len(conversation) == len(INBOX_PREFIX):
+        return None
+    return conversation[len(INBOX_PREFIX):]
 
 
 def user_channel(user: str) -> str:
