@@ -1,13 +1,13 @@
-"""Recent history per conversation in Redis: an exact, global LRU of conversation logs.
+"""Recent history per conversation in Redis: the seed's LRU cache of recent messages.
 
-Why it exists: every delivered message needs a position (offset) in its conversation
-so that a client that lost its stream can recover what it missed, and the position
-must be assigned in the same atomic step that publishes the message. One Lua script
-(`history_append.lua`) assigns the offset, the conversation's epoch and `sent_at_us`
-(Redis `TIME`, so replicas never disagree on clocks), appends those three fields'
-protobuf encodings to the sender's serialized bytes, stores the result, trims the
-log and PUBLISHes the very same bytes to every channel. Subscribers parse a complete
-`pb.Message` with `pb.Message.FromString`; nothing is re-encoded per recipient.
+What it is for: `/history` and the `@lru_cache` of recent messages, capped at
+`max_num_messages_per_user` per conversation and `history.max_conversations`
+conversations, evicted least recently used. It is a cache: delivery and recovery
+never read it (they read the delivery log, `spartan.delivery_log`). One Lua script
+(`history_append.lua`) assigns the cache's own offset, epoch and `sent_at_us` (Redis
+`TIME`), appends those fields' protobuf encodings to the sender's serialized bytes,
+stores the result and trims the log; it can also publish the stored bytes (callers
+other than the gateway's send path).
 
 Model (Centrifugo's): offsets start at 1 and only ever grow, also across evictions.
 The epoch is a string that changes whenever history is lost — when the global LRU
@@ -40,7 +40,6 @@ last_offset and any loss of history changes the epoch, so a hit is exactly what
 """
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -51,7 +50,6 @@ from redis.asyncio import Redis
 from spartan import naming
 from spartan.cache import MemoryBackend, lru_cache
 from spartan.errors import InvalidArgument, Unavailable
-from spartan.ratelimit import BucketCheck, settle, unanswered
 from spartan.redis_pipeline import AutoPipeline
 from spartan.redis_scripts import script
 from spartan.v1 import pb
@@ -127,7 +125,6 @@ class HistoryStore:
         self._append_script = script(runner, "history_append")
         self._read_script = script(runner, "history_read")
         self._touch_script = script(runner, "history_touch")
-        self._send_script = script(runner, "history_send")
         self.read_cache_size = read_cache_size
         self._read_at = lru_cache(
             backend=MemoryBackend(max(read_cache_size, 1), ttl=read_cache_ttl),
@@ -144,39 +141,21 @@ class HistoryStore:
         ack.id = message.id
         return ack
 
-    async def append_raw(self, conversation: str, payload: bytes, channels: Sequence[str] = (),
-                         bucket: BucketCheck | None = None) -> pb.SendAck:
+    async def append_raw(self, conversation: str, payload: bytes, channels: Sequence[str] = ()) -> pb.SendAck:
         """Store already-serialized message bytes (without offset/epoch/sent_at_us).
 
-        With `bucket`, the same script first takes the sender's tokens
-        (`history_send.lua`: one round trip for the rate check and the append) and
-        raises `RateLimited`, storing nothing, when the bucket is short.
         The returned ack has `id` empty: the caller knows the message id it sent.
         """
         check_conversation(conversation)
-        keys = conversation_keys(conversation)
         args: list[Any] = [payload, self.per_conversation, self.max_conversations, conversation, KEY_PREFIX]
         args.extend(channels)
-        if bucket is None:
-            result = await self._call(self._append_script, keys, args)
-        else:
-            result = await self._append_limited(keys, args, bucket)
-        offset, epoch, sent_at_us, evicted = result
+        offset, epoch, sent_at_us, evicted = await self._call(
+            self._append_script, conversation_keys(conversation), args)
         if evicted:
             self.evictions += int(evicted)
             HISTORY_EVICTIONS.inc(int(evicted))
         return pb.SendAck(conversation=conversation, offset=int(offset), epoch=_text(epoch),
                           sent_at_us=int(sent_at_us))
-
-    async def _append_limited(self, keys: list[str], args: list[Any], bucket: BucketCheck) -> list[Any]:
-        started = time.perf_counter()
-        try:
-            reply = await self._call(self._send_script, [*keys, bucket.key], [*bucket.args, *args])
-        except Unavailable:
-            unanswered(bucket, started)
-            raise
-        settle(bucket, reply[:4], started).enforce(bucket.api)
-        return list(reply[4:])
 
     async def read(self, conversation: str, after_offset: int = 0, limit: int = 0) -> pb.HistoryResponse:
         """Held messages with offset > after_offset, oldest first, at most `limit` (0: all)."""

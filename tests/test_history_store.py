@@ -9,9 +9,8 @@ from redis.asyncio import Redis
 
 from spartan import naming
 from spartan.config import RedisConfig
-from spartan.errors import InvalidArgument, RateLimited, Unavailable
+from spartan.errors import InvalidArgument, Unavailable
 from spartan.history_store import KEY_PREFIX, LRU_KEY, HistoryStore
-from spartan.ratelimit import RateLimiter, RatePolicy
 from spartan.redis_conn import connect
 from spartan.redis_pipeline import AutoPipeline
 from spartan.v1 import pb
@@ -75,41 +74,6 @@ async def test_append_ignores_client_supplied_server_fields(redis: Redis) -> Non
     stored = (await store.read(DM)).messages[0]
     assert (stored.offset, stored.epoch, stored.sent_at_us) == (1, ack.epoch, ack.sent_at_us)
     assert forged.offset == 999  # the caller's object is left alone
-
-
-async def test_a_send_with_a_bucket_takes_a_token_and_stores_or_stores_nothing(redis: Redis) -> None:
-    store = store_on(redis)
-    limiter = RateLimiter(redis)
-    bucket = limiter.prepare("alice", "send", RatePolicy(rate=1.0, per_seconds=60.0, burst=2))
-    pubsub = redis.pubsub()
-    await pubsub.subscribe(naming.user_channel("bob"))
-    assert (await pubsub.get_message(timeout=5) or {}).get("type") == "subscribe"
-
-    acks = [await store.append_raw(DM, chat(DM, text).SerializeToString(), [naming.user_channel("bob")], bucket)
-            for text in ("one", "two")]
-    assert [ack.offset for ack in acks] == [1, 2]
-    tokens_left = await redis.hget(bucket.key, "tokens")
-    with pytest.raises(RateLimited) as limited:
-        await store.append_raw(DM, chat(DM, "three").SerializeToString(), [naming.user_channel("bob")], bucket)
-    assert 0 < limited.value.retry_after <= 60 and ("ratelimit-limit", "2") in limited.value.trailers
-
-    assert bodies(await store.read(DM)) == ["one", "two"]  # the rejected send was not stored
-    assert await redis.hget(bucket.key, "tokens") == tokens_left  # nor charged
-    published = [await pubsub.get_message(ignore_subscribe_messages=True, timeout=1) for _ in range(3)]
-    await pubsub.aclose()
-    assert [pb.Message.FromString(m["data"]).body for m in published if m] == [b"one", b"two"]
-
-
-async def test_a_send_with_a_bucket_is_unavailable_when_redis_is_down(redis_server: RedisServer) -> None:
-    client = connect(RedisConfig(timeout_seconds=1.0), redis_server.url)
-    try:
-        store = store_on(client)
-        bucket = RateLimiter(client).prepare("alice", "send", RatePolicy(rate=1.0, per_seconds=1.0, burst=5))
-        redis_server.kill()
-        with pytest.raises(Unavailable):
-            await store.append_raw(DM, chat(DM, "lost").SerializeToString(), [], bucket)
-    finally:
-        await client.aclose()
 
 
 async def test_published_bytes_are_the_complete_stored_message(redis: Redis) -> None:

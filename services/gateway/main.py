@@ -14,6 +14,7 @@ from services.history.main import make_store
 from spartan import redis_conn
 from spartan.cli_common import run_async, run_service, service_arguments, wait_for_redis
 from spartan.config import Config
+from spartan.delivery_log import DeliveryLog
 from spartan.ratelimit import RateLimiter
 from spartan.redis_pipeline import AutoPipeline
 from spartan.rpc.credentials import open_channel
@@ -50,6 +51,7 @@ async def run(config: Config) -> None:
     servicer = SpartanServicer(
         config=config, auth=Authenticator(config, token_secret(config), presence, redis), hub=hub, leases=leases,
         presence=presence, history=history, store=make_store(config, redis, send_path),
+        delivery=DeliveryLog(redis, config.delivery, pipeline=send_path),
         limiter=RateLimiter(redis, pipeline=send_path), groups=groups,
     )
 

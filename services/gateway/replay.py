@@ -1,49 +1,39 @@
-"""Replay of one conversation's history onto a stream after a cursor, in pages.
+"""Catch-up from the delivery log onto a stream, one conversation at a time, in pages.
 
-Used when a stream opens with cursors and after the gateway's pub/sub connection
-was lost. Pages of 50 messages keep every read under gRPC's message size limit even
-with 64 KiB messages. When the cursor's epoch is gone, the cursor is ahead of what
-history holds (Redis lost it), or more was sent than history keeps, the stream first
-gets a notice so the client can say "some earlier messages are no longer available".
+Used when a stream opens (after the client's cursors, else after what the user
+acknowledged) and after the gateway's pub/sub connection was lost. Before the first
+message the stream gets a notice when some are gone for good, with their exact number
+when the log knows it (dropped at the per-conversation maximum, or expired), so the
+client can say so; a lost epoch (Redis lost its data) is a notice without a number.
 """
 from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
 
-import grpc
-
 from services.gateway.stream_session import StreamSession
+from spartan.delivery_log import DeliveryLog, Page
 from spartan.metrics import HISTORY_REPLAYED
-from spartan.v1 import pb, rpc
+from spartan.v1 import pb
 
-REPLAY_PAGE = 50  # messages per history read
-GAP_NOTICE = "some earlier messages are no longer available"
+REPLAY_PAGE = 200  # messages per read: 200 × 64 KiB stays well under what one Redis reply should carry
 
 
-class HistoryReplayer:
-    def __init__(self, history: rpc.HistoryStub, timeout: float) -> None:
-        self.history = history
-        self.timeout = timeout
+class DeliveryReplayer:
+    def __init__(self, log: DeliveryLog) -> None:
+        self.log = log
 
-    async def replay(self, session: StreamSession, conversation: str, cursor: pb.Cursor) -> AsyncIterator[pb.Message]:
-        """Messages of `conversation` after `cursor` that this stream has not delivered yet."""
-        missing = False
-        try:
-            page = await self._read_page(conversation, cursor.offset)
-        except grpc.aio.AioRpcError as exc:
-            if exc.code() != grpc.StatusCode.INVALID_ARGUMENT:
-                raise
-            missing = True  # the cursor is ahead of history: Redis lost it; replay what there is
-            page = await self._read_page(conversation, 0)
-        if cursor.epoch and page.epoch and cursor.epoch != page.epoch:
-            missing = True  # history was evicted or lost since the client saw it
-            page = await self._read_page(conversation, 0)
-        if cursor.offset and page.first_offset > cursor.offset + 1:
-            missing = True  # more was sent than history holds
-        if missing:
-            yield pb.Message(id=uuid.uuid4().hex, kind=pb.NOTICE, conversation=conversation, epoch=page.epoch,
-                             text=GAP_NOTICE)
+    async def replay(self, session: StreamSession, conversation: str,
+                     cursor: pb.Cursor | None) -> AsyncIterator[pb.Message]:
+        """Messages of `conversation` after `cursor` (None: after the user's acknowledged position)
+        that this stream has not delivered yet."""
+        page = await self.log.read(conversation, cursor.offset if cursor else -1, REPLAY_PAGE, session.user)
+        epoch_lost = cursor is not None and bool(cursor.offset) and (
+            (bool(cursor.epoch) and cursor.epoch != page.epoch) or cursor.offset > page.last_offset)
+        if epoch_lost:
+            page = await self.log.read(conversation, 0, REPLAY_PAGE, session.user)
+        if epoch_lost or page.missing:
+            yield gap_notice(conversation, page, 0 if epoch_lost else page.missing)
         while True:
             for message in page.messages:
                 if session.is_new(message):
@@ -52,11 +42,14 @@ class HistoryReplayer:
                     yield message
             if not page.messages or page.messages[-1].offset >= page.last_offset:
                 break
-            page = await self._read_page(conversation, page.messages[-1].offset)
+            page = await self.log.read(conversation, page.messages[-1].offset, REPLAY_PAGE, session.user)
         if page.last_offset:
             session.positions.setdefault(conversation, (page.epoch, page.last_offset))
 
-    async def _read_page(self, conversation: str, after_offset: int) -> pb.HistoryResponse:
-        """One page of history: small enough to stay under gRPC's message size with 64 KiB messages."""
-        request = pb.HistoryRequest(conversation=conversation, after_offset=after_offset, limit=REPLAY_PAGE)
-        return await self.history.Read(request, timeout=self.timeout)
+
+def gap_notice(conversation: str, page: Page, missing: int) -> pb.Message:
+    """`missing` messages of `conversation` can no longer be delivered (0: an unknown number)."""
+    text = (f"{missing} earlier message{'s' if missing != 1 else ''} can no longer be delivered" if missing
+            else "earlier messages were lost by the server")
+    return pb.Message(id=uuid.uuid4().hex, kind=pb.NOTICE, conversation=conversation, epoch=page.epoch,
+                      missing=missing, text=text)

@@ -1,14 +1,16 @@
 """The public `Spartan` service served by every gateway replica.
 
 Stateless by design: sessions are signed tokens any replica verifies, deliveries
-come from Redis pub/sub, history and presence live behind their services, so a
-client may reconnect to any replica. Sends go straight to the history store: a 1:1
-message's rate-limit check, append and publish are one Lua script (one Redis round
-trip on the hot path, after the token check).
+come from Redis pub/sub and the delivery log, presence lives behind its service, so
+a client may reconnect to any replica. A send takes a token from the sender's bucket,
+then appends to the delivery log (which publishes it) and to the recent-history cache,
+both written in one pipelined Redis round trip. A stream first replays what waits
+for its user in the delivery log, says SYNCED, then goes live.
 """
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -20,15 +22,16 @@ from services.gateway.groups import GroupDirectory
 from services.gateway.hub import PubSubHub
 from services.gateway.key_inbox import SenderKeyInbox
 from services.gateway.leases import LeaseKeeper
-from services.gateway.replay import HistoryReplayer
+from services.gateway.replay import DeliveryReplayer
 from services.gateway.stream_session import StreamSession
 from spartan import naming
 from spartan.config import Config
 from spartan.context import current_user
-from spartan.errors import InvalidArgument, NotFound, Overloaded, PermissionDenied, Unavailable
+from spartan.delivery_log import DeliveryLog
+from spartan.errors import InvalidArgument, Overloaded, PermissionDenied, Unavailable
 from spartan.history_store import HistoryStore
 from spartan.metrics import ACTIVE_STREAMS, DELIVERY_SECONDS, MESSAGES_DELIVERED, MESSAGES_SENT
-from spartan.ratelimit import RateLimiter, bucket_check, enforce_rate, policies_from_config, rate
+from spartan.ratelimit import RateLimiter, policies_from_config, rate
 from spartan.rpc.handlers import stream, unary
 from spartan.v1 import pb, rpc
 from spartan.validation import check_body, check_message_id, check_name, check_user
@@ -40,12 +43,16 @@ SENDABLE = {pb.CHAT, pb.SENDER_KEY}
 KIND_NAMES = {value: name.lower() for name, value in pb.Kind.items()}
 DELIVERED_BY_KIND = {value: MESSAGES_DELIVERED.labels(name) for value, name in KIND_NAMES.items()}
 SENDER_KEY_CALLS_PER_MINUTE = 60  # key distribution follows membership changes, not typing: its own budget
+ACK_CALLS_PER_MINUTE = 600  # clients acknowledge at most a few times a second, batched
+MAX_POSITIONS = 1000  # conversations named in one ReceiveMsg resume or one Ack
+
+log = logging.getLogger("spartan.gateway")
 
 
 class SpartanServicer:
     def __init__(self, *, config: Config, auth: Authenticator, hub: PubSubHub, leases: LeaseKeeper,
                  presence: rpc.PresenceStub, history: rpc.HistoryStub, store: HistoryStore,
-                 limiter: RateLimiter, groups: GroupDirectory) -> None:
+                 delivery: DeliveryLog, limiter: RateLimiter, groups: GroupDirectory) -> None:
         self.config = config
         self.users = frozenset(config.users)
         self.auth = auth
@@ -54,13 +61,14 @@ class SpartanServicer:
         self.presence = presence
         self.history = history
         self.store = store
+        self.delivery = delivery
         self.groups = groups
         self.rate_limiter = limiter
         self.rate_policies = policies_from_config(config)
         self.timeout = config.services.call_timeout_seconds
         self.sessions: dict[str, StreamSession] = {}
         self.draining = False
-        self.replayer = HistoryReplayer(history, self.timeout)
+        self.replayer = DeliveryReplayer(delivery)
         self.key_inbox = SenderKeyInbox(store.redis, self.users, config.gateway.max_message_bytes)
 
     # ----------------------------------------------------------------- login
@@ -107,40 +115,34 @@ class SpartanServicer:
     # -------------------------------------------------------------- messages
     @unary(SERVICE)
     @authenticated
+    @rate("send")
     async def SendMsg(self, request: pb.Message, context: grpc.aio.ServicerContext) -> pb.SendAck:
-        """Every call takes a token from the sender's `send` bucket, as `@rate("send")` would.
-
-        A 1:1 chat message, whose checks need nothing from Redis, takes it in the same
-        script that stores it (one Redis round trip per send); a refused one takes it
-        before the refusal. Group messages and sender keys take it first, before their
-        membership checks ask presence.
-        """
+        """Acknowledged means kept in the delivery log (and published) for every recipient."""
         if self.draining:
             raise Unavailable("this gateway is shutting down; reconnect and send again")
         user = current_user.get()
-        bucket = bucket_check(self, "send", user) if request.kind == pb.CHAT and not request.group else None
-        if bucket is None:
-            await enforce_rate(self, "send", user)
+        check_message_id(request.id)
+        check_body(request.body, self.config.gateway.max_message_bytes)
+        if request.kind not in SENDABLE:
+            raise InvalidArgument("only chat messages and sender keys can be sent; use the request RPCs for the rest")
+        if request.kind == pb.SENDER_KEY:
+            sent_at_us = await self._store_sender_keys(user, request.group, [request])
+            return pb.SendAck(id=request.id, conversation=naming.group_conversation(request.group),
+                              sent_at_us=sent_at_us)
+        conversation, channels = await self._route(user, request)
+        payload = pb.Message(id=request.id, kind=request.kind, sender=user, recipient=request.recipient,
+                             group=request.group, body=request.body, conversation=conversation).SerializeToString()
+        # Both appends go out in the same pipelined write: the cache's is not waited for before the log's.
+        cached = asyncio.ensure_future(self.store.append_raw(conversation, payload))
         try:
-            check_message_id(request.id)
-            check_body(request.body, self.config.gateway.max_message_bytes)
-            if request.kind not in SENDABLE:
-                raise InvalidArgument("only chat messages and sender keys can be sent; use the request RPCs for the rest")
-            if request.kind == pb.SENDER_KEY:
-                sent_at_us = await self._store_sender_keys(user, request.group, [request])
-                return pb.SendAck(id=request.id, conversation=naming.group_conversation(request.group),
-                                  sent_at_us=sent_at_us)
-            conversation, channels = await self._route(user, request)
-        except (InvalidArgument, NotFound):
-            if bucket is not None:
-                await enforce_rate(self, "send", user)
-            raise
-        outgoing = pb.Message(id=request.id, kind=request.kind, sender=user, recipient=request.recipient,
-                              group=request.group, body=request.body, conversation=conversation)
-        ack = await self.store.append_raw(conversation, outgoing.SerializeToString(), channels, bucket)
-        ack.id = request.id
+            stored = await self.delivery.append(conversation, payload, channels, sender=user)
+        finally:
+            await _cache_quietly(cached)
+        if stored.offset == 1:
+            await self.delivery.remember_dm(conversation)
         MESSAGES_SENT.labels(KIND_NAMES[request.kind]).inc()
-        return ack
+        return pb.SendAck(id=request.id, conversation=conversation, offset=stored.offset, epoch=stored.epoch,
+                          sent_at_us=stored.sent_at_us)
 
     async def _route(self, user: str, request: pb.Message) -> tuple[str, list[str]]:
         """The conversation a message belongs to and the channels that deliver it."""
@@ -181,6 +183,41 @@ class SpartanServicer:
         conversation = await self._readable_conversation(current_user.get(), request)
         read = pb.HistoryRequest(conversation=conversation, after_offset=request.after_offset, limit=request.limit)
         return await self.history.Read(read, timeout=self.timeout)
+
+    @unary(SERVICE)
+    @authenticated
+    @rate("ack", limit=ACK_CALLS_PER_MINUTE, period=60)
+    async def Ack(self, request: pb.AckRequest, context: grpc.aio.ServicerContext) -> pb.AckResponse:
+        """The caller has these positions: what every member has leaves the delivery log."""
+        user = current_user.get()
+        if len(request.positions) > MAX_POSITIONS:
+            raise InvalidArgument(f"at most {MAX_POSITIONS} positions per acknowledgement")
+        for cursor in request.positions:
+            members = await self._members(user, cursor.conversation)
+            if members:
+                await self.delivery.ack(cursor.conversation, user, cursor.epoch, cursor.offset, members)
+        return pb.AckResponse()
+
+    async def _members(self, user: str, conversation: str) -> list[str]:
+        """Who the delivery log of `conversation` is kept for; [] when `user` is no longer part of it."""
+        if naming.inbox_owner(conversation) is not None:
+            if conversation != naming.inbox_conversation(user):
+                raise PermissionDenied("only your own inbox can be read or acknowledged")
+            return [user]
+        try:
+            await self._readable_conversation(user, pb.HistoryRequest(conversation=conversation))
+        except PermissionDenied:
+            if naming.group_name(conversation) is None:
+                raise
+            return []  # removed from the group: nothing of it is theirs any more
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() != grpc.StatusCode.NOT_FOUND:
+                raise
+            return []  # the group is gone
+        members = naming.dm_members(conversation)
+        if members is not None:
+            return list(members)
+        return list((await self.groups.require_member(naming.group_name(conversation) or "", user)).members)
 
     async def _readable_conversation(self, user: str, request: pb.HistoryRequest) -> str:
         chosen = [value for value in (request.conversation, request.peer, request.group) if value]
@@ -240,6 +277,9 @@ class SpartanServicer:
             raise Unavailable("this gateway is shutting down; connect to another one")
         if len(self.sessions) >= self.config.gateway.max_streams:
             raise Overloaded("this gateway holds as many streams as it may; try another one shortly")
+        if len(request.resume) > MAX_POSITIONS:
+            raise InvalidArgument(f"at most {MAX_POSITIONS} resume positions per stream")
+        resume = {cursor.conversation: cursor for cursor in request.resume}
         session = StreamSession(user, uuid.uuid4().hex, self.config.gateway.stream_queue_size)
         session.handler = asyncio.current_task()
         # Copy the names out: keeping the repeated field would pin the reply for the stream's life.
@@ -254,9 +294,9 @@ class SpartanServicer:
             await context.send_initial_metadata((("x-spartan-gateway", self.leases.gateway_id),))
             for raw in await self.key_inbox.pending(user, groups):
                 yield raw
-            for cursor in request.resume:
-                async for message in self._replay(session, user, cursor):
-                    yield message
+            async for message in self._catch_up(session, groups, resume):
+                yield message
+            yield pb.Message(id=uuid.uuid4().hex, kind=pb.SYNCED)
             async for item in self._live(session):
                 yield item
         finally:
@@ -279,9 +319,9 @@ class SpartanServicer:
                 yield notice(RECONNECTING)
             if session.gap:
                 session.gap = False
-                for conversation in list(session.positions):
-                    async for message in self._replay(session, session.user, session.cursor(conversation)):
-                        yield message
+                groups = list((await self.presence.GroupsOf(pb.UserRef(user=session.user), timeout=self.timeout)).groups)
+                async for message in self._catch_up(session, groups, {}):
+                    yield message
                 yield notice(RECONNECTED)
             while session.queue:
                 message, raw = session.queue.popleft()
@@ -308,18 +348,25 @@ class SpartanServicer:
             session.groups.discard(message.group)
             self.hub.unsubscribe(session, [channel])
 
-    async def _replay(self, session: StreamSession, user: str, cursor: pb.Cursor) -> AsyncIterator[pb.Message]:
-        """Messages of one conversation after `cursor`, with a notice when some are gone for good."""
-        try:
-            conversation = await self._readable_conversation(user, pb.HistoryRequest(conversation=cursor.conversation))
-        except PermissionDenied:
-            return  # removed from the group while away: nothing to replay, the stream goes on
-        except grpc.aio.AioRpcError as exc:
-            if exc.code() != grpc.StatusCode.NOT_FOUND:
-                raise
-            return  # the group is gone
-        async for message in self.replayer.replay(session, conversation, cursor):
-            yield message
+    async def _catch_up(self, session: StreamSession, groups: list[str],
+                        resume: dict[str, pb.Cursor]) -> AsyncIterator[pb.Message]:
+        """Everything waiting for the stream's user: their inbox, 1:1 conversations and groups.
+
+        Each conversation resumes after the client's cursor, else after what this stream
+        delivered, else after what the user acknowledged.
+        """
+        user = session.user
+        conversations = [naming.inbox_conversation(user), *await self.delivery.dm_conversations(user),
+                         *map(naming.group_conversation, groups)]
+        conversations += [name for name in resume if name not in set(conversations)]
+        for conversation in dict.fromkeys(conversations):
+            cursor = resume.get(conversation)
+            if cursor is None and conversation in session.positions:
+                cursor = session.cursor(conversation)
+            if not await self._members(user, conversation):
+                continue  # removed from the group while away: nothing to replay, the stream goes on
+            async for message in self.replayer.replay(session, conversation, cursor):
+                yield message
 
     # ----------------------------------------------------------------- drain
     async def drain(self) -> None:
@@ -327,6 +374,14 @@ class SpartanServicer:
         self.draining = True
         for session in list(self.sessions.values()):
             session.close("this gateway is shutting down; reconnecting to another one")
+
+
+async def _cache_quietly(append: "asyncio.Future[pb.SendAck]") -> None:
+    """The recent-history cache is a cache: a failed write there is logged, never a failed send."""
+    try:
+        await append
+    except Exception as error:  # noqa: BLE001 - the delivery log has the message; the cache may miss it
+        log.warning("recent-history cache append failed: %s", error)
 
 
 def notice(text: str) -> pb.Message:

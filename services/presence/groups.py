@@ -4,8 +4,11 @@ Each group is a set of members plus a version in one hash that increases on ever
 change (clients rotate their sender keys when it does). A reverse index per user
 lists their groups so a gateway can subscribe to them on connect. Config groups are
 created with HSETNX on the version hash, so a restart neither duplicates them nor
-re-adds members who were removed at run time. Every change is published as a
-MEMBERSHIP message on the group channel and on the affected user's channel.
+re-adds members who were removed at run time. Every change is a MEMBERSHIP message
+kept in the delivery log of each member's inbox (and of the affected user's, who may
+have just left), so a member who was offline learns of it when they connect; it is
+also published for the gateways' membership caches. Members who join start reading
+the group's delivery log after its newest message.
 """
 from __future__ import annotations
 
@@ -15,8 +18,9 @@ from collections.abc import Collection, Mapping
 
 from redis.asyncio import Redis
 
+from spartan.delivery_log import DeliveryLog
 from spartan.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
-from spartan.naming import GROUP_CHANGES_CHANNEL, group_channel, user_channel
+from spartan.naming import GROUP_CHANGES_CHANNEL, group_conversation, inbox_conversation, user_channel
 from spartan.redis_scripts import script
 from spartan.v1 import pb
 from spartan.validation import check_name, check_user
@@ -42,8 +46,9 @@ _REASONS = {
 
 
 class GroupStore:
-    def __init__(self, redis: Redis, users: Collection[str]) -> None:
+    def __init__(self, redis: Redis, users: Collection[str], log: DeliveryLog) -> None:
         self.redis = redis
+        self.log = log
         self.users = frozenset(users)
         self._change = script(redis, "group_change")
 
@@ -61,22 +66,24 @@ class GroupStore:
         if not await self.redis.hsetnx(VERSIONS, group, 1):
             raise AlreadyExists(f"group '{group}' already exists")
         await self._write_members(group, everyone)
+        await self.log.join(group_conversation(group), everyone)
         info = pb.GroupInfo(group=group, members=everyone, version=1)
         for member in everyone:
-            await self._announce(info, creator, member, f"{creator} created {group}")
+            await self._announce(info, creator, member, f"{creator} created {group}", [member])
         return info
 
     async def add(self, group: str, *, actor: str, user: str) -> pb.GroupInfo:
         check_user(user, self.users)
         info = await self._apply("add", group, actor, user)
-        await self._announce(info, actor, user, f"{actor} added {user}")
+        await self.log.join(group_conversation(group), [user])
+        await self._announce(info, actor, user, f"{actor} added {user}", info.members)
         return info
 
     async def remove(self, group: str, *, actor: str, user: str) -> pb.GroupInfo:
         check_user(user, self.users)
         info = await self._apply("remove", group, actor, user)
         text = f"{user} left" if actor == user else f"{actor} removed {user}"
-        await self._announce(info, actor, user, text)
+        await self._announce(info, actor, user, text, [*info.members, user])
         return info
 
     async def get(self, group: str) -> pb.GroupInfo:
@@ -106,13 +113,11 @@ class GroupStore:
                 pipe.sadd(user_groups_key(member), group)
             await pipe.execute()
 
-    async def _announce(self, info: pb.GroupInfo, actor: str, user: str, text: str) -> None:
-        """Tell the group (and the affected user, who may have just left or joined) about the change."""
+    async def _announce(self, info: pb.GroupInfo, actor: str, user: str, text: str, to: Collection[str]) -> None:
+        """Tell the members in `to` (kept in each one's inbox) and the gateways' caches about the change."""
         message = pb.Message(id=uuid.uuid4().hex, kind=pb.MEMBERSHIP, sender=actor, recipient=user, group=info.group,
-                             members=info.members, offset=info.version, text=text, sent_at_us=time.time_ns() // 1000)
-        payload = message.SerializeToString()
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.publish(group_channel(info.group), payload)
-            pipe.publish(user_channel(user), payload)
-            pipe.publish(GROUP_CHANGES_CHANNEL, payload)
-            await pipe.execute()
+                             members=info.members, version=info.version, text=text)
+        for member in sorted(set(to)):
+            await self.log.append_message(inbox_conversation(member), message, [user_channel(member)])
+        message.sent_at_us = time.time_ns() // 1000
+        await self.redis.publish(GROUP_CHANGES_CHANNEL, message.SerializeToString())

@@ -7,15 +7,17 @@ from services.presence.store import PresenceStore
 from spartan import redis_conn
 from spartan.cli_common import address_port, run_async, run_service, service_arguments, wait_for_redis
 from spartan.config import Config
+from spartan.delivery_log import DeliveryLog
 from spartan.rpc.server import ServiceSpec, serve
 
 
 async def run(config: Config) -> None:
     redis = redis_conn.connect(config.redis)
     await wait_for_redis(redis, "presence")
-    groups = GroupStore(redis, config.users)
+    log = DeliveryLog(redis, config.delivery)
+    groups = GroupStore(redis, config.users, log)
     await groups.seed(config.groups)
-    servicer = PresenceServicer(config, PresenceStore(redis), groups)
+    servicer = PresenceServicer(config, PresenceStore(redis), groups, log)
     spec = ServiceSpec(
         name="presence",
         servicer=servicer,

@@ -1,12 +1,12 @@
 """The Presence gRPC service: leases, chat requests and the public-key directory.
 
-Gateways call it; it is never exposed to clients. Chat requests and replies are
-both stored (so an offline user sees them on connect) and published on the
-recipient's user channel (so an online user sees them at once).
+Gateways call it; it is never exposed to clients. Chat requests are kept as pending
+requests (listed at start-up), and every request, accept and decline is a control
+message in the delivery log of the recipient's inbox, published on their channel:
+an online user sees it at once, an offline one when they connect.
 """
 from __future__ import annotations
 
-import time
 import uuid
 
 import grpc
@@ -14,8 +14,9 @@ import grpc
 from services.presence.groups import GroupStore
 from services.presence.store import PresenceStore
 from spartan.config import Config
+from spartan.delivery_log import DeliveryLog
 from spartan.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
-from spartan.naming import user_channel
+from spartan.naming import inbox_conversation, user_channel
 from spartan.rpc.handlers import unary
 from spartan.v1 import pb, rpc
 from spartan.validation import check_user
@@ -24,8 +25,9 @@ SERVICE = "presence"
 
 
 class PresenceServicer(rpc.PresenceServicer):
-    def __init__(self, config: Config, store: PresenceStore, groups: GroupStore) -> None:
+    def __init__(self, config: Config, store: PresenceStore, groups: GroupStore, log: DeliveryLog) -> None:
         self.config = config
+        self.log = log
         self.users = frozenset(config.users)
         self.store = store
         self.groups = groups
@@ -68,7 +70,7 @@ class PresenceServicer(rpc.PresenceServicer):
             raise InvalidArgument("you cannot start a chat with yourself")
         message_id = uuid.uuid4().hex
         await self.store.add_request(requester, recipient, message_id)
-        await self.store.publish(user_channel(recipient), _control(pb.CHAT_REQUEST, message_id, requester, recipient))
+        await self._deliver(_control(pb.CHAT_REQUEST, message_id, requester, recipient))
         return pb.ChatRequestAck(peer_online=recipient in await self.store.online_users())
 
     @unary(SERVICE)
@@ -78,8 +80,11 @@ class PresenceServicer(rpc.PresenceServicer):
         if not await self.store.take_request(requester, responder):
             raise FailedPrecondition(f"there is no pending chat request from {requester}")
         kind = pb.CHAT_ACCEPT if request.accept else pb.CHAT_DECLINE
-        await self.store.publish(user_channel(requester), _control(kind, uuid.uuid4().hex, responder, requester))
+        await self._deliver(_control(kind, uuid.uuid4().hex, responder, requester))
         return pb.ChatRequestAck(peer_online=requester in await self.store.online_users())
+
+    async def _deliver(self, message: pb.Message) -> None:
+        await self.log.append_message(inbox_conversation(message.recipient), message, [user_channel(message.recipient)])
 
     @unary(SERVICE)
     async def PendingRequests(self, request: pb.UserRef, context: grpc.aio.ServicerContext) -> pb.PendingRequestsResponse:
@@ -138,5 +143,4 @@ def _actor(context: grpc.aio.ServicerContext) -> str:
 
 
 def _control(kind: int, message_id: str, sender: str, recipient: str) -> pb.Message:
-    return pb.Message(id=message_id, kind=kind, sender=sender, recipient=recipient,
-                      sent_at_us=time.time_ns() // 1000)
+    return pb.Message(id=message_id, kind=kind, sender=sender, recipient=recipient)

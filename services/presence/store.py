@@ -65,6 +65,3 @@ class PresenceStore:
 
     async def reset_keys(self, user: str) -> bool:
         return bool(await self.redis.hdel(KEYS, user))
-
-    async def publish(self, channel: str, message: pb.Message) -> None:
-        await self.redis.publish(channel, message.SerializeToString())

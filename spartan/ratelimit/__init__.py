@@ -3,13 +3,12 @@
 - `RateLimiter(redis).check(user, api, policy, cost=1) -> RateDecision`
 - `RatePolicy(rate, per_seconds, burst)`, `policies_from_config(cfg)`, `policy_for(policies, api)`
 - `@rate("send")` on async gRPC servicer methods (unary or server-streaming)
-- `enforce_rate(servicer, api, owner)` and `bucket_check(servicer, api, owner)` for a
-  handler that takes its tokens itself, the latter inside a script that does more
+- `enforce_rate(servicer, api, owner)` for a handler that takes its tokens itself
 
 See docs/RATE_LIMITING.md for the algorithm, the config rules and measured costs.
 """
 from spartan.ratelimit.bucket import BucketCheck, RateDecision, RateLimiter, bucket_key, settle, unanswered
-from spartan.ratelimit.decorator import bucket_check, enforce_rate, rate
+from spartan.ratelimit.decorator import enforce_rate, rate
 from spartan.ratelimit.policy import DEFAULT_API, RatePolicy, policies_from_config, policy_for, with_overrides
 
 __all__ = [
@@ -18,7 +17,6 @@ __all__ = [
     "RateDecision",
     "RateLimiter",
     "RatePolicy",
-    "bucket_check",
     "bucket_key",
     "enforce_rate",
     "policies_from_config",

@@ -29,7 +29,7 @@ from typing import Any, TypeVar
 import grpc
 
 from spartan.context import current_user
-from spartan.ratelimit.bucket import BucketCheck, RateLimiter
+from spartan.ratelimit.bucket import RateLimiter
 from spartan.ratelimit.policy import RatePolicy, policy_for, with_overrides
 
 KeyFunction = Callable[[Any, grpc.aio.ServicerContext], str]
@@ -99,13 +99,6 @@ async def enforce_rate(servicer: Any, api: str, owner: str) -> None:
     policy = _effective_policy(servicer, api, None, None, None)
     if policy is not None:
         (await _limiter_of(servicer).check(owner, api, policy)).enforce(api)
-
-
-def bucket_check(servicer: Any, api: str, owner: str) -> BucketCheck | None:
-    """`owner`'s check under the servicer's policy for `api`, to run inside another script;
-    None when rate limiting is off."""
-    policy = _effective_policy(servicer, api, None, None, None)
-    return None if policy is None else _limiter_of(servicer).prepare(owner, api, policy)
 
 
 def default_key(context: grpc.aio.ServicerContext) -> str:

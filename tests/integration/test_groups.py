@@ -41,7 +41,7 @@ async def rpc_error(call) -> grpc.aio.AioRpcError:  # type: ignore[no-untyped-de
 
 
 def membership_seen(client, version: int):  # type: ignore[no-untyped-def]
-    return lambda: any(e.kind == pb.MEMBERSHIP and e.offset >= version for e in client.events)
+    return lambda: any(e.kind == pb.MEMBERSHIP and e.version >= version for e in client.events)
 
 
 async def test_members_on_three_gateways_see_every_message_once_in_order(stack_factory, client_factory) -> None:

@@ -33,6 +33,7 @@ from spartan.config import TlsConfig
 from spartan.crypto.keystore import load_or_create
 from spartan.crypto.tokens import TokenIssuer, login_transcript
 from services.gateway.auth import KEY_CHECK_TTL_SECONDS
+from spartan.delivery_log import conversation_keys as delivery_keys
 from spartan.history_store import KEY_PREFIX
 from spartan.v1 import pb, rpc
 from tests.support.stack import ROOT, Stack
@@ -142,16 +143,19 @@ def stored_messages(url: str, conversation: str) -> list[pb.Message]:
 
 
 def flip_stored_body(url: str, conversation: str, index: int) -> pb.Message:
-    """Flip one bit in the ciphertext of a stored history entry, in place; returns the altered entry."""
+    """Flip one bit in the ciphertext of a stored entry, in place, in both stores that keep it
+    (the recent-history cache and the delivery log); returns the altered history entry."""
     client = redis_sync.Redis.from_url(url)
     try:
-        log_key = f"{KEY_PREFIX}log:{conversation}"
-        message = pb.Message.FromString(client.lindex(log_key, index))
-        body = bytearray(message.body)
-        body[len(body) // 2] ^= 0x01
-        message.body = bytes(body)
-        client.lset(log_key, index, message.SerializeToString())
-        return message
+        altered = []
+        for log_key in (f"{KEY_PREFIX}log:{conversation}", delivery_keys(conversation)[1]):
+            message = pb.Message.FromString(client.lindex(log_key, index))
+            body = bytearray(message.body)
+            body[len(body) // 2] ^= 0x01
+            message.body = bytes(body)
+            client.lset(log_key, index, message.SerializeToString())
+            altered.append(message)
+        return altered[0]
     finally:
         client.close()
 
@@ -339,12 +343,15 @@ async def test_flipped_bits_in_stored_or_relayed_ciphertext_are_detected(stack_f
     finally:
         await reader.close()
 
-    # The real CLI shows the altered history entry as undecryptable and the others as sent.
+    # The real CLI shows the altered history entry as undecryptable and the others as sent. (The
+    # reader above acknowledged all three for bob, so this client shows them through /history.)
     cli = PipedCli("bob", stack, keys)
     try:
         cli.read_until("User list")
         cli.type("alice")
         cli.read_until("You are now ready to chat with alice.")
+        cli.type("/history")
+        cli.read_until("Recent messages with alice:")
         shown = cli.read_until("[alice] third, intact")
         assert shown == ["[alice] first, intact", UNDECRYPTABLE, "[alice] third, intact"]
     finally:
