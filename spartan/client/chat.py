@@ -1,29 +1,36 @@
 """The chat session: the seed's conversation flow, incoming messages, and sending.
 
-Flow (the seed transcript): connect, list the other users, then either answer a
-pending chat request or pick someone, then chat. Incoming messages are shown exactly
-once (de-duplicated by id) and in order; messages of another conversation wait
-until the user switches to it. Every message is end-to-end encrypted before it
-leaves; a message to someone who never logged in waits for their key.
+Flow (the seed transcript): connect, list the other users, say who wrote while the
+user was away, then either answer a pending chat request or pick someone, then chat.
+Incoming messages are shown exactly once (de-duplicated by id and offset) and in
+order; messages of another conversation wait until the user switches to it. What
+was shown (or handled) is kept on disk per conversation and acknowledged to the
+server, which keeps the rest; so a message waiting to be read survives quitting.
+Every message is end-to-end encrypted before it leaves; a message to someone who
+never logged in waits on disk for their key, shown only as a transient status.
 """
 from __future__ import annotations
 
+import asyncio
+import time
 import uuid
-from collections import OrderedDict, defaultdict
+from collections import Counter, OrderedDict, defaultdict
 
 import grpc
 
 from spartan import naming
+from spartan.client.acks import Acknowledger
 from spartan.client.connection import Connection
 from spartan.client.e2e import ClientCrypto, PeerHasNoKeys
 from spartan.client.groups import GroupChatView
+from spartan.client.state import ClientState
 from spartan.client.terminal import InteractiveTerminal, PipedTerminal
 from spartan.errors import InvalidArgument
 from spartan.v1 import pb
 from spartan.validation import check_text
 
 SEEN_IDS_KEPT = 10_000
-GAP_TEXT = "Some earlier messages in this conversation are no longer available."
+WAITING_FOR_KEYS = "{count} message(s) for {peers} will be sent once they log in for the first time."
 
 
 def say(text: str) -> str:
@@ -32,7 +39,7 @@ def say(text: str) -> str:
 
 class Chat:
     def __init__(self, conn: Connection, terminal: InteractiveTerminal | PipedTerminal, crypto: ClientCrypto,
-                 max_message_bytes: int) -> None:
+                 max_message_bytes: int, state: ClientState | None = None) -> None:
         self.conn = conn
         self.terminal = terminal
         self.crypto = crypto
@@ -44,10 +51,15 @@ class Chat:
         self.group = ""  # current group chat ("" unless one is open)
         self.pending: list[str] = []  # users asking to chat with me, oldest first
         self.seen: OrderedDict[str, None] = OrderedDict()
-        self.positions: dict[str, tuple[str, int]] = {}  # conversation -> (epoch, newest offset received)
+        self.state = state or ClientState()  # what was shown or handled, and the outbox; on disk
+        self.positions: dict[str, tuple[str, int]] = dict(self.state.positions)  # newest received (resume cursors)
         self.waiting: dict[str, list[pb.Message]] = defaultdict(list)  # other conversations' messages
         self.announced: set[str] = set()
-        self.queued_for_keys: dict[str, list[tuple[str, str]]] = defaultdict(list)  # peer -> [(id, text)]
+        self.acks = Acknowledger(conn.call)
+        self.synced = asyncio.Event()  # the stream replayed what waited for us
+        self.started_us = time.time_ns() // 1000
+        self.away: Counter[str] = Counter()  # who wrote (user or group) before this client started
+        self._outbox_tasks: set[asyncio.Task[None]] = set()
         self.last_failed: tuple[str, str] | None = None  # (peer or group, text) for /retry
         self.group_view = GroupChatView(self)
 
@@ -77,11 +89,24 @@ class Chat:
         return True
 
     def _advance(self, message: pb.Message) -> None:
+        """A message of the delivery log was received: resume after it on a reconnect."""
         if not message.conversation or not message.offset:
             return
         epoch, offset = self.positions.get(message.conversation, ("", 0))
         if epoch != message.epoch or message.offset > offset:
             self.positions[message.conversation] = (message.epoch, message.offset)
+
+    def keep(self, conversation: str) -> None:
+        """Record (on disk, then with the server) how far `conversation` is had: up to its first
+        message still waiting to be read, else up to the newest received."""
+        if conversation not in self.positions:
+            return
+        epoch, offset = self.positions[conversation]
+        waiting = self.waiting.get(conversation)
+        if waiting and waiting[0].epoch == epoch:
+            offset = min(offset, waiting[0].offset - 1)
+        if self.state.record(conversation, epoch, offset):
+            self.acks.note(conversation, epoch, offset)
 
     # ------------------------------------------------------------ start-up
     def selection_prompt(self) -> str:
@@ -148,21 +173,26 @@ class Chat:
         self.peer, self.group = peer, ""
         self.announced.discard(peer)
         self.notice(f"You are now ready to chat with {peer}.")
-        await self.show_history(peer, only_unseen=True)
+        await self.show_waiting(naming.dm_conversation(self.me, peer))
 
-    async def show_history(self, peer: str, *, only_unseen: bool) -> None:
-        conversation = naming.dm_conversation(self.me, peer)
+    async def show_waiting(self, conversation: str) -> None:
+        """Show, in order, what arrived for `conversation` while another one was open."""
+        for message in self.waiting.pop(conversation, []):
+            if message.group:
+                await self.group_view.show(message)
+            elif self._remember(message.id):
+                await self.display(message)
+        self.keep(conversation)
+
+    async def show_history(self, peer: str) -> None:
+        """`/history`: the recent messages the server's cache holds for this conversation."""
         try:
             history = await self.conn.call("GetHistory", pb.HistoryRequest(peer=peer))
         except grpc.aio.AioRpcError as exc:
             self.notice(f"Could not load history: {exc.details()}")
             return
-        for message in [*history.messages, *self.waiting.pop(conversation, [])]:
-            self._advance(message)
-            if only_unseen and not self._remember(message.id):
-                continue
-            if not only_unseen:
-                self._remember(message.id)
+        for message in history.messages:
+            self._remember(message.id)
             await self.display(message)
 
     # ------------------------------------------------------------ incoming
@@ -175,27 +205,62 @@ class Chat:
         elif kind == pb.CHAT:
             self._advance(message)
             if message.sender == self.me or message.id in self.seen:
-                return
-            if message.conversation == self.conversation:
+                pass
+            elif message.conversation == self.conversation:
                 self._remember(message.id)
                 await self.display(message)
             else:
-                self.waiting[message.conversation].append(message)
-                if self.peer and message.sender not in self.announced:
-                    self.announced.add(message.sender)
-                    self.notice(f"New message from {message.sender}. Type /switch {message.sender} to read it.")
+                self.wait_for_reader(message, message.sender)
         elif kind == pb.CHAT_REQUEST:
             await self._on_request(message.sender)
         elif kind == pb.CHAT_DECLINE:
             self.notice(f"{message.sender} declined your chat request.")
         elif kind == pb.KEY_UPDATE and message.sender != self.me:
             self.crypto.forget(message.sender)
-            await self.flush_queued(message.sender)
+            await self.flush_outbox(message.sender)
             await self.group_view.keys.on_peer_keys(message.sender)
         elif kind == pb.NOTICE:
-            self.notice(GAP_TEXT if message.conversation else message.text)
+            self.notice(self.describe_loss(message) if message.conversation else message.text)
         elif kind == pb.MEMBERSHIP:
             await self.group_view.on_membership(message)
+        elif kind == pb.SYNCED:
+            self.synced.set()
+        if message.conversation and message.offset:
+            self._advance(message)
+            self.keep(message.conversation)
+
+    def wait_for_reader(self, message: pb.Message, source: str) -> None:
+        """Keep a message of a conversation that is not open; say so once (or count it, at start-up)."""
+        self.waiting[message.conversation].append(message)
+        if not self.synced.is_set() and message.sent_at_us < self.started_us:
+            self.away[source] += 1
+        elif self.synced.is_set() and (self.peer or self.group) and source not in self.announced:
+            self.announced.add(source)
+            command = f"/group {source}" if message.group else f"/switch {source}"
+            where = f"in {source}" if message.group else f"from {source}"
+            self.notice(f"New message {where}. Type {command} to read it.")
+
+    def describe_loss(self, message: pb.Message) -> str:
+        members = naming.dm_members(message.conversation)
+        group = naming.group_name(message.conversation)
+        where = (f"with {next((m for m in members if m != self.me), self.me)}" if members
+                 else f"in {group}" if group else "of your chat requests")
+        if message.missing:
+            count = f"{message.missing} earlier message{'s' if message.missing != 1 else ''}"
+            return f"{count} {where} could not be kept for you and are lost (too old or too many)."
+        return f"Some earlier messages {where} were lost by the server."
+
+    def report_away(self) -> None:
+        """After catching up: who wrote while this user was away."""
+        for source, count in sorted(self.away.items()):
+            if source in self.pending:
+                continue  # "<source> is requesting to chat with you" says it; picking them shows all
+            plural = "s" if count != 1 else ""
+            if source in self.groups:
+                self.notice(f"{count} new message{plural} in {source} while you were away.")
+            else:
+                self.notice(f"{source} sent you {count} message{plural} while you were away.")
+        self.away.clear()
 
     async def _on_request(self, requester: str) -> None:
         if requester == self.peer:
@@ -229,9 +294,8 @@ class Chat:
         try:
             body = await self.crypto.seal(peer, text, message_id)
         except PeerHasNoKeys:
-            self.queued_for_keys[peer].append((message_id, text))
-            self.notice(f"{peer} has not logged in yet, so there is no key to encrypt to. "
-                        "Your message will be sent as soon as they do.")
+            self.state.queue(message_id, peer, text)
+            self.show_outbox()
             return False
         except grpc.aio.AioRpcError as exc:
             return self.report_send_failure(peer, text, exc)
@@ -268,6 +332,36 @@ class Chat:
             self.notice(f"Not sent: {exc.details()}")
         return False
 
-    async def flush_queued(self, peer: str) -> None:
-        for message_id, text in self.queued_for_keys.pop(peer, []):
-            await self.send(text, peer, message_id)
+    def _retry_outbox_later(self, exc: grpc.aio.AioRpcError) -> None:
+        retry_after = dict(exc.trailing_metadata() or ()).get("retry-after", "2")
+        loop = asyncio.get_running_loop()
+        loop.call_later(float(retry_after) + 0.1, lambda: self._outbox_tasks.add(loop.create_task(self.flush_outbox())))
+
+    def show_outbox(self) -> None:
+        """A transient status line while messages wait for a peer's first login (not a chat line)."""
+        peers = sorted({peer for peer, _ in self.state.outbox.values()})
+        count = len(self.state.outbox)
+        self.terminal.status(WAITING_FOR_KEYS.format(count=count, peers=", ".join(peers)) if count else "")
+
+    async def flush_outbox(self, peer: str | None = None) -> None:
+        """Send what waited for keys (for `peer`, or everyone), oldest first; what still cannot go stays."""
+        for message_id, (to, text) in list(self.state.outbox.items()):
+            if peer is not None and to != peer:
+                continue
+            try:
+                body = await self.crypto.seal(to, text, message_id)
+            except PeerHasNoKeys:
+                continue
+            except grpc.aio.AioRpcError:
+                break  # the server is unreachable: try again on the next key update or start
+            message = pb.Message(id=message_id, kind=pb.CHAT, recipient=to, body=body)
+            try:
+                await self.conn.call("SendMsg", message)
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED):
+                    self._retry_outbox_later(exc)  # kept on disk meanwhile
+                    break
+                self.notice(f"A message to {to} that waited for their key could not be sent: {exc.details()}")
+            self._remember(message_id)
+            self.state.sent(message_id)
+        self.show_outbox()

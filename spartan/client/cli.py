@@ -22,6 +22,7 @@ from spartan.client.commands import Quit, run_command
 from spartan.client.connection import Connection
 from spartan.client.e2e import ClientCrypto
 from spartan.client.receiver import Receiver
+from spartan.client.state import ClientState
 from spartan.client.terminal import open_terminal
 from spartan.config import Config, ConfigError, TlsConfig, load_config
 from spartan.crypto.keystore import load_or_create
@@ -32,6 +33,7 @@ from spartan.v1 import pb
 from spartan.validation import check_name
 
 CONNECT_TIMEOUT_SECONDS = 15.0
+CATCH_UP_TIMEOUT_SECONDS = 30.0  # longest the start waits for what arrived while away before going on
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -105,10 +107,12 @@ async def run(args: argparse.Namespace) -> int:
             print(say(f"Hint: {hint}."), file=sys.stderr)
         return 1
     crypto = ClientCrypto(identity, PinStore(args.user, args.key_dir), _key_fetcher(conn), lambda t: chat.notice(t))
-    chat = Chat(conn, terminal, crypto, config.gateway.max_message_bytes if config else 65536)
+    state = ClientState.for_user(args.user, args.key_dir)
+    chat = Chat(conn, terminal, crypto, config.gateway.max_message_bytes if config else 65536, state)
     receiver = Receiver(conn, chat.handle, chat.cursors, chat.notice)
     with terminal.session():
         receiver.start()
+        chat.acks.start()
         try:
             await receiver.wait_connected(CONNECT_TIMEOUT_SECONDS)
             chat.notice(f"Connected to Spartan Server at port {port_of(conn.address)}.")
@@ -116,8 +120,7 @@ async def run(args: argparse.Namespace) -> int:
             chat.users = [u.name for u in listing.users]
             chat.groups = list(listing.groups)
             chat.notice("User list: " + ",".join(u for u in chat.users if u != chat.me))
-            pending = await conn.call("PendingRequests", pb.PendingRequestsRequest())
-            chat.pending.extend(r for r in pending.requesters if r not in chat.pending)
+            await catch_up(chat)
             await chat.choose_peer()
             await chat_loop(chat)
         except (EOFError, KeyboardInterrupt, Quit):
@@ -130,8 +133,23 @@ async def run(args: argparse.Namespace) -> int:
             return 1
         finally:
             await receiver.stop()
+            await chat.acks.stop()
             await conn.close()
+            state.close()
     return 0
+
+
+async def catch_up(chat: Chat) -> None:
+    """Wait until the stream replayed what waited for us, learn who asks to chat, say who else wrote
+    (a request's own prompt already names its sender), send what waited for keys."""
+    try:
+        await asyncio.wait_for(chat.synced.wait(), CATCH_UP_TIMEOUT_SECONDS)
+    except asyncio.TimeoutError:
+        chat.notice("Still fetching messages that arrived while you were away; they will appear as they come.")
+    pending = await chat.conn.call("PendingRequests", pb.PendingRequestsRequest())
+    chat.pending.extend(r for r in pending.requesters if r not in chat.pending)
+    chat.report_away()
+    await chat.flush_outbox()
 
 
 def _key_fetcher(conn: Connection) -> Callable[[str], Awaitable[pb.PublicKeys]]:

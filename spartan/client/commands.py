@@ -69,10 +69,10 @@ async def _switch(chat: Chat, args: list[str]) -> None:
 async def _history(chat: Chat, args: list[str]) -> None:
     if chat.group:
         chat.notice(f"Recent messages in {chat.group}:")
-        await chat.group_view.show_history(chat.group, only_unseen=False)
+        await chat.group_view.show_history(chat.group)
         return
     chat.notice(f"Recent messages with {chat.peer}:")
-    await chat.show_history(chat.peer, only_unseen=False)
+    await chat.show_history(chat.peer)
 
 
 async def _accept(chat: Chat, args: list[str]) -> None:

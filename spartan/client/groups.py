@@ -76,7 +76,7 @@ class ClientGroups:
 
     async def on_membership(self, message: pb.Message) -> bool:
         """Apply a MEMBERSHIP message; True if it was news (a newer version)."""
-        info = pb.GroupInfo(group=message.group, members=message.members, version=message.offset)
+        info = pb.GroupInfo(group=message.group, members=message.members, version=message.version)
         return await self.apply(info)
 
     async def apply(self, info: pb.GroupInfo) -> bool:
@@ -192,7 +192,6 @@ class GroupChatView:
     def __init__(self, chat: Chat) -> None:
         self.chat = chat
         self.keys = ClientGroups(chat.crypto, chat.conn.call, chat.notice)
-        self.announced: set[str] = set()
         self.parked: dict[tuple[str, str], list[pb.Message]] = defaultdict(list)  # waiting for a sender key
         self.shown: set[tuple[str, int]] = set()  # (group, version) of membership changes announced
 
@@ -208,24 +207,22 @@ class GroupChatView:
             return False
         chat = self.chat
         chat.peer, chat.group = "", group
-        self.announced.discard(group)
+        chat.announced.discard(group)
         chat.notice(f"You are now in group {group} with {', '.join(m for m in info.members if m != chat.me)}.")
-        await self.show_history(group, only_unseen=True)
+        await chat.show_waiting(naming.group_conversation(group))
         return True
 
-    async def show_history(self, group: str, *, only_unseen: bool) -> None:
+    async def show_history(self, group: str) -> None:
+        """`/history`: the recent messages the server's cache holds for `group`."""
         chat = self.chat
-        conversation = naming.group_conversation(group)
         try:
             history = await chat.conn.call("GetHistory", pb.HistoryRequest(group=group))
         except grpc.aio.AioRpcError as exc:
             chat.notice(f"Could not load history: {exc.details()}")
             return
         unreadable = 0
-        for message in [*history.messages, *chat.waiting.pop(conversation, [])]:
-            chat._advance(message)
-            if not chat._remember(message.id) and only_unseen:
-                continue
+        for message in history.messages:
+            chat._remember(message.id)
             if message.sender == chat.me:
                 continue
             opened = await self.keys.open(message)
@@ -233,10 +230,18 @@ class GroupChatView:
                 unreadable += 1
             else:
                 self.display(message, opened)
-        if history.last_offset:
-            chat.positions.setdefault(conversation, (history.epoch, history.last_offset))
         if unreadable:
             chat.notice(f"{unreadable} earlier message(s) in {group} were sent before you could read them.")
+
+    async def show(self, message: pb.Message) -> None:
+        """Show one group message that waited while another conversation was open."""
+        if not self.chat._remember(message.id) or message.sender == self.chat.me:
+            return
+        opened = await self.keys.open(message)
+        if opened.problem == NO_KEY:
+            self.parked[(message.group, message.sender)].append(message)
+        else:
+            self.display(message, opened)
 
     def display(self, message: pb.Message, opened: GroupOpened) -> None:
         if opened.text is None:
@@ -247,14 +252,10 @@ class GroupChatView:
     # ------------------------------------------------------------ incoming
     async def on_chat(self, message: pb.Message) -> None:
         chat = self.chat
-        chat._advance(message)
         if message.sender == chat.me or message.id in chat.seen:
             return
         if message.group != chat.group:
-            chat.waiting[message.conversation].append(message)
-            if message.group not in self.announced:
-                self.announced.add(message.group)
-                chat.notice(f"New message in {message.group}. Type /group {message.group} to read it.")
+            chat.wait_for_reader(message, message.group)
             return
         chat._remember(message.id)
         opened = await self.keys.open(message)
@@ -276,9 +277,9 @@ class GroupChatView:
     async def on_membership(self, message: pb.Message) -> None:
         chat = self.chat
         await self.keys.on_membership(message)
-        if (message.group, message.offset) in self.shown:
+        if (message.group, message.version) in self.shown:
             return  # announced already (each change reaches a member on more than one channel)
-        self.shown.add((message.group, message.offset))
+        self.shown.add((message.group, message.version))
         if message.text:
             chat.notice(f"[{message.group}] {message.text}")
         if chat.me in message.members and message.group not in chat.groups:
@@ -286,6 +287,7 @@ class GroupChatView:
         elif chat.me not in message.members and message.group in chat.groups:
             chat.groups.remove(message.group)
             chat.positions.pop(naming.group_conversation(message.group), None)
+            chat.state.forget(naming.group_conversation(message.group))
             if chat.group == message.group:
                 chat.group = ""
                 chat.notice(f"You are no longer a member of {message.group}. Pick a chat with /switch USER or /group NAME.")

@@ -2,7 +2,9 @@
 
 It logs in with the user's key, keeps the stream open with the same receiver the
 CLI uses (failover, resume from cursors), decrypts 1:1 messages and records what
-arrived, once per message id, in order. Group messages use the same sender-key
+arrived, once per message id, in order, and acknowledges it. With `persist=True` its
+positions live on disk next to the key (`spartan.client.state`), so a new process
+resumes where the last one stopped. Group messages use the same sender-key
 logic as the CLI (`spartan.client.groups.ClientGroups`); a group message whose key
 arrives after it is recorded at once with `text=None` and filled in when the key comes.
 """
@@ -17,10 +19,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from spartan import naming
+from spartan.client.acks import Acknowledger
 from spartan.client.connection import Connection
 from spartan.client.e2e import ClientCrypto
 from spartan.client.groups import NO_KEY, ClientGroups
 from spartan.client.receiver import Receiver
+from spartan.client.state import ClientState
 from spartan.config import TlsConfig
 from spartan.crypto.keystore import load_or_create
 from spartan.crypto.pins import PinStore
@@ -37,7 +41,9 @@ class Received:
 
 class HeadlessClient:
     def __init__(self, user: str, addresses: Sequence[str], key_dir: str, *, tls: TlsConfig | None = None,
-                 encrypt: bool = True) -> None:
+                 encrypt: bool = True, persist: bool = False,
+                 on_chat: Callable[["Received"], None] | None = None) -> None:
+        """`on_chat` is called for each new chat message as it is recorded (before its position is kept)."""
         identity, _ = load_or_create(user, key_dir)
         self.user = user
         self.conn = Connection(addresses, identity, tls or TlsConfig())
@@ -46,7 +52,11 @@ class HeadlessClient:
         self.crypto = ClientCrypto(identity, PinStore(user, key_dir), self._fetch_keys, self.notices.append)
         self.received: list[Received] = []
         self.events: list[pb.Message] = []  # everything that is not a chat message
-        self.positions: dict[str, tuple[str, int]] = {}
+        self.state = ClientState.for_user(user, key_dir) if persist else ClientState()
+        self.positions = self.state.positions  # what this client has, per conversation
+        self.on_chat = on_chat
+        self.synced = asyncio.Event()  # set when the stream replayed everything that waited
+        self.acks = Acknowledger(self.conn.call)
         self._seen: set[str] = set()
         self._arrived = asyncio.Condition()
         self.receiver = Receiver(self.conn, self._handle, self._cursors, self.notices.append)
@@ -62,12 +72,15 @@ class HeadlessClient:
     async def start(self, timeout: float = 15.0) -> "HeadlessClient":
         await self.conn.open()
         self.receiver.start()
+        self.acks.start()
         await self.receiver.wait_connected(timeout)
         return self
 
     async def close(self) -> None:
         await self.receiver.stop()
+        await self.acks.stop()
         await self.conn.close()
+        self.state.close()
 
     def follow(self, peer: str) -> None:
         """Track a conversation from its start, so a reconnect replays it from offset 0."""
@@ -96,10 +109,8 @@ class HeadlessClient:
         return await self.conn.call(method, request)
 
     async def _handle(self, message: pb.Message) -> None:
-        if message.conversation and message.offset:
-            epoch, offset = self.positions.get(message.conversation, ("", 0))
-            if epoch != message.epoch or message.offset > offset:
-                self.positions[message.conversation] = (message.epoch, message.offset)
+        if message.kind == pb.SYNCED:
+            self.synced.set()
         if message.kind == pb.NOTICE and not message.conversation:
             self.notices.append(message.text)
         if message.kind != pb.CHAT:
@@ -115,8 +126,19 @@ class HeadlessClient:
             else:
                 text = await self.crypto.open(message)
             self.received.append(Received(message.sender, text, message, time.time()))
+            if self.on_chat is not None:
+                self.on_chat(self.received[-1])
+        self._keep_position(message)
         async with self._arrived:
             self._arrived.notify_all()
+
+    def _keep_position(self, message: pb.Message) -> None:
+        if not message.conversation or not message.offset:
+            return
+        epoch, offset = self.positions.get(message.conversation, ("", 0))
+        if epoch != message.epoch or message.offset > offset:
+            self.state.record(message.conversation, message.epoch, message.offset)
+            self.acks.note(message.conversation, message.epoch, message.offset)
 
     async def _open_group(self, message: pb.Message, index: int) -> str | None:
         opened = await self.groups.open(message)
@@ -128,7 +150,7 @@ class HeadlessClient:
         if message.kind == pb.MEMBERSHIP:
             await self.groups.on_membership(message)
             if self.user not in message.members:
-                self.positions.pop(naming.group_conversation(message.group), None)
+                self.state.forget(naming.group_conversation(message.group))
         elif message.kind == pb.KEY_UPDATE and message.sender != self.user:
             await self.groups.on_peer_keys(message.sender)
         elif message.kind == pb.SENDER_KEY and await self.groups.on_sender_key(message):

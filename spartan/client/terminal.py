@@ -4,6 +4,8 @@ In a real terminal prompt_toolkit owns the input line and `patch_stdout` prints
 incoming messages above it, so they never garble what the user is typing. With
 stdin piped (scripts, tests) there are no escape codes at all: each answer is echoed
 after its prompt so the output reads exactly like the interactive transcript.
+Transient state (e.g. messages waiting for a peer's first login) is a status line:
+the bottom toolbar in a real terminal, standard error when piped, never a chat line.
 """
 from __future__ import annotations
 
@@ -27,6 +29,9 @@ class Terminal(Protocol):
     def session(self) -> AbstractContextManager[object]:
         """Context for the whole run (installs stdout patching in a real terminal)."""
 
+    def status(self, text: str) -> None:
+        """Show `text` as transient state until the next call ("" clears it)."""
+
 
 def _text(prompt: Prompt) -> str:
     return prompt() if callable(prompt) else prompt
@@ -36,7 +41,8 @@ class InteractiveTerminal:
     def __init__(self) -> None:
         from prompt_toolkit import PromptSession
 
-        self._prompt_session: PromptSession[str] = PromptSession()
+        self._status = ""
+        self._prompt_session: PromptSession[str] = PromptSession(bottom_toolbar=lambda: self._status or None)
 
     async def ask(self, prompt: Prompt) -> str:
         message = prompt if callable(prompt) else (lambda: prompt)
@@ -50,6 +56,11 @@ class InteractiveTerminal:
 
         return patch_stdout(raw=True)
 
+    def status(self, text: str) -> None:
+        if text != self._status:
+            self._status = text
+            self.refresh()
+
     def refresh(self) -> None:
         """Redraw the prompt (its text may depend on state that just changed)."""
         app = self._prompt_session.app
@@ -62,6 +73,7 @@ class PipedTerminal:
 
     def __init__(self) -> None:
         self._lines: asyncio.Queue[str | None] = asyncio.Queue()
+        self._status = ""
         self._loop = asyncio.get_running_loop()
         threading.Thread(target=self._read, name="stdin-reader", daemon=True).start()
 
@@ -83,6 +95,12 @@ class PipedTerminal:
 
     def session(self) -> AbstractContextManager[object]:
         return nullcontext()
+
+    def status(self, text: str) -> None:
+        if text != self._status:
+            self._status = text
+            if text:
+                print(f"[Spartan] {text}", file=sys.stderr, flush=True)
 
     def refresh(self) -> None:
         pass

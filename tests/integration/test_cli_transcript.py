@@ -48,8 +48,15 @@ def test_server_prints_the_seed_line(server: LocalServer) -> None:
     assert server.first_line == f"Spartan server started on port {server.port}."
 
 
-def test_seed_transcript_in_real_terminals(server: LocalServer) -> None:
-    register(server, "bob")
+# Fresh: bob has never logged in when alice types, so "Hey Bob!" waits in alice's client for his
+# key (a status line, not a chat line) and goes out when he first logs in; the transcript is the same.
+FRESH_AND_REGISTERED = pytest.mark.parametrize("bob_registered", [False, True], ids=["fresh", "bob-registered"])
+
+
+@FRESH_AND_REGISTERED
+def test_seed_transcript_in_real_terminals(server: LocalServer, bob_registered: bool) -> None:
+    if bob_registered:
+        register(server, "bob")
     expected_alice, expected_bob = seed_lines(server.port)
     suffix = str(os.getpid())
     alice = Pane(f"alice{suffix}", server.client("alice"), server.workdir, server.env)
@@ -75,8 +82,10 @@ def test_seed_transcript_in_real_terminals(server: LocalServer) -> None:
             bob.close()
 
 
-def test_seed_transcript_with_stdin_piped(server: LocalServer) -> None:
-    register(server, "bob")
+@FRESH_AND_REGISTERED
+def test_seed_transcript_with_stdin_piped(server: LocalServer, bob_registered: bool) -> None:
+    if bob_registered:
+        register(server, "bob")
     expected_alice, expected_bob = seed_lines(server.port)
     alice = server.piped("alice")
     out: dict[str, list[str]] = {"alice": [], "bob": []}

@@ -1,0 +1,116 @@
+"""What a client keeps on disk next to the user's keys: read positions and unsent messages.
+
+Why: a restarted client must resume where it was, not only a reconnecting one, and
+a message typed for someone who never logged in (no key to encrypt to yet) must
+survive quitting. The file `<key dir>/<user>.state` is a journal of JSON lines, each
+written with one `write` as it happens (a killed process loses nothing it wrote);
+it is rewritten as one snapshot when it grows long. Mode 0600, like the key: unsent
+messages are plaintext until they can be encrypted.
+
+Lines: `{"c": conversation, "e": epoch, "o": offset}` (a position),
+`{"q": id, "to": peer, "t": text}` (queued) and `{"sent": id}` (left the outbox).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+from spartan.crypto.keystore import key_dir
+
+log = logging.getLogger("spartan.client")
+
+COMPACT_AFTER_LINES = 5000
+
+
+class ClientState:
+    """Positions per conversation and the outbox, persisted when `path` is set (else in memory only)."""
+
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = path
+        self.positions: dict[str, tuple[str, int]] = {}
+        self.outbox: dict[str, tuple[str, str]] = {}  # message id -> (peer, text), oldest first
+        self._lines = 0
+        self._fd: int | None = None
+        if path is not None:
+            self._load(path)
+            self._compact()
+
+    @classmethod
+    def for_user(cls, user: str, directory: str | os.PathLike[str] | None = None) -> "ClientState":
+        return cls(key_dir(directory) / f"{user}.state")
+
+    def record(self, conversation: str, epoch: str, offset: int) -> bool:
+        """Remember that `conversation` is had up to (epoch, offset); False if that is no news."""
+        if self.positions.get(conversation) == (epoch, offset):
+            return False
+        self.positions[conversation] = (epoch, offset)
+        self._write({"c": conversation, "e": epoch, "o": offset})
+        return True
+
+    def forget(self, conversation: str) -> None:
+        if self.positions.pop(conversation, None) is not None:
+            self._write({"c": conversation, "e": "", "o": -1})
+
+    def queue(self, message_id: str, peer: str, text: str) -> None:
+        self.outbox[message_id] = (peer, text)
+        self._write({"q": message_id, "to": peer, "t": text})
+
+    def sent(self, message_id: str) -> None:
+        if self.outbox.pop(message_id, None) is not None:
+            self._write({"sent": message_id})
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    # ------------------------------------------------------------------ file
+    def _apply(self, entry: dict[str, object]) -> None:
+        if "c" in entry:
+            offset = int(entry["o"])  # type: ignore[arg-type]
+            if offset < 0:
+                self.positions.pop(str(entry["c"]), None)
+            else:
+                self.positions[str(entry["c"])] = (str(entry["e"]), offset)
+        elif "q" in entry:
+            self.outbox[str(entry["q"])] = (str(entry["to"]), str(entry["t"]))
+        elif "sent" in entry:
+            self.outbox.pop(str(entry["sent"]), None)
+
+    def _load(self, path: Path) -> None:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return
+        for number, line in enumerate(text.splitlines(), 1):
+            try:
+                self._apply(json.loads(line))
+            except (ValueError, KeyError, TypeError):
+                # A line cut short by a crash (only the last can be): what came before stands.
+                log.warning("%s: ignoring unreadable line %d", path, number)
+
+    def _compact(self) -> None:
+        """Rewrite the journal as one line per position and queued message, atomically."""
+        assert self.path is not None
+        self.close()
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        entries = [{"c": c, "e": e, "o": o} for c, (e, o) in self.positions.items()]
+        entries += [{"q": i, "to": p, "t": t} for i, (p, t) in self.outbox.items()]
+        temporary = self.path.with_suffix(".tmp")
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.writelines(json.dumps(entry, ensure_ascii=False) + "\n" for entry in entries)
+        os.replace(temporary, self.path)
+        self._lines = len(entries)
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND, 0o600)
+
+    def _write(self, entry: dict[str, object]) -> None:
+        if self.path is None:
+            return
+        if self._lines >= COMPACT_AFTER_LINES:
+            self._compact()
+        assert self._fd is not None
+        os.write(self._fd, (json.dumps(entry, ensure_ascii=False) + "\n").encode("utf-8"))
+        self._lines += 1
