@@ -106,17 +106,18 @@ build_lookalikes() {
   done
   ((${#missing[@]})) || return 0
   build_base
+  local context
+  context="$(mktemp -d /var/tmp/spartan-lookalike.XXXXXX)"
   for tag in "${missing[@]}"; do
     dir="deploy/lookalike/${dirs[$tag]}"
     say "building look-alike $tag from Debian packages ($dir)"
-    if [[ ${dirs[$tag]} == python ]]; then
-      # pip inside a build trusts the same CAs as the host's pip.
-      cp /etc/ssl/certs/ca-certificates.crt "$dir/ca-certificates.crt"
-    fi
-    DOCKER_BUILDKIT=1 docker build -q --build-arg "BASE=$BASE_IMAGE" -t "$tag" "$dir" >/dev/null \
-      || { rm -f "$dir/ca-certificates.crt"; echo "building $tag failed" >&2; exit 1; }
-    rm -f "$dir/ca-certificates.crt"
+    rm -rf "${context:?}"/* && cp -a "$dir"/. "$context"/
+    # pip inside a build trusts the same CAs as the host's pip.
+    [[ ${dirs[$tag]} != python ]] || cp /etc/ssl/certs/ca-certificates.crt "$context/ca-certificates.crt"
+    DOCKER_BUILDKIT=1 docker build -q --build-arg "BASE=$BASE_IMAGE" -t "$tag" "$context" >/dev/null \
+      || { rm -rf "$context"; echo "building $tag failed" >&2; exit 1; }
   done
+  rm -rf "$context"
 }
 
 if ! engine_up || ! tools_ok; then
