@@ -323,7 +323,7 @@ def test_a_service_waits_while_redis_refuses_it(deployment: Deployment) -> None:
         text = logs()
         assert text.count("waiting for Redis") == 1 and "Traceback" not in text, text
     finally:
-        run(["docker", "rm", "-f", presence, redis], check=False)
+        run(["docker", "rm", "-f", "-v", presence, redis], check=False)
 
 
 def test_down_removes_everything(deployment: Deployment) -> None:
