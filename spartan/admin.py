@@ -3,6 +3,7 @@
     spartan-admin reset-keys bob     # bob lost his device: his next login registers new keys
     spartan-admin show-keys bob      # the fingerprint of bob's registered identity key
     spartan-admin gen-secret         # a random value for auth.token_secret
+    spartan-admin gen-secret --file F  # write one to F once (auth.token_secret_file)
 
 It reads config.yaml and `SPARTAN_*` variables exactly like the services do
 (`--config`, `SPARTAN_SERVICES__PRESENCE`, the `tls` section) and talks to the
@@ -27,6 +28,7 @@ import grpc
 from spartan.config import Config, ConfigError, load_config
 from spartan.crypto.identity import fingerprint
 from spartan.rpc.credentials import open_channel
+from spartan.token_secret import TokenSecretError, write_new_secret
 from spartan.v1 import pb, rpc
 
 PROG = "spartan-admin"
@@ -54,8 +56,11 @@ def parser() -> argparse.ArgumentParser:
     show = commands.add_parser("show-keys", help="print the fingerprint of a user's registered identity key",
                                description="Print the fingerprint of USER's registered identity key.")
     show.add_argument("user")
-    commands.add_parser("gen-secret", help="print a random token secret for auth.token_secret",
-                        description="Print a random 32-byte hex token secret (SPARTAN_AUTH__TOKEN_SECRET).")
+    gen = commands.add_parser(
+        "gen-secret", help="print a random token secret for auth.token_secret",
+        description="Print a random 32-byte hex token secret (SPARTAN_AUTH__TOKEN_SECRET). With --file, write it "
+                    "to FILE instead (mode 0400), unless FILE already holds one (auth.token_secret_file).")
+    gen.add_argument("--file", help="write the secret here, once; an existing secret is kept")
     return top
 
 
@@ -95,7 +100,13 @@ async def with_presence(config: Config, address: str, timeout: float,
 
 def run(args: argparse.Namespace) -> str:
     if args.command == "gen-secret":
-        return gen_secret()
+        if not args.file:
+            return gen_secret()
+        try:
+            written = write_new_secret(args.file, gen_secret())
+        except TokenSecretError as exc:
+            raise AdminError(str(exc)) from None
+        return f"token secret {'written to' if written else 'kept in'} {args.file}"
     config = load_config(args.config)
     address = args.presence or config.services.presence
     user = args.user

@@ -78,7 +78,12 @@ def run_service(service: str, parser: argparse.ArgumentParser, argv: list[str] |
 
 
 async def wait_for_redis(client: Redis, what: str) -> None:
-    """Block until Redis answers PING, logging while it does not (services may start before Redis)."""
+    """Block until Redis answers PING, logging once while it does not (services may start before Redis).
+
+    An error reply counts as not ready too: a Redis still loading its data, or one in
+    protected mode refusing other hosts (fixable at run time with CONFIG SET), must
+    not end the service with a traceback.
+    """
     delay = 0.1
     warned = False
     while True:
@@ -87,9 +92,11 @@ async def wait_for_redis(client: Redis, what: str) -> None:
             if warned:
                 log.info("%s: Redis is reachable", what)
             return
-        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, redis.exceptions.ResponseError,
+                OSError) as exc:
             if not warned:
-                log.warning("%s: waiting for Redis (%s)", what, exc)
+                reason = str(exc).split(". ", 1)[0]  # Redis' DENIED reply is a paragraph
+                log.warning("%s: waiting for Redis (%s)", what, reason)
                 warned = True
             await asyncio.sleep(delay)
             delay = min(delay * 2, 2.0)

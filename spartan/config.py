@@ -101,6 +101,7 @@ class RateConfig:
 @dataclass(frozen=True)
 class AuthConfig:
     token_secret: str = ""  # shared by all gateways; empty: a random per-launch secret (local server only)
+    token_secret_file: str = ""  # or a file holding it (compose's generated secret, a mounted Secret)
     token_ttl_seconds: float = 3600
     challenge_ttl_seconds: float = 60
     enrolment_codes: dict[str, str] = field(default_factory=dict)  # user -> one-time code

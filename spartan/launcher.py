@@ -182,8 +182,9 @@ async def run(argv: list[str] | None = None) -> int:
         return 2
     root = data_root(config, args.data_dir)
     (root / "logs").mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "SPARTAN_AUTH__TOKEN_SECRET": token_secret(root, config.auth.token_secret),
-           "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    if not config.auth.token_secret_file:  # a configured file is read by the gateways themselves
+        env["SPARTAN_AUTH__TOKEN_SECRET"] = token_secret(root, config.auth.token_secret)
     project_root = str(Path(__file__).resolve().parent.parent)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [project_root, env.get("PYTHONPATH", "")]))
     redis_process = None

@@ -24,6 +24,7 @@ import pytest
 import yaml
 
 from spartan.config import Config, env_names, load_config
+from spartan.token_secret import refusal
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -35,6 +36,7 @@ GRPC_PORTS = {"spartan-gateway": 3000, "spartan-presence": 3001, "spartan-histor
 HEALTH_NAMES = {"spartan-gateway": "spartan.v1.Spartan", "spartan-presence": "spartan.v1.Presence",
                 "spartan-history": "spartan.v1.History"}
 METRICS_PORT = 9100
+SECRET_FILE = "/var/lib/spartan/secret/token_secret"
 # A drain is the reconnect notices (up to half the grace) and then the grace for in-flight calls.
 DRAIN_FACTOR = 1.5
 # Any attempt to reach the network fails fast: the validators must work from their bundled schemas.
@@ -53,7 +55,9 @@ def compose() -> dict[str, Any]:
 
 
 def spartan_compose_services() -> dict[str, dict[str, Any]]:
-    return {name: svc for name, svc in compose()["services"].items() if svc.get("image", "").startswith(IMAGE)}
+    """The long-running services of the Spartan image (not the one-shot token-secret)."""
+    return {name: svc for name, svc in compose()["services"].items()
+            if svc.get("image", "").startswith(IMAGE) and svc["command"][0] in GRPC_PORTS}
 
 
 def interpolate(value: object) -> str:
@@ -68,9 +72,24 @@ def compose_env(service: dict[str, Any]) -> dict[str, str]:
     return {name: interpolate(value) for name, value in service["environment"].items()}
 
 
+def kustomization() -> dict[str, Any]:
+    return yaml.safe_load((K8S / "kustomization.yaml").read_text())
+
+
 def k8s_manifest_files() -> list[Path]:
-    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
-    return [K8S / name for name in kustomization["resources"]]
+    return [K8S / name for name in kustomization()["resources"]]
+
+
+def generator_files(kind: str) -> dict[str, dict[str, Path]]:
+    """{generated name: {key: file}} for configMapGenerator or secretGenerator."""
+    found = {}
+    for generator in kustomization()[kind]:
+        files = {}
+        for item in generator["files"]:
+            key, _, source = item.rpartition("=")
+            files[key or Path(source).name] = K8S / source
+        found[generator["name"]] = files
+    return found
 
 
 def k8s_objects() -> list[dict[str, Any]]:
@@ -153,13 +172,38 @@ def test_k8s_strict_validation_catches_an_unknown_field(tmp_path: Path) -> None:
 
 def test_kustomization_lists_every_manifest_in_one_namespace() -> None:
     listed = {path.name for path in k8s_manifest_files()}
-    present = {path.name for path in K8S.glob("*.yaml")} - {"kustomization.yaml"}
+    generated_from = {path.name for kind in ("configMapGenerator", "secretGenerator")
+                      for files in generator_files(kind).values() for path in files.values()}
+    present = {path.name for path in K8S.glob("*.yaml")} - {"kustomization.yaml"} - generated_from
     assert listed == present
-    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
-    assert kustomization["images"][0]["name"] == IMAGE
+    assert kustomization()["images"][0]["name"] == IMAGE
     for obj in k8s_objects():
         if obj["kind"] != "Namespace":
-            assert obj["metadata"]["namespace"] == kustomization["namespace"], obj["metadata"]["name"]
+            assert obj["metadata"]["namespace"] == kustomization()["namespace"], obj["metadata"]["name"]
+    assert not [obj for obj in k8s_objects() if obj["kind"] in ("ConfigMap", "Secret")], \
+        "config and secret come from kustomize generators, so a change rolls the pods"
+
+
+def test_k8s_config_and_secret_references_match_the_generators() -> None:
+    configs, secrets = generator_files("configMapGenerator"), generator_files("secretGenerator")
+    for path in [p for files in (*configs.values(), *secrets.values()) for p in files.values()]:
+        assert path.exists(), path
+    for workload, pod, container in spartan_containers():
+        for volume in pod.get("volumes", []):
+            if "configMap" in volume:
+                assert set(configs[volume["configMap"]["name"]]) == {"config.yaml"}, workload["metadata"]["name"]
+        for item in container.get("env", []):
+            ref = item.get("valueFrom", {}).get("secretKeyRef")
+            if ref:
+                assert ref["key"] in secrets[ref["name"]], (workload["metadata"]["name"], ref)
+
+
+def test_k8s_placeholder_secret_is_refused_by_gateways() -> None:
+    (files,) = generator_files("secretGenerator").values()
+    for path in files.values():
+        placeholder = path.read_text().strip()
+        assert placeholder.startswith("REPLACE-ME")
+        assert refusal(placeholder), f"{path.name}: gateways would run with the repository's placeholder"
 
 
 # --- commands, environment, ports ------------------------------------------------------------
@@ -176,7 +220,8 @@ def test_every_service_command_is_a_console_script() -> None:
 
 def test_every_environment_variable_is_an_accepted_setting() -> None:
     accepted = env_names()
-    used = {name for svc in spartan_compose_services().values() for name in svc["environment"]}
+    used = {name for svc in compose()["services"].values() if svc.get("image", "").startswith(IMAGE)
+            for name in svc.get("environment", {})}
     used |= {item["name"] for _, _, container in spartan_containers() for item in container.get("env", [])}
     assert used, "no SPARTAN_* settings found"
     assert used <= accepted, sorted(used - accepted)
@@ -196,7 +241,9 @@ def test_compose_environment_gives_the_container_addresses() -> None:
         grace = config.shutdown.grace_seconds
         if command == "spartan-gateway":
             assert (config.gateway.host, config.port) == ("0.0.0.0", 3000)
-            assert config.auth.token_secret
+            assert config.auth.token_secret == "" and config.auth.token_secret_file == SECRET_FILE
+            assert f"token-secret:{Path(SECRET_FILE).parent}:ro" in svc["volumes"], name
+            assert svc["depends_on"]["token-secret"]["condition"] == "service_completed_successfully", name
             assert config.gateway.instance_id == name
             assert config.gateway.max_connection_age_seconds > 0
     assert grace is not None
@@ -212,7 +259,43 @@ def test_compose_ports_match_the_config() -> None:
         check = svc["healthcheck"]["test"]
         assert check[:3] == ["CMD", "python", "/opt/spartan/healthcheck.py"], name
         assert check[3] == f"127.0.0.1:{port}" and check[check.index("--service") + 1] == HEALTH_NAMES[command]
-    assert "3000:3000" in compose()["services"]["nginx"]["ports"]
+    assert [interpolate(p) for p in compose()["services"]["nginx"]["ports"]] == ["127.0.0.1:3000:3000"]
+
+
+def test_compose_publishes_on_loopback_only() -> None:
+    for name, svc in compose()["services"].items():
+        for port in svc.get("ports", []):
+            assert interpolate(port).startswith("127.0.0.1:"), (name, port)
+            # Publish addresses are compose variables, not settings: a SPARTAN_* name here would
+            # be exported in users' shells and refused by client.py as an unknown setting.
+            assert not re.search(r"\$\{SPARTAN_", str(port)), (name, port)
+
+
+def test_compose_generates_the_token_secret_once() -> None:
+    service = compose()["services"]["token-secret"]
+    assert service["image"].startswith(IMAGE) and service["restart"] == "no"
+    command = service["command"]
+    assert command[0] in console_scripts() and command[1:] == ["gen-secret", "--file", SECRET_FILE]
+    assert f"token-secret:{Path(SECRET_FILE).parent}" in service["volumes"]
+    assert "token-secret" in compose()["volumes"]
+    assert "TOKEN_SECRET:" not in COMPOSE_FILE.read_text().replace("TOKEN_SECRET_FILE:", "")
+
+
+def test_every_spartan_variable_named_in_files_and_docs_is_a_setting() -> None:
+    """One name per setting: users who export a name from the docs get a program that accepts it."""
+    accepted = env_names()
+    texts = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), COMPOSE_FILE, *sorted(K8S.glob("*.yaml")),
+             DEPLOY / "Dockerfile"]
+    unknown = {}
+    for path in texts:
+        if path.exists():
+            for line in path.read_text().splitlines():
+                if "unknown setting" in line:
+                    continue  # an example of the error a misspelt name gets
+                for name in re.findall(r"\bSPARTAN_[A-Z0-9_]*[A-Z0-9]\b", line):
+                    if name not in accepted:
+                        unknown.setdefault(name, path.relative_to(ROOT).as_posix())
+    assert not unknown, unknown
 
 
 def test_compose_starts_in_dependency_order() -> None:
@@ -269,13 +352,10 @@ def test_k8s_services_point_at_named_container_ports() -> None:
             assert container_ports[(app, port["targetPort"])] == port["port"], svc["metadata"]["name"]
 
 
-def test_k8s_configmap_holds_the_root_config_unchanged(tmp_path: Path) -> None:
-    configmap = next(obj for obj in k8s_objects() if obj["kind"] == "ConfigMap")
-    text = configmap["data"]["config.yaml"]
-    assert yaml.safe_load(text) == yaml.safe_load((ROOT / "config.yaml").read_text()), \
-        "deploy/k8s/configmap.yaml is out of date with config.yaml"
-    (tmp_path / "config.yaml").write_text(text)
-    assert load_config(tmp_path / "config.yaml", env={}) == load_config(ROOT / "config.yaml", env={})
+def test_k8s_config_is_the_root_config_unchanged() -> None:
+    (files,) = generator_files("configMapGenerator").values()
+    assert files["config.yaml"].read_text() == (ROOT / "config.yaml").read_text(), \
+        "deploy/k8s/config.yaml is out of date: cp config.yaml deploy/k8s/config.yaml"
 
 
 def test_k8s_pods_are_hardened_and_bounded() -> None:
@@ -310,6 +390,8 @@ def test_k8s_gateways_scale_out_and_survive_disruption() -> None:
 
 def test_dockerfile_builds_a_wheel_and_runs_it_as_non_root() -> None:
     text = (DEPLOY / "Dockerfile").read_text()
+    # A `# syntax=` line makes BuildKit fetch its frontend from a registry; the built-in one suffices.
+    assert not re.search(r"^#\s*syntax\s*=", text, re.M | re.I)
     stages = re.findall(r"^FROM (\S+) AS (\w+)", text, re.M)
     assert [stage for _, stage in stages] == ["builder", "runtime"]
     assert re.search(r"^ARG PYTHON_IMAGE=python:3\.11-slim$", text, re.M)

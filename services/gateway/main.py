@@ -19,21 +19,22 @@ from spartan.ratelimit import RateLimiter
 from spartan.redis_pipeline import AutoPipeline
 from spartan.rpc.credentials import open_channel
 from spartan.rpc.server import ServiceSpec, serve, server_options
+from spartan.token_secret import TokenSecretError
+from spartan.token_secret import resolve as resolve_token_secret
 from spartan.v1 import rpc
 
 log = logging.getLogger("spartan.gateway")
 
 
 def token_secret(config: Config) -> str:
-    secret = config.auth.token_secret
-    if not secret:
-        raise SystemExit(
-            "spartan-gateway: auth.token_secret is not set; gateways must share one secret "
-            "(set SPARTAN_AUTH__TOKEN_SECRET, e.g. to the output of: openssl rand -hex 32)")
-    return secret
+    try:
+        return resolve_token_secret(config.auth)
+    except TokenSecretError as exc:
+        raise SystemExit(f"spartan-gateway: {exc}") from None
 
 
 async def run(config: Config) -> None:
+    secret = token_secret(config)  # refused before anything else starts
     gateway_id = config.gateway.instance_id or f"{socket.gethostname()}-{os.getpid()}"
     redis = redis_conn.connect(config.redis)
     await wait_for_redis(redis, "gateway")
@@ -49,7 +50,7 @@ async def run(config: Config) -> None:
     await hub.subscribe(groups, [groups.channel])
     send_path = AutoPipeline(redis)  # every SendMsg's rate check and append, pipelined on one connection
     servicer = SpartanServicer(
-        config=config, auth=Authenticator(config, token_secret(config), presence, redis), hub=hub, leases=leases,
+        config=config, auth=Authenticator(config, secret, presence, redis), hub=hub, leases=leases,
         presence=presence, history=history, store=make_store(config, redis, send_path),
         delivery=DeliveryLog(redis, config.delivery, pipeline=send_path),
         limiter=RateLimiter(redis, pipeline=send_path), groups=groups,
