@@ -13,8 +13,8 @@ if sys.version_info < (3, 11):
 try:
     from spartan.launcher import main
 except ModuleNotFoundError as missing:
-    sys.exit(f"Missing Python package '{missing.name}'. Install the project first: pip install -e .  "
-             "(or run: bash scripts/serve, which installs what is needed)")
+    from spartan.setup_hint import missing_package  # standard library only: works before set-up
+    sys.exit(missing_package(missing.name or "?", sys.argv, setup=["scripts/serve", *sys.argv[1:]]))
 
 if __name__ == "__main__":
     main()

@@ -10,21 +10,32 @@ bound where it applies) and then the component benchmarks (`bench.crypto`,
 finishes in well under ten minutes on a 2-core machine; a component named on its own
 runs at its full default sizes. `--quick` shrinks everything to seconds (the
 smoke test uses it). Results go to `bench/results/<timestamp>/` unless `--out` says
-otherwise. Numbers are reported against the targets, never asserted.
+otherwise. Numbers are reported against the targets, never asserted, and judged only
+when the run had the sizes a target is stated for (so not with `--quick`). Without
+matplotlib (the bench extra) the results are written without the plot.
 """
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import os
+import shutil
 import subprocess
 import sys
+import sysconfig
 import time
 from datetime import datetime
 from pathlib import Path
 from collections.abc import Callable
 from typing import Any
 
-from bench import capacity, latency, relay, report
-from bench.stack import ROOT, raise_open_files_limit
+from spartan.setup_hint import missing_package  # standard library only: works before set-up
+
+try:
+    from bench import capacity, latency, relay, report
+    from bench.stack import ROOT, raise_open_files_limit
+except ModuleNotFoundError as missing:  # not set up: one sentence that names the command, no traceback
+    sys.exit(missing_package(missing.name or "?", ["-m", "bench", *sys.argv[1:]]))
 
 WORKLOADS = ("relay", "latency", "capacity", "raw_relay")
 COMPONENTS: dict[str, dict[str, list[str]]] = {  # component benchmarks: arguments within `all` / with --quick
@@ -124,8 +135,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def optional_tools(args: argparse.Namespace) -> bool:
+    """Say up front, in one line each, what a missing optional tool will leave out; True if the plot can be drawn."""
+    # This environment's tools (py-spy) are found even when it was not activated (.venv/bin/python -m bench).
+    os.environ["PATH"] = sysconfig.get_path("scripts") + os.pathsep + os.environ.get("PATH", "")
+    run = ["-m", "bench", *args.argv]
+    draw = importlib.util.find_spec("matplotlib") is not None
+    if not draw:
+        progress("results.png will not be drawn (the results are still written): "
+                 + missing_package("matplotlib", run))
+    if args.profile and shutil.which("py-spy") is None:
+        progress("--profile will write no profiles: " + missing_package("py-spy", run))
+    return draw
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    args.argv = list(argv if argv is not None else sys.argv[1:])
+    draw = optional_tools(args)
     raise_open_files_limit()
     out = args.out or ROOT / "bench" / "results" / datetime.now().strftime("%Y%m%d-%H%M%S")
     out.mkdir(parents=True, exist_ok=True)
@@ -153,10 +180,11 @@ def main(argv: list[str] | None = None) -> None:
             results["workloads"][name] = run_workload(name, all_sizes[name], out, args.profile)
     results["elapsed_seconds"] = round(time.monotonic() - started, 1)
     results["load_after"] = report.load_average()
-    json_path, png_path = report.write(results, out)
+    json_path, png_path = report.write(results, out, draw=draw)
     print()
     print(report.table(results))
-    print(f"\nresults: {json_path}\nplot:    {png_path}\nelapsed: {results['elapsed_seconds']:.0f} s")
+    plot_line = png_path or "not drawn: matplotlib is not installed (see the first line of this run)"
+    print(f"\nresults: {json_path}\nplot:    {plot_line}\nelapsed: {results['elapsed_seconds']:.0f} s")
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ import re
 import shutil
 import subprocess
 import sys
+import sysconfig
 import tomllib
 import zipfile
 from collections.abc import Iterator
@@ -133,8 +134,21 @@ def seconds(duration: str) -> float:
 
 # --- schemas --------------------------------------------------------------------------------
 
+def tool(name: str) -> str:
+    """A validator installed with the test extra: from the environment running the tests (its
+    scripts folder, e.g. .venv/bin, need not be on PATH), else from PATH."""
+    for folder in (sysconfig.get_path("scripts"), str(Path(sys.executable).parent)):
+        candidate = Path(folder) / name
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return str(candidate)
+    found = shutil.which(name)
+    if found is None:
+        pytest.fail(f"{name} is not installed: it comes with the test extra (bash scripts/bootstrap.sh --for-tests)")
+    return found
+
+
 def check_compose(path: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["check-jsonschema", "--builtin-schema", "vendor.compose-spec", str(path)],
+    return subprocess.run([tool("check-jsonschema"), "--builtin-schema", "vendor.compose-spec", str(path)],
                           capture_output=True, text=True, env=OFFLINE_ENV, timeout=120)
 
 
@@ -153,7 +167,7 @@ def test_compose_schema_check_catches_a_misspelt_key(tmp_path: Path) -> None:
 
 def validate_k8s(paths: list[Path], version: str | None) -> subprocess.CompletedProcess[str]:
     version_args = ["-k", version] if version else []
-    return subprocess.run(["kubernetes-validate", "--strict", "--quiet", *version_args, *map(str, paths)],
+    return subprocess.run([tool("kubernetes-validate"), "--strict", "--quiet", *version_args, *map(str, paths)],
                           capture_output=True, text=True, env=OFFLINE_ENV, timeout=300)
 
 
