@@ -50,6 +50,18 @@ async def send_as_alice(server: LocalServer, texts: list[str]) -> None:
         await alice.close()
 
 
+def say_once(server: LocalServer, user: str, peer: str, text: str) -> list[str]:
+    """`user` starts the client, picks `peer`, sends `text` and leaves; returns what it printed."""
+    client = server.piped(user)
+    lines: list[str] = []
+    read_until(client, lines, "User list")
+    write(client, peer)
+    read_until(client, lines, f"You are now ready to chat with {peer}.")
+    write(client, text)
+    read_until(client, lines, f"[{user}] > {text}")
+    return finish(client, lines)
+
+
 def finish(process: subprocess.Popen[str], lines: list[str]) -> list[str]:
     """Close stdin (the user leaves), wait for the client to exit, return everything it printed."""
     assert process.stdin is not None and process.stdout is not None
@@ -61,14 +73,7 @@ def finish(process: subprocess.Popen[str], lines: list[str]) -> list[str]:
 async def test_coming_back_says_who_wrote_and_shows_every_message_once_in_order(fast_server: LocalServer) -> None:
     server = fast_server
     register(server, "alice")
-    bob = server.piped("bob")
-    first: list[str] = []
-    read_until(bob, first, "User list")
-    write(bob, "alice")
-    read_until(bob, first, "You are now ready to chat with alice.")
-    write(bob, "see you later")
-    read_until(bob, first, "[bob] > see you later")
-    finish(bob, first)
+    say_once(server, "bob", "alice", "see you later")
 
     away = [f"while you were away {i}" for i in range(1, 9)]
     await send_as_alice(server, away)
@@ -104,14 +109,7 @@ async def test_messages_beyond_the_maximum_are_announced_with_their_number(small
 
 def test_a_message_waiting_for_the_peers_key_survives_quitting(fast_server: LocalServer) -> None:
     server = fast_server
-    alice = server.piped("alice")
-    lines: list[str] = []
-    read_until(alice, lines, "User list")
-    write(alice, "bob")
-    read_until(alice, lines, "You are now ready to chat with bob.")
-    write(alice, "Hey Bob!")
-    read_until(alice, lines, "[alice] > Hey Bob!")
-    lines = finish(alice, lines)
+    lines = say_once(server, "alice", "bob", "Hey Bob!")
     assert not any("log in" in line for line in lines), "the waiting message is a status, not a chat line"
     state = server.workdir / "keys" / "alice.state"
     assert any(json.loads(line).get("t") == "Hey Bob!" for line in state.read_text().splitlines())
