@@ -96,6 +96,12 @@ class Chat:
         if epoch != message.epoch or message.offset > offset:
             self.positions[message.conversation] = (message.epoch, message.offset)
 
+    def _is_new(self, message: pb.Message) -> bool:
+        if not message.conversation or not message.offset:
+            return True
+        epoch, offset = self.positions.get(message.conversation, ("", 0))
+        return epoch != message.epoch or message.offset > offset
+
     def keep(self, conversation: str) -> None:
         """Record (on disk, then with the server) how far `conversation` is had: up to its first
         message still waiting to be read, else up to the newest received."""
@@ -197,13 +203,14 @@ class Chat:
 
     # ------------------------------------------------------------ incoming
     async def handle(self, message: pb.Message) -> None:
+        if not self._is_new(message):
+            return  # a copy of something this client already has (a replay overlapping a live copy)
         kind = message.kind
         if kind == pb.CHAT and message.group:
             await self.group_view.on_chat(message)
         elif kind == pb.SENDER_KEY:
             await self.group_view.on_sender_key(message)
         elif kind == pb.CHAT:
-            self._advance(message)
             if message.sender == self.me or message.id in self.seen:
                 pass
             elif message.conversation == self.conversation:

@@ -14,8 +14,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from redis.asyncio import Redis
 
 from spartan.client.headless import HeadlessClient
+from spartan.delivery_log import conversation_keys as delivery_keys
+from spartan.naming import dm_conversation, user_channel
 from tests.support.cli import LocalServer, read_until, register, write
 
 FAST_SENDS = {"SPARTAN_RATE__APIS": "{send: {rate: 100, per_seconds: 1}}"}  # the tests send 5-8 at once
@@ -135,3 +138,28 @@ def test_a_message_waiting_for_the_peers_key_survives_quitting(fast_server: Loca
         elif "sent" in entry:
             outbox.pop(entry["sent"], None)
     assert outbox == {}, "nothing is left waiting once it was sent"
+
+
+async def test_a_message_published_twice_is_shown_once(fast_server: LocalServer) -> None:
+    """The same stored message published twice on bob's channel (as a replay overlapping a live copy) while
+    bob reads another chat: when he switches to alice, it is there once."""
+    server = fast_server
+    register(server, "alice")
+    bob = server.piped("bob")
+    lines: list[str] = []
+    read_until(bob, lines, "User list")
+    write(bob, "charlie")
+    read_until(bob, lines, "You are now ready to chat with charlie.")
+    await send_as_alice(server, ["only once"])
+    read_until(bob, lines, "New message from alice.")
+    redis = Redis(unix_socket_path=str(server.workdir / ".spartan" / "redis" / "redis.sock"))
+    try:
+        stored = (await redis.lrange(delivery_keys(dm_conversation("alice", "bob"))[1], 0, -1))[-1]
+        await redis.publish(user_channel("bob"), stored)
+    finally:
+        await redis.aclose()
+    await send_as_alice(server, ["and then this"])
+    write(bob, "/switch alice")
+    read_until(bob, lines, "[alice] and then this")
+    lines = finish(bob, lines)
+    assert [line for line in lines if line.startswith("[alice]")] == ["[alice] only once", "[alice] and then this"]
