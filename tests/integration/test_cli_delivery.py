@@ -65,6 +65,16 @@ def say_once(server: LocalServer, user: str, peer: str, text: str) -> list[str]:
     return finish(client, lines)
 
 
+def come_back_and_read(server: LocalServer, summary: str, last: str) -> list[str]:
+    """bob starts, waits for the while-away `summary`, picks alice, reads up to `last`, leaves."""
+    bob = server.piped("bob")
+    lines: list[str] = []
+    read_until(bob, lines, summary)
+    write(bob, "alice")
+    read_until(bob, lines, last)
+    return finish(bob, lines)
+
+
 def finish(process: subprocess.Popen[str], lines: list[str]) -> list[str]:
     """Close stdin (the user leaves), wait for the client to exit, return everything it printed."""
     assert process.stdin is not None and process.stdout is not None
@@ -81,12 +91,7 @@ async def test_coming_back_says_who_wrote_and_shows_every_message_once_in_order(
     away = [f"while you were away {i}" for i in range(1, 9)]
     await send_as_alice(server, away)
 
-    bob = server.piped("bob")
-    lines: list[str] = []
-    read_until(bob, lines, "alice sent you 8 messages while you were away.")
-    write(bob, "alice")
-    read_until(bob, lines, "[alice] while you were away 8")
-    lines = finish(bob, lines)
+    lines = come_back_and_read(server, "alice sent you 8 messages while you were away.", "[alice] while you were away 8")
     assert lines[:3] == [
         f"[Spartan] Connected to Spartan Server at port {server.port}.",
         "[Spartan] User list: alice,charlie,eve,foo,bar,baz,qux",
@@ -99,12 +104,7 @@ async def test_messages_beyond_the_maximum_are_announced_with_their_number(small
     server = small_log_server
     register(server, "bob")
     await send_as_alice(server, [f"message {i}" for i in range(1, 6)])
-    bob = server.piped("bob")
-    lines: list[str] = []
-    read_until(bob, lines, "alice sent you 3 messages while you were away.")
-    write(bob, "alice")
-    read_until(bob, lines, "[alice] message 5")
-    lines = finish(bob, lines)
+    lines = come_back_and_read(server, "alice sent you 3 messages while you were away.", "[alice] message 5")
     assert "[Spartan] 2 earlier messages with alice could not be kept for you and are lost (too old or too many)." \
         in lines
     assert [line for line in lines if line.startswith("[alice]")] == [f"[alice] message {i}" for i in (3, 4, 5)]
