@@ -87,10 +87,20 @@ class Unavailable(SpartanError):
     code = grpc.StatusCode.UNAVAILABLE
 
 
+def trailers_of(error: grpc.aio.AioRpcError) -> dict[str, str]:
+    """The error's trailing metadata as a dict.
+
+    `dict(metadata)` raises KeyError on grpcio older than 1.80 (its Metadata
+    iterates as pairs but indexes by key), so the pairs are read one by one.
+    """
+    return {key: value if isinstance(value, str) else value.decode("latin-1")
+            for key, value in error.trailing_metadata() or ()}
+
+
 def from_rpc_error(error: grpc.aio.AioRpcError) -> SpartanError:
     """Rebuild the project error a server sent, keeping code, message and retry delay."""
     message = error.details() or error.code().name
-    trailers = dict(error.trailing_metadata() or ())
+    trailers = trailers_of(error)
     if error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "retry-after" in trailers:
         return RateLimited(message, retry_after=float(trailers["retry-after"]))
     for cls in (InvalidArgument, NotFound, AlreadyExists, PermissionDenied, Unauthenticated,

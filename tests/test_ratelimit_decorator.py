@@ -19,7 +19,7 @@ from redis.asyncio import Redis
 
 from spartan.config import Config, ConfigError, RateConfig, RedisConfig
 from spartan.context import current_user
-from spartan.errors import RateLimited, from_rpc_error
+from spartan.errors import RateLimited, from_rpc_error, trailers_of
 from spartan.ratelimit import (
     DEFAULT_API,
     RateLimiter,
@@ -158,7 +158,7 @@ async def test_rejection_is_resource_exhausted_with_retry_trailers(limited: Runn
     error = caught.value
     assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert error.details().startswith("rate limit exceeded for send: try again in ")
-    trailers = dict(error.trailing_metadata())
+    trailers = trailers_of(error)
     assert 29.0 < float(trailers["retry-after"]) <= 30.0  # one token per 30 s
     assert trailers["ratelimit-limit"] == "2"
     assert trailers["ratelimit-remaining"] == "0"
@@ -184,7 +184,7 @@ async def test_per_api_override_and_separate_buckets_per_api(limited: Running) -
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await limited.stub.GetHistory(pb.HistoryRequest(), metadata=as_user("carol"))
     assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-    assert dict(caught.value.trailing_metadata())["ratelimit-limit"] == "5"
+    assert trailers_of(caught.value)["ratelimit-limit"] == "5"
     assert caught.value.details().startswith("rate limit exceeded for history")
     for _ in range(2):  # "send" uses the default policy and its own bucket
         await limited.stub.SendMsg(pb.Message(), metadata=as_user("carol"))
@@ -194,8 +194,8 @@ async def test_decorator_arguments_override_the_config(limited: Running) -> None
     await limited.stub.ListUsers(pb.ListUsersRequest(), metadata=as_user("alice"))
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await limited.stub.ListUsers(pb.ListUsersRequest(), metadata=as_user("alice"))
-    assert dict(caught.value.trailing_metadata())["ratelimit-limit"] == "1"
-    assert 59.0 < float(dict(caught.value.trailing_metadata())["retry-after"]) <= 60.0
+    assert trailers_of(caught.value)["ratelimit-limit"] == "1"
+    assert 59.0 < float(trailers_of(caught.value)["retry-after"]) <= 60.0
 
 
 async def test_streams_are_checked_once_when_they_start(limited: Running) -> None:
@@ -207,7 +207,7 @@ async def test_streams_are_checked_once_when_they_start(limited: Running) -> Non
         async for _ in call:
             pytest.fail("a rejected stream must not deliver anything")
     assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-    assert "retry-after" in dict(caught.value.trailing_metadata())
+    assert "retry-after" in trailers_of(caught.value)
 
 
 async def test_anonymous_calls_share_a_bucket_per_peer_host(limited: Running, redis: Redis) -> None:

@@ -25,6 +25,23 @@ def stubs_stale() -> bool:
     return PROTO_FILE.stat().st_mtime > (PACKAGE_DIR / "spartan_pb2.py").stat().st_mtime
 
 
+def built_with() -> tuple[str, str]:
+    """The grpcio-tools release and the protobuf gencode version that made the stubs.
+
+    Generated code refuses a grpcio or protobuf runtime older than these, so the
+    install declares them as its minimums (setup.py): a minimum that is not true
+    would fail at import, far from the install that caused it.
+    """
+    from importlib.metadata import version
+
+    header = (PACKAGE_DIR / "spartan_pb2.py").read_text(encoding="utf-8").splitlines()[:10]
+    marker = "# Protobuf Python Version: "
+    protobuf = next((line[len(marker):].strip() for line in header if line.startswith(marker)), "")
+    if not protobuf:
+        raise RuntimeError("spartan_pb2.py does not name the protobuf version that generated it")
+    return version("grpcio-tools"), protobuf
+
+
 def generate() -> None:
     """Run protoc (from grpcio-tools) over the project's proto file."""
     from grpc_tools import protoc  # imported late: only needed when building

@@ -8,6 +8,7 @@ import urllib.request
 import grpc
 import pytest
 
+from spartan.errors import trailers_of
 from spartan.v1 import pb
 
 RATE = 20.0  # tokens per second
@@ -47,7 +48,7 @@ async def test_accepted_sends_stay_within_burst_plus_rate_times_window(stack_fac
                 accepted += 1
             except grpc.aio.AioRpcError as exc:
                 assert exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-                trailers = dict(exc.trailing_metadata() or ())
+                trailers = trailers_of(exc)
                 retry_after_seen.append(float(trailers["retry-after"]))
                 assert trailers["ratelimit-limit"] == str(BURST)
                 rejected += 1
