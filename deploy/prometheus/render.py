@@ -46,7 +46,9 @@ def _scrape_config(job: str, targets: Sequence[str], metrics_path: str) -> dict[
     return {
         "job_name": job,
         "metrics_path": metrics_path,
-        "static_configs": [{"targets": list(targets), "labels": {"service": job}}],
+        # No target label: the metrics carry their own `service` label, and a target label
+        # of the same name would rename theirs to `exported_service`.
+        "static_configs": [{"targets": list(targets)}],
     }
 
 

@@ -62,6 +62,10 @@ async def test_prometheus_scrapes_every_service_and_counts_deliveries(
         assert settled(prometheus, 'sum(spartan_messages_sent_total{kind="chat"})',
                        lambda v: v >= MESSAGES + 1) == MESSAGES + 1
         assert settled(prometheus, 'sum(spartan_active_streams{job="gateway"})', lambda v: v == 2) == 2
+        # The services' own `service` label arrives as it is exposed, not renamed by a target label.
+        series = prometheus.api("series", **{"match[]": "spartan_rpcs_total"})
+        assert series and all("exported_service" not in labels for labels in series), series
+        assert {labels["service"] for labels in series} == {"gateway", "presence"}, series
     finally:
         prometheus.stop()
 
@@ -116,7 +120,7 @@ async def test_metric_names_and_conventions(stack_factory, client_factory) -> No
     assert gateway.total("spartan_messages_sent_total") == 1
     assert gateway.total("spartan_rate_limit_rejections_total") == 1
     assert gateway.total("spartan_cache_hits_total") >= 1
-    assert any('code="RESOURCE_EXHAUSTED"' in labels and 'method="SendMsg"' in labels
+    assert any(labels.get("code") == "RESOURCE_EXHAUSTED" and labels.get("method") == "SendMsg"
                for name, labels, _ in gateway.samples if name == "spartan_rpcs_total")
     # Declared even before the first failure, so dashboards and alerts can refer to it.
     assert gateway.types.get("spartan_redis_errors_total") == "counter"

@@ -8,7 +8,6 @@ to its HTTP API (`/api/v1/targets`, `/api/v1/query`) with the standard library o
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import subprocess
 import time
@@ -18,6 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
+
+from prometheus_client.parser import text_string_to_metric_families
 
 from deploy.prometheus.render import render_local_config
 from tests.support.ports import free_port, stop_process, wait_for_port
@@ -102,16 +103,15 @@ class Prometheus:
 
 # --- reading /metrics directly ------------------------------------------------------------------
 
-_TYPE_LINE = re.compile(r"^# TYPE (\S+) (\S+)$")
-_SAMPLE_LINE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})? (\S+)")
-
-
 @dataclass(frozen=True)
 class Exposition:
-    """One scrape of a `/metrics` page: declared families (name -> type) and samples."""
+    """One scrape of a `/metrics` page: declared families (name -> type) and samples.
+
+    Counters are keyed by their exposed name (`..._total`), as dashboards query them.
+    """
 
     types: dict[str, str]
-    samples: list[tuple[str, str, float]]  # (name, labels text, value)
+    samples: list[tuple[str, dict[str, str], float]]  # (name, labels, value)
 
     def values(self, name: str) -> list[float]:
         return [value for sample, _, value in self.samples if sample == name]
@@ -121,18 +121,13 @@ class Exposition:
 
 
 def parse_exposition(text: str) -> Exposition:
+    """Parsed by prometheus_client's own parser, the reference reader of this format."""
     types: dict[str, str] = {}
-    samples: list[tuple[str, str, float]] = []
-    for line in text.splitlines():
-        declared = _TYPE_LINE.match(line)
-        if declared:
-            types[declared[1]] = declared[2]
-            continue
-        if line.startswith("#") or not line.strip():
-            continue
-        sample = _SAMPLE_LINE.match(line)
-        if sample:
-            samples.append((sample[1], sample[2] or "", float(sample[3])))
+    samples: list[tuple[str, dict[str, str], float]] = []
+    for family in text_string_to_metric_families(text):
+        exposed = f"{family.name}_total" if family.type == "counter" else family.name
+        types[exposed] = family.type
+        samples.extend((sample.name, dict(sample.labels), sample.value) for sample in family.samples)
     return Exposition(types, samples)
 
 
