@@ -10,7 +10,7 @@ that pipeline's connection with every other concurrent call (the send path's scr
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -25,17 +25,38 @@ from spartan.redis_pipeline import AutoPipeline
 INCLUDE = "--!include "
 
 
+def _read(name: str) -> str:
+    return resources.files(__package__).joinpath(f"{name}.lua").read_text(encoding="utf-8")
+
+
+def expand(name: str, read: Callable[[str], str] = _read, included: set[str] | None = None) -> str:
+    """`read(name)` with each `--!include _part` line replaced by `_part`'s text, once per script.
+
+    A fragment that two includes (or a fragment and the script) both ask for is pasted
+    at its first include only: a second copy would redefine its locals, and Lua allows
+    at most 200 locals in one chunk.
+    """
+    included = set() if included is None else included
+    pieces = []
+    for line in read(name).splitlines(keepends=True):
+        if not line.startswith(INCLUDE):
+            pieces.append(line)
+            continue
+        part = line[len(INCLUDE):].strip()
+        if part not in included:
+            included.add(part)
+            pieces.append(expand(part, read, included))
+    return "".join(pieces)
+
+
 @cache
 def source(name: str) -> str:
-    """The text of `<name>.lua`, with each `--!include _part` line replaced by `_part.lua`.
+    """The text of `<name>.lua` with its fragments pasted in, as loaded and hashed.
 
     Redis scripts cannot load modules, so helpers shared by several scripts (such as
-    the protobuf varint encoder) live once in an `_`-prefixed fragment and are pasted
-    in here, before the script is loaded and hashed.
+    the protobuf varint encoder) live once in an `_`-prefixed fragment.
     """
-    text = resources.files(__package__).joinpath(f"{name}.lua").read_text(encoding="utf-8")
-    return "".join(source(line[len(INCLUDE):].strip()) if line.startswith(INCLUDE) else line
-                   for line in text.splitlines(keepends=True))
+    return expand(name)
 
 
 class PipelinedScript:
