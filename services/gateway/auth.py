@@ -29,6 +29,7 @@ from contextlib import aclosing
 from typing import Any, TypeVar
 
 import grpc
+from google.protobuf.descriptor import ServiceDescriptor
 from redis.asyncio import Redis
 
 from spartan.cache import lru_cache
@@ -168,6 +169,28 @@ class Authenticator:
         return not await self.redis.set(key, 1, nx=True, px=max(1, int(ttl_seconds * 1000)))
 
 
+ACCESS = "__spartan_access__"  # "public" or "authenticated": set by the decorators below
+
+
+def public(handler: F) -> F:
+    """Mark an RPC as callable without a session (only the login handshake is)."""
+    setattr(handler, ACCESS, "public")
+    return handler
+
+
+def require_declared_access(servicer: type, service: ServiceDescriptor) -> None:
+    """Refuse a servicer with an RPC marked neither `@public` nor `@authenticated`.
+
+    Authentication is deny-by-default: a new RPC that nobody decided about stops the
+    gateway at start instead of silently serving everyone.
+    """
+    undecided = [name for name in service.methods_by_name
+                 if getattr(getattr(servicer, name, None), ACCESS, None) not in ("public", "authenticated")]
+    if undecided:
+        raise TypeError(f"{servicer.__name__}: mark {', '.join(sorted(undecided))} "
+                        "@public or @authenticated (services/gateway/auth.py)")
+
+
 def authenticated(handler: F) -> F:
     """Require a valid session token; works for unary handlers and async-generator streams.
 
@@ -186,6 +209,7 @@ def authenticated(handler: F) -> F:
                         checked_at = time.monotonic()
                     yield item
 
+        setattr(streaming, ACCESS, "authenticated")
         return streaming  # type: ignore[return-value]
 
     @functools.wraps(handler)
@@ -193,7 +217,8 @@ def authenticated(handler: F) -> F:
         await self.auth.authenticate(context)
         return await handler(self, request, context)
 
+    setattr(unary, ACCESS, "authenticated")
     return unary  # type: ignore[return-value]
 
 
-__all__ = ["Authenticator", "authenticated"]
+__all__ = ["Authenticator", "authenticated", "public", "require_declared_access"]

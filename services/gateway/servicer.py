@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator
 
 import grpc
 
-from services.gateway.auth import Authenticator, authenticated
+from services.gateway.auth import Authenticator, authenticated, public, require_declared_access
 from services.gateway.groups import GroupDirectory
 from services.gateway.hub import PubSubHub
 from services.gateway.key_inbox import SenderKeyInbox
@@ -53,6 +53,7 @@ class SpartanServicer:
     def __init__(self, *, config: Config, auth: Authenticator, hub: PubSubHub, leases: LeaseKeeper,
                  presence: rpc.PresenceStub, history: rpc.HistoryStub, store: HistoryStore,
                  delivery: DeliveryLog, limiter: RateLimiter, groups: GroupDirectory) -> None:
+        require_declared_access(type(self), pb.DESCRIPTOR.services_by_name["Spartan"])
         self.config = config
         self.users = frozenset(config.users)
         self.auth = auth
@@ -73,10 +74,12 @@ class SpartanServicer:
 
     # ----------------------------------------------------------------- login
     @unary(SERVICE)
+    @public
     async def GetChallenge(self, request: pb.ChallengeRequest, context: grpc.aio.ServicerContext) -> pb.Challenge:
         return await self.auth.challenge(check_user(request.user, self.users))
 
     @unary(SERVICE)
+    @public
     async def Login(self, request: pb.LoginRequest, context: grpc.aio.ServicerContext) -> pb.Session:
         check_user(request.user, self.users)
         return await self.auth.login(request)
