@@ -21,7 +21,7 @@ from Crypto.PublicKey.ECC import EccKey
 from Crypto.Random import get_random_bytes
 from Crypto.Signature import eddsa
 
-from spartan.crypto import encode_fields
+from spartan.crypto.encoding import encode_fields
 from spartan.errors import InvalidArgument
 from spartan.v1 import pb
 

@@ -23,7 +23,7 @@ from Crypto.Hash import SHA256
 from Crypto.Protocol.KDF import HKDF
 from Crypto.Random import get_random_bytes
 
-from spartan.crypto import DecryptError, encode_fields
+from spartan.crypto.encoding import DecryptError, encode_fields
 from spartan.crypto.identity import Identity, verify_public_keys
 from spartan.errors import InvalidArgument
 from spartan.v1 import pb

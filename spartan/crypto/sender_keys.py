@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from Crypto.Cipher import AES
 from Crypto.Random import get_random_bytes
 
-from spartan.crypto import DecryptError, encode_fields
+from spartan.crypto.encoding import DecryptError, encode_fields
 from spartan.crypto.identity import Identity, verify_signature
 from spartan.crypto.pairwise import PairwiseCipher
 from spartan.errors import InvalidArgument

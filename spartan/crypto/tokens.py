@@ -34,7 +34,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from spartan.crypto import encode_fields
+from spartan.crypto.encoding import encode_fields
 from spartan.crypto.identity import fingerprint, verify_signature
 from spartan.errors import InvalidArgument, Unauthenticated
 
