@@ -54,8 +54,7 @@ def _long_string(message: Message, limit: int, prefix: str = "") -> str:
     """The path of the first string field (at any depth) longer than `limit`, or ''."""
     for field, value in message.ListFields():
         path = f"{prefix}{field.name}"
-        repeated = field.label == field.LABEL_REPEATED
-        items = value if repeated else (value,)
+        items = value if field.is_repeated else (value,)
         if field.type == field.TYPE_STRING:
             if any(len(item) > limit for item in items):
                 return path
