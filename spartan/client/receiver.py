@@ -24,6 +24,9 @@ log = logging.getLogger("spartan.client")
 FATAL = (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND)
 EXPLAINED = (grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.ABORTED)  # ended by the server with a reason
 MAX_BACKOFF_SECONDS = 3.0
+# Gateways refuse more cursors than `gateway.max_resume_cursors` (1000 by default). Conversations
+# beyond these resume from what the user acknowledged (messages are de-duplicated by id).
+MAX_RESUME_CURSORS = 1000
 
 
 class Receiver:
@@ -61,7 +64,7 @@ class Receiver:
             try:
                 await self.conn.ensure_ready()
                 assert self.conn.stub is not None
-                call = self.conn.stub.ReceiveMsg(pb.Message(sender=self.conn.user, resume=self.cursors()),
+                call = self.conn.stub.ReceiveMsg(pb.Message(sender=self.conn.user, resume=self.cursors()[:MAX_RESUME_CURSORS]),
                                                  metadata=self.conn.metadata)
                 headers = await call.initial_metadata()
                 # A refused stream also "returns" initial metadata (empty, with the error in the
