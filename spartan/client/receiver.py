@@ -64,7 +64,8 @@ class Receiver:
             try:
                 await self.conn.ensure_ready()
                 assert self.conn.stub is not None
-                call = self.conn.stub.ReceiveMsg(pb.Message(sender=self.conn.user, resume=self.cursors()[:MAX_RESUME_CURSORS]),
+                resume = self.cursors()[:MAX_RESUME_CURSORS]
+                call = self.conn.stub.ReceiveMsg(pb.Message(sender=self.conn.user, resume=resume),
                                                  metadata=self.conn.metadata)
                 headers = await call.initial_metadata()
                 # A refused stream also "returns" initial metadata (empty, with the error in the
