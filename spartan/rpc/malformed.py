@@ -54,7 +54,7 @@ def _long_string(message: Message, limit: int, prefix: str = "") -> str:
     """The path of the first string field (at any depth) longer than `limit`, or ''."""
     for field, value in message.ListFields():
         path = f"{prefix}{field.name}"
-        items = value if field.is_repeated else (value,)
+        items = value if _repeated(field) else (value,)
         if field.type == field.TYPE_STRING:
             if any(len(item) > limit for item in items):
                 return path
@@ -64,6 +64,12 @@ def _long_string(message: Message, limit: int, prefix: str = "") -> str:
                 if found:
                     return found
     return ""
+
+
+def _repeated(field: Any) -> bool:
+    """`is_repeated` (protobuf 5.29+) or the older `label`."""
+    flag = getattr(field, "is_repeated", None)
+    return bool(flag) if flag is not None else field.label == field.LABEL_REPEATED
 
 
 class _Reporter:
