@@ -202,3 +202,24 @@ async def test_a_stream_that_falls_behind_ends_with_a_status_and_its_client_reco
         victim.send_signal(signal.SIGCONT)
         victim.kill()
         victim.wait()
+
+
+async def test_group_size_bounds_a_sender_key_batch(stack_factory, client_factory) -> None:
+    # A limit of 4 members instead of 256 (the shipped groups have 4): 8 users cannot reach the default.
+    stack = stack_factory(gateways=1, settings={"SPARTAN_PRESENCE__MAX_GROUP_MEMBERS": "4"})
+    eve = await client_factory("eve", [stack.address(1)], encrypt=False)
+    big = await rpc_error(eve.call("CreateGroup", pb.GroupRequest(group="big", members=["alice", "bob", "charlie",
+                                                                                         "foo"])))
+    assert big.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert big.details() == "a group has at most 4 members, you included"
+    await eve.call("CreateGroup", pb.GroupRequest(group="small", members=["alice", "bob", "charlie"]))
+    full = await rpc_error(eve.call("AddMember", pb.GroupRequest(group="small", user="foo")))
+    assert full.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert full.details() == "small already has the most members a group may have; remove one first"
+    batch = await rpc_error(eve.call("SendSenderKeys", pb.SenderKeyBatch(
+        group="small", keys=[sealed_key(user) for user in ("alice", "bob", "charlie", "foo")])))
+    assert batch.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert batch.details() == "at most 3 sender keys per batch: one for each other member of a group of at most 4"
+    ack = await eve.call("SendSenderKeys", pb.SenderKeyBatch(
+        group="small", keys=[sealed_key(user) for user in ("alice", "bob", "charlie")]))
+    assert ack.stored == 3
