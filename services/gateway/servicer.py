@@ -136,8 +136,9 @@ class SpartanServicer:
             return pb.SendAck(id=request.id, conversation=naming.group_conversation(request.group),
                               sent_at_us=sent_at_us)
         conversation, channels = await self._route(user, request)
-        payload = pb.Message(id=request.id, kind=request.kind, sender=user,
-                             recipient="" if request.group else request.recipient, group=request.group, body=request.body, conversation=conversation).SerializeToString()
+        recipient = "" if request.group else request.recipient  # a group message reaches the group's members
+        payload = pb.Message(id=request.id, kind=request.kind, sender=user, recipient=recipient, group=request.group,
+                             body=request.body, conversation=conversation).SerializeToString()
         # Both appends go out in the same pipelined write: the cache's is not waited for before the log's.
         cached = asyncio.ensure_future(self.store.append_raw(conversation, payload))
         try:
@@ -409,7 +410,8 @@ class SpartanServicer:
         user = session.user
         conversations = [naming.inbox_conversation(user), *await self.delivery.dm_conversations(user),
                          *map(naming.group_conversation, groups)]
-        conversations += [name for name in resume if name not in set(conversations)]
+        known = set(conversations)
+        conversations += [name for name in resume if name not in known]
         own_groups = set(groups) | session.groups
         for conversation in dict.fromkeys(conversations):
             cursor = resume.get(conversation)
