@@ -57,6 +57,11 @@ class GatewayConfig:
     max_message_bytes: int = 65536
     stream_queue_size: int = 1024  # per-stream delivery queue; a client this far behind is disconnected
     max_streams: int = 20000  # beyond this, new streams get RESOURCE_EXHAUSTED
+    max_streams_per_user: int = 16  # open streams of one user on one gateway; more get RESOURCE_EXHAUSTED
+    max_resume_cursors: int = 1000  # cursors one ReceiveMsg may name; more get INVALID_ARGUMENT
+    max_connections: int = 15000  # TCP connections held at once; more are closed on accept (kept below the fd limit)
+    max_streams_per_connection: int = 1000  # concurrent calls on one HTTP/2 connection (grpc.max_concurrent_streams)
+    handshake_timeout_seconds: float = 10  # a connection that has not finished its HTTP/2 (and TLS) handshake is closed
     max_inflight_calls: int = 2000  # unary calls in progress at once; beyond it, RESOURCE_EXHAUSTED
     max_connection_age_seconds: float = 0  # 0: unlimited; set so new replicas receive connections
     max_connection_age_grace_seconds: float = 30
@@ -65,6 +70,7 @@ class GatewayConfig:
 @dataclass(frozen=True)
 class PresenceConfig:
     lease_seconds: float = 10.0  # a user whose gateway stops renewing shows offline after this
+    max_group_members: int = 256  # also bounds one SendSenderKeys batch (a key for each other member)
     pending_ttl_seconds: float = 7 * 24 * 3600
 
 
@@ -303,6 +309,9 @@ def _validate(config: Config) -> None:
         for member in members:
             if member not in config.users:
                 raise ConfigError(f"groups.{group}: {member!r} is not in users")
+        if len(set(members)) > config.presence.max_group_members:
+            raise ConfigError(f"groups.{group}: {len(set(members))} members; "
+                              f"presence.max_group_members allows {config.presence.max_group_members}")
     positive("max_num_messages_per_user", config.max_num_messages_per_user)
     positive("max_call_per_30_seconds_per_user", config.max_call_per_30_seconds_per_user)
     positive("redis.pool_size", config.redis.pool_size)
@@ -310,6 +319,13 @@ def _validate(config: Config) -> None:
     positive("gateway.stream_queue_size", config.gateway.stream_queue_size)
     positive("gateway.max_streams", config.gateway.max_streams)
     positive("gateway.max_inflight_calls", config.gateway.max_inflight_calls)
+    positive("gateway.max_streams_per_user", config.gateway.max_streams_per_user)
+    positive("gateway.max_resume_cursors", config.gateway.max_resume_cursors)
+    positive("gateway.max_connections", config.gateway.max_connections)
+    positive("gateway.max_streams_per_connection", config.gateway.max_streams_per_connection)
+    positive("gateway.handshake_timeout_seconds", config.gateway.handshake_timeout_seconds)
+    if config.presence.max_group_members < 2:
+        raise ConfigError(f"presence.max_group_members: must be at least 2, got {config.presence.max_group_members}")
     positive("presence.lease_seconds", config.presence.lease_seconds)
     positive("history.max_conversations", config.history.max_conversations)
     positive("history.max_read_limit", config.history.max_read_limit)

@@ -51,6 +51,11 @@ def test_environment_overrides_top_level_and_sections() -> None:
     ("port: 3000\nusers: [a]\n", {"SPARTAN_REDIS__URLX": "x"}, "unknown setting in environment: SPARTAN_REDIS__URLX"),
     ("port: 3000\nusers: [a]\n", {"SPARTAN_GATEWAY__MAX_STREAMS": "many"}, "gateway.max_streams"),
     ("port: 3000\nusers: [a]\nlog: {format: xml}\n", {}, "log.format"),
+    ("port: 3000\nusers: [a]\n", {"SPARTAN_GATEWAY__MAX_STREAMS_PER_USER": "0"}, "gateway.max_streams_per_user"),
+    ("port: 3000\nusers: [a]\n", {"SPARTAN_GATEWAY__MAX_CONNECTIONS": "-5"}, "gateway.max_connections"),
+    ("port: 3000\nusers: [a]\n", {"SPARTAN_PRESENCE__MAX_GROUP_MEMBERS": "1"}, "presence.max_group_members"),
+    ("port: 3000\nusers: [a, b, c]\ngroups: {g: [a, b, c]}\npresence: {max_group_members: 2}\n", {},
+     "groups.g: 3 members; presence.max_group_members allows 2"),
     ("port: [3000\n", {}, "not valid YAML"),
 ])
 def test_bad_settings_fail_naming_the_key(tmp_path: Path, content: str, env: dict[str, str], message: str) -> None:
@@ -58,6 +63,12 @@ def test_bad_settings_fail_naming_the_key(tmp_path: Path, content: str, env: dic
     path.write_text(content)
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
         load_config(path, env=env)
+
+
+def test_the_shipped_config_loads_with_the_default_limits() -> None:
+    config = load_config(ROOT / "config.yaml", env={})
+    assert config.gateway.max_streams_per_user == 16 and config.gateway.max_resume_cursors == 1000
+    assert config.gateway.max_connections == 15000 and config.presence.max_group_members == 256
 
 
 def test_every_setting_has_an_environment_name() -> None:

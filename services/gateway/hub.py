@@ -12,6 +12,12 @@ resubscribes every channel, and tells every mailbox that it may have missed mess
 (`Mailbox.on_outage` when it is lost, `Mailbox.on_gap` when it is back), so streams
 tell their clients and recover the gap from history. Each message is parsed
 once per gateway, not once per recipient.
+
+Delivering never blocks: a mailbox takes a message with a non-blocking put into its
+bounded queue (a full one ends its stream with a status, see `stream_session`). A
+burst of many messages for many streams still costs time, so the owner task yields
+to the event loop after every `YIELD_EVERY` deliveries: other calls on the gateway
+keep being served while a large batch of sender keys or a busy group fans out.
 """
 from __future__ import annotations
 
@@ -31,6 +37,7 @@ from spartan.v1 import pb
 log = logging.getLogger("spartan.gateway.hub")
 
 POLL_SECONDS = 0.02  # longest a queued (un)subscribe waits while the connection is idle
+YIELD_EVERY = 256  # deliveries between two yields to the event loop
 _DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
 
 
@@ -151,8 +158,12 @@ class PubSubHub:
             while not self._commands.empty():
                 await self._execute(pubsub, self._commands.get_nowait())
             message = await pubsub.get_message(timeout=POLL_SECONDS)
+            delivered = 0
             while message is not None:
-                self._handle(message)
+                delivered += self._handle(message)
+                if delivered >= YIELD_EVERY:
+                    delivered = 0
+                    await asyncio.sleep(0)  # let handlers drain and other calls run between large batches
                 message = await pubsub.get_message(timeout=0)
 
     async def _execute(self, pubsub: PubSub, command: _Command) -> None:
@@ -172,21 +183,24 @@ class PubSubHub:
                 self._subscribed.difference_update(gone)
             _resolve(command.done)
 
-    def _handle(self, message: dict) -> None:
+    def _handle(self, message: dict) -> int:
+        """Dispatch one pub/sub message; returns the number of mailboxes it was delivered to."""
         kind = message["type"]
         channel = message["channel"].decode() if isinstance(message["channel"], bytes) else message["channel"]
         if kind == "message":
             raw: bytes = message["data"]
             routes = self._routes.get(channel)
             if not routes:
-                return
+                return 0
             try:
                 parsed = pb.Message.FromString(raw)
             except Exception:  # noqa: BLE001 - a malformed publish must not stop delivery to others
                 log.warning("dropped an undecodable message on %s", channel)
-                return
-            for mailbox in tuple(routes):
+                return 0
+            mailboxes = tuple(routes)
+            for mailbox in mailboxes:
                 mailbox.deliver(parsed, raw)
+            return len(mailboxes)
         elif kind == "subscribe":
             self._subscribed.add(channel)
             for done in self._awaiting_ack.pop(channel, ()):
@@ -196,6 +210,7 @@ class PubSubHub:
                     _resolve(done)
                 else:
                     self._pending_acks[id(done)] = remaining
+        return 0
 
     def _mailboxes(self) -> set[Mailbox]:
         return {m for routes in self._routes.values() for m in routes}

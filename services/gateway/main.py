@@ -15,6 +15,7 @@ from spartan import redis_conn
 from spartan.cli_common import run_async, run_service, service_arguments, wait_for_redis
 from spartan.config import Config
 from spartan.delivery_log import DeliveryLog
+from spartan.fd_limit import RESERVED_FDS, connection_cap, raise_open_files_limit
 from spartan.ratelimit import RateLimiter
 from spartan.redis_pipeline import AutoPipeline
 from spartan.rpc.credentials import open_channel
@@ -33,8 +34,25 @@ def token_secret(config: Config) -> str:
         raise SystemExit(f"spartan-gateway: {exc}") from None
 
 
+MAX_STRING_CHARS = 256  # longest string field of any public request (names are 32, ids 64)
+
+
+def public_options(config: Config) -> list[tuple[str, object]]:
+    """Server options of the public port: shed connections and streams before descriptors run out."""
+    fd_limit = raise_open_files_limit()
+    limits = config.gateway
+    return [
+        *server_options(config, public=True),
+        ("grpc.max_allowed_incoming_connections",
+         connection_cap(limits.max_connections, fd_limit, config.redis.pool_size + RESERVED_FDS)),
+        ("grpc.max_concurrent_streams", limits.max_streams_per_connection),
+        ("grpc.server_handshake_timeout_ms", int(limits.handshake_timeout_seconds * 1000)),
+    ]
+
+
 async def run(config: Config) -> None:
     secret = token_secret(config)  # refused before anything else starts
+    options = public_options(config)  # the open-files limit is raised before any connection is made
     gateway_id = config.gateway.instance_id or f"{socket.gethostname()}-{os.getpid()}"
     redis = redis_conn.connect(config.redis)
     await wait_for_redis(redis, "gateway")
@@ -72,8 +90,9 @@ async def run(config: Config) -> None:
         port=config.port,
         on_drain=servicer.drain,
         on_stop=stop,
-        options=server_options(config, public=True),
+        options=options,
         max_concurrent_rpcs=config.gateway.max_streams + config.gateway.max_inflight_calls,
+        max_string_chars=MAX_STRING_CHARS,
     )
     await serve(spec, config)
 

@@ -10,10 +10,12 @@ for its user in the delivery log, says SYNCED, then goes live.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections import Counter
+from collections.abc import AsyncIterator, Sequence
 
 import grpc
 
@@ -23,7 +25,7 @@ from services.gateway.hub import PubSubHub
 from services.gateway.key_inbox import SenderKeyInbox
 from services.gateway.leases import LeaseKeeper
 from services.gateway.replay import DeliveryReplayer
-from services.gateway.stream_session import StreamSession
+from services.gateway.stream_session import SLOW_STREAM, StreamSession
 from spartan import naming
 from spartan.config import Config
 from spartan.context import current_user
@@ -31,7 +33,7 @@ from spartan.delivery_log import DeliveryLog
 from spartan.errors import InvalidArgument, Overloaded, PermissionDenied, Unavailable
 from spartan.history_store import HistoryStore
 from spartan.metrics import ACTIVE_STREAMS, DELIVERY_SECONDS, MESSAGES_DELIVERED, MESSAGES_SENT
-from spartan.ratelimit import RateLimiter, policies_from_config, rate
+from spartan.ratelimit import RateLimiter, enforce_rate, policies_from_config, rate
 from spartan.rpc.handlers import stream, unary
 from spartan.v1 import pb, rpc
 from spartan.validation import check_body, check_message_id, check_name, check_user
@@ -42,9 +44,11 @@ RECONNECTED = "Reconnected."
 SENDABLE = {pb.CHAT, pb.SENDER_KEY}
 KIND_NAMES = {value: name.lower() for name, value in pb.Kind.items()}
 DELIVERED_BY_KIND = {value: MESSAGES_DELIVERED.labels(name) for value, name in KIND_NAMES.items()}
-SENDER_KEY_CALLS_PER_MINUTE = 60  # key distribution follows membership changes, not typing: its own budget
+# Key distribution follows membership changes, not typing: its own budget, counted in keys (one per
+# recipient) so that one call cannot carry more than many calls may; four full rotations a minute.
+SENDER_KEY_ROTATIONS_PER_MINUTE = 4
 ACK_CALLS_PER_MINUTE = 600  # clients acknowledge at most a few times a second, batched
-MAX_POSITIONS = 1000  # conversations named in one ReceiveMsg resume or one Ack
+MAX_POSITIONS = 1000  # conversations named in one Ack
 
 log = logging.getLogger("spartan.gateway")
 
@@ -68,6 +72,8 @@ class SpartanServicer:
         self.rate_policies = policies_from_config(config)
         self.timeout = config.services.call_timeout_seconds
         self.sessions: dict[str, StreamSession] = {}
+        self.streams_of: Counter[str] = Counter()  # open streams per user on this gateway
+        self.max_keys_per_batch = config.presence.max_group_members - 1  # one key for each other member
         self.draining = False
         self.replayer = DeliveryReplayer(delivery)
         self.key_inbox = SenderKeyInbox(store.redis, self.users, config.gateway.max_message_bytes)
@@ -133,8 +139,9 @@ class SpartanServicer:
             return pb.SendAck(id=request.id, conversation=naming.group_conversation(request.group),
                               sent_at_us=sent_at_us)
         conversation, channels = await self._route(user, request)
-        payload = pb.Message(id=request.id, kind=request.kind, sender=user, recipient=request.recipient,
-                             group=request.group, body=request.body, conversation=conversation).SerializeToString()
+        recipient = "" if request.group else request.recipient  # a group message reaches the group's members
+        payload = pb.Message(id=request.id, kind=request.kind, sender=user, recipient=recipient, group=request.group,
+                             body=request.body, conversation=conversation).SerializeToString()
         # Both appends go out in the same pipelined write: the cache's is not waited for before the log's.
         cached = asyncio.ensure_future(self.store.append_raw(conversation, payload))
         try:
@@ -150,6 +157,8 @@ class SpartanServicer:
     async def _route(self, user: str, request: pb.Message) -> tuple[str, list[str]]:
         """The conversation a message belongs to and the channels that deliver it."""
         if request.group:
+            if request.recipient not in ("", request.group):
+                raise InvalidArgument("a group message has no recipient: leave it empty, the group's members receive it")
             await self.groups.require_member(request.group, user)
             return naming.group_conversation(request.group), [naming.group_channel(request.group)]
         if not request.recipient:
@@ -161,7 +170,6 @@ class SpartanServicer:
 
     @unary(SERVICE)
     @authenticated
-    @rate("sender_keys", limit=SENDER_KEY_CALLS_PER_MINUTE, period=60)
     async def SendSenderKeys(self, request: pb.SenderKeyBatch, context: grpc.aio.ServicerContext) -> pb.SenderKeyAck:
         if self.draining:
             raise Unavailable("this gateway is shutting down; reconnect and send again")
@@ -169,11 +177,19 @@ class SpartanServicer:
         return pb.SenderKeyAck(stored=len(request.keys))
 
     async def _store_sender_keys(self, user: str, group: str, keys: list[pb.Message]) -> int:
-        """Check the batch against the group's members, then keep and publish each sealed key."""
+        """Check the batch (cheap checks first), take one rate token per key, then keep and publish each."""
         if not group:
             raise InvalidArgument("a sender key belongs to a group: set group and recipient")
         if not keys:
             raise InvalidArgument("no sender keys given")
+        if len(keys) > self.max_keys_per_batch:
+            raise InvalidArgument(f"at most {self.max_keys_per_batch} sender keys per batch: one for each other member "
+                                  f"of a group of at most {self.max_keys_per_batch + 1}")
+        recipients = [key.recipient for key in keys]
+        if len(set(recipients)) != len(recipients):
+            raise InvalidArgument("a batch names a recipient twice: send one sender key per member")
+        await enforce_rate(self, "sender_keys", user, cost=len(keys),
+                           limit=SENDER_KEY_ROTATIONS_PER_MINUTE * (self.max_keys_per_batch + 1), period=60)
         members = set((await self.groups.require_member(group, user)).members)
         if any(key.recipient not in members for key in keys):
             await self.groups.forget(group)  # a member added a moment ago may not be in the cached list yet
@@ -278,20 +294,26 @@ class SpartanServicer:
             raise PermissionDenied(f"this session belongs to {user}, not {request.sender}")
         if self.draining:
             raise Unavailable("this gateway is shutting down; connect to another one")
-        if len(self.sessions) >= self.config.gateway.max_streams:
+        resume = self._resume_cursors(user, request.resume)
+        limits = self.config.gateway
+        if len(self.sessions) >= limits.max_streams:
             raise Overloaded("this gateway holds as many streams as it may; try another one shortly")
-        if len(request.resume) > MAX_POSITIONS:
-            raise InvalidArgument(f"at most {MAX_POSITIONS} resume positions per stream")
-        resume = {cursor.conversation: cursor for cursor in request.resume}
-        session = StreamSession(user, uuid.uuid4().hex, self.config.gateway.stream_queue_size)
+        if self.streams_of[user] >= limits.max_streams_per_user:
+            raise Overloaded(f"you already have {limits.max_streams_per_user} message streams open on this gateway, "
+                             "the most one user may; close another client first")
+        session = StreamSession(user, uuid.uuid4().hex, limits.stream_queue_size)
         session.handler = asyncio.current_task()
-        # Copy the names out: keeping the repeated field would pin the reply for the stream's life.
-        groups = list((await self.presence.GroupsOf(pb.UserRef(user=user), timeout=self.timeout)).groups)
-        channels = [naming.user_channel(user), naming.BROADCAST_CHANNEL, *map(naming.group_channel, groups)]
+        session.end = functools.partial(context.abort, grpc.StatusCode.RESOURCE_EXHAUSTED)
+        # Counted before the first await, so a burst of opens cannot pass the caps together.
         self.sessions[session.session_id] = session
+        self.streams_of[user] += 1
         ACTIVE_STREAMS.inc()
         lease = self.leases.lease(user, session.session_id)
+        channels: list[str] = []
         try:
+            # Copy the names out: keeping the repeated field would pin the reply for the stream's life.
+            groups = list((await self.presence.GroupsOf(pb.UserRef(user=user), timeout=self.timeout)).groups)
+            channels = [naming.user_channel(user), naming.BROADCAST_CHANNEL, *map(naming.group_channel, groups)]
             await self.hub.subscribe(session, channels)
             await self.leases.open(lease)
             await context.send_initial_metadata((("x-spartan-gateway", self.leases.gateway_id),))
@@ -304,9 +326,36 @@ class SpartanServicer:
                 yield item
         finally:
             self.sessions.pop(session.session_id, None)
+            self.streams_of[user] -= 1
+            if self.streams_of[user] <= 0:
+                del self.streams_of[user]
             ACTIVE_STREAMS.dec()
             self.hub.unsubscribe(session, [*channels, *session.groups])
             self.leases.close(lease)
+
+    def _resume_cursors(self, user: str, cursors: Sequence[pb.Cursor]) -> dict[str, pb.Cursor]:
+        """The client's cursors, checked before anything costs a read: each one names a conversation
+        the caller may be part of (1:1 of theirs, a group, their inbox) and there are not too many."""
+        cap = self.config.gateway.max_resume_cursors
+        if len(cursors) > cap:
+            raise InvalidArgument(f"at most {cap} resume cursors per stream; this request named {len(cursors)}")
+        resume: dict[str, pb.Cursor] = {}
+        for cursor in cursors:
+            name = cursor.conversation
+            dm = naming.dm_members(name)
+            group = naming.group_name(name)
+            if dm is not None:
+                if user not in dm:
+                    raise PermissionDenied("a resume cursor names a conversation you are not part of")
+                for member in dm:
+                    check_user(member, self.users, "resume cursor user")
+            elif group is not None:
+                check_name(group, "resume cursor group name")
+            elif name != naming.inbox_conversation(user):
+                raise InvalidArgument(f"resume cursor '{name[:64]}' is not a conversation id (dm:a:b, group:name "
+                                      "or your inbox)")
+            resume[name] = cursor
+        return resume
 
     async def _live(self, session: StreamSession) -> AsyncIterator[pb.Message | bytes]:
         while True:
@@ -316,7 +365,10 @@ class SpartanServicer:
                 yield notice(session.closing_reason)
                 raise Unavailable(session.closing_reason)
             if session.overflowed:
-                raise Overloaded("you fell too far behind and were disconnected; reconnect to catch up from history")
+                if session.ending is None:  # pragma: no cover - every stream registers how it ends
+                    raise Overloaded(SLOW_STREAM)
+                await asyncio.shield(session.status_sent.wait())
+                return  # the status is out; grpc ends the call with it
             if session.outage:
                 session.outage = False
                 yield notice(RECONNECTING)
@@ -361,11 +413,16 @@ class SpartanServicer:
         user = session.user
         conversations = [naming.inbox_conversation(user), *await self.delivery.dm_conversations(user),
                          *map(naming.group_conversation, groups)]
-        conversations += [name for name in resume if name not in set(conversations)]
+        known = set(conversations)
+        conversations += [name for name in resume if name not in known]
+        own_groups = set(groups) | session.groups
         for conversation in dict.fromkeys(conversations):
             cursor = resume.get(conversation)
             if cursor is None and conversation in session.positions:
                 cursor = session.cursor(conversation)
+            group = naming.group_name(conversation)
+            if group is not None and group not in own_groups:
+                continue  # a cursor of a group the user has left (or never joined): nothing to read, no call
             if not await self._members(user, conversation):
                 continue  # removed from the group while away: nothing to replay, the stream goes on
             async for message in self.replayer.replay(session, conversation, cursor):

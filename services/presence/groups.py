@@ -42,12 +42,14 @@ _REASONS = {
     "already_member": lambda g, u: AlreadyExists(f"{u} is already a member of {g}"),
     "not_in_group": lambda g, u: NotFound(f"{u} is not a member of {g}"),
     "last_member": lambda g, u: FailedPrecondition(f"{u} is the last member of {g}; a group cannot be left empty"),
+    "full": lambda g, u: FailedPrecondition(f"{g} already has the most members a group may have; remove one first"),
 }
 
 
 class GroupStore:
-    def __init__(self, redis: Redis, users: Collection[str], log: DeliveryLog) -> None:
+    def __init__(self, redis: Redis, users: Collection[str], log: DeliveryLog, max_members: int = 256) -> None:
         self.redis = redis
+        self.max_members = max_members  # a sender-key batch holds one key per other member: bounded by this
         self.log = log
         self.users = frozenset(users)
         self._change = script(redis, "group_change")
@@ -62,6 +64,8 @@ class GroupStore:
         check_user(creator, self.users)
         if group in self.users:
             raise InvalidArgument(f"'{group}' is a user name; pick another group name")
+        if len({creator, *members}) > self.max_members:
+            raise InvalidArgument(f"a group has at most {self.max_members} members, you included")
         everyone = sorted({creator, *(check_user(m, self.users, "member") for m in members)})
         if not await self.redis.hsetnx(VERSIONS, group, 1):
             raise AlreadyExists(f"group '{group}' already exists")
@@ -100,7 +104,7 @@ class GroupStore:
     async def _apply(self, op: str, group: str, actor: str, user: str) -> pb.GroupInfo:
         check_name(group, "group name")
         status, value = await self._change(
-            keys=[members_key(group), VERSIONS, user_groups_key(user)], args=[op, group, actor, user])
+            keys=[members_key(group), VERSIONS, user_groups_key(user)], args=[op, group, actor, user, self.max_members])
         if status == b"err":
             raise _REASONS[value.decode()](group, user)
         return await self.get(group)

@@ -15,7 +15,7 @@ async def run(config: Config) -> None:
     redis = redis_conn.connect(config.redis)
     await wait_for_redis(redis, "presence")
     log = DeliveryLog(redis, config.delivery)
-    groups = GroupStore(redis, config.users, log)
+    groups = GroupStore(redis, config.users, log, config.presence.max_group_members)
     await groups.seed(config.groups)
     servicer = PresenceServicer(config, PresenceStore(redis), groups, log)
     spec = ServiceSpec(

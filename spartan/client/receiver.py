@@ -3,7 +3,8 @@
 The stream counts as connected only once the gateway sent its initial metadata,
 which it does after Redis acknowledged the subscription, so nothing published after
 "Connected" can be missed. When the stream breaks (gateway killed, drained, network
-cut, too slow) the receiver says so once, fails over to the next address with
+cut, too slow) the receiver says so once (with the server's sentence when the server
+ended it on purpose, e.g. a stream that fell behind), fails over to the next address with
 backoff, logs in again if the token is refused, and reopens the stream with the
 newest offset seen per conversation; the gateway replays what was missed.
 """
@@ -21,7 +22,11 @@ from spartan.v1 import pb
 log = logging.getLogger("spartan.client")
 
 FATAL = (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND)
+EXPLAINED = (grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.ABORTED)  # ended by the server with a reason
 MAX_BACKOFF_SECONDS = 3.0
+# Gateways refuse more cursors than `gateway.max_resume_cursors` (1000 by default). Conversations
+# beyond these resume from what the user acknowledged (messages are de-duplicated by id).
+MAX_RESUME_CURSORS = 1000
 
 
 class Receiver:
@@ -59,7 +64,8 @@ class Receiver:
             try:
                 await self.conn.ensure_ready()
                 assert self.conn.stub is not None
-                call = self.conn.stub.ReceiveMsg(pb.Message(sender=self.conn.user, resume=self.cursors()),
+                resume = self.cursors()[:MAX_RESUME_CURSORS]
+                call = self.conn.stub.ReceiveMsg(pb.Message(sender=self.conn.user, resume=resume),
                                                  metadata=self.conn.metadata)
                 headers = await call.initial_metadata()
                 # A refused stream also "returns" initial metadata (empty, with the error in the
@@ -85,6 +91,8 @@ class Receiver:
                 self.failed = RuntimeError(details)
                 return
             if not reconnecting and self.connected.is_set():
+                if code in EXPLAINED:
+                    self.notify(f"The server ended the message stream: {details}")
                 self.notify("Reconnecting…")
                 reconnecting = True
             await asyncio.sleep(delay)

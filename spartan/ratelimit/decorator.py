@@ -93,12 +93,14 @@ def rate(
     return decorate
 
 
-async def enforce_rate(servicer: Any, api: str, owner: str) -> None:
-    """What `@rate(api)` does before a handler, for handlers that take their tokens themselves
-    (`SendMsg` takes most of its tokens inside the script that stores the message)."""
-    policy = _effective_policy(servicer, api, None, None, None)
+async def enforce_rate(servicer: Any, api: str, owner: str, *, cost: int = 1, limit: float | None = None,
+                       period: float | None = None) -> None:
+    """What `@rate(api)` does before a handler, for handlers that take their tokens themselves:
+    `SendMsg` takes most of its tokens inside the script that stores the message, and
+    `SendSenderKeys` takes one per key (`cost`), known only once the request is read."""
+    policy = _effective_policy(servicer, api, limit, period, None)
     if policy is not None:
-        (await _limiter_of(servicer).check(owner, api, policy)).enforce(api)
+        (await _limiter_of(servicer).check(owner, api, policy, cost)).enforce(api)
 
 
 def default_key(context: grpc.aio.ServicerContext) -> str:

@@ -6,13 +6,16 @@
 -- ARGV[2]  group name
 -- ARGV[3]  acting user (must be a member)
 -- ARGV[4]  user to add or remove
+-- ARGV[5]  most members a group may have ("add" only)
 -- Returns  {"ok", version} or {"err", reason} with reason one of
---          "no_group", "not_member", "already_member", "not_in_group", "last_member"
+--          "no_group", "not_member", "already_member", "not_in_group", "last_member", "full"
 local version = redis.call('HGET', KEYS[2], ARGV[2])
 if not version then return {'err', 'no_group'} end
 if redis.call('SISMEMBER', KEYS[1], ARGV[3]) == 0 then return {'err', 'not_member'} end
 if ARGV[1] == 'add' then
-  if redis.call('SADD', KEYS[1], ARGV[4]) == 0 then return {'err', 'already_member'} end
+  if redis.call('SISMEMBER', KEYS[1], ARGV[4]) == 1 then return {'err', 'already_member'} end
+  if redis.call('SCARD', KEYS[1]) >= tonumber(ARGV[5]) then return {'err', 'full'} end
+  redis.call('SADD', KEYS[1], ARGV[4])
   redis.call('SADD', KEYS[3], ARGV[2])
 else
   if redis.call('SISMEMBER', KEYS[1], ARGV[4]) == 0 then return {'err', 'not_in_group'} end

@@ -5,7 +5,9 @@ Every servicer method is wrapped by `unary` or `stream`. A `SpartanError` become
 unreachable internal service becomes UNAVAILABLE; an error status from an internal
 service is passed on unchanged (its message is already meant for people); anything
 else is logged with its traceback and answered as INTERNAL with a generic message,
-so no traceback ever reaches a client and no handler crashes the server.
+so no traceback ever reaches a client and no handler crashes the server. A request
+that did not parse (`spartan.rpc.malformed.Malformed`) is refused with
+INVALID_ARGUMENT before the handler runs, and logged at most once a second per caller.
 """
 from __future__ import annotations
 
@@ -22,6 +24,8 @@ import redis.exceptions
 from spartan import errors
 from spartan.context import current_rpc
 from spartan.metrics import RPC_SECONDS, RPCS
+from spartan.ratelimit.decorator import peer_host
+from spartan.rpc import malformed
 
 log = logging.getLogger("spartan.rpc")
 
@@ -77,6 +81,7 @@ def unary(service: str) -> Callable[[UnaryHandler[Req, Resp]], UnaryHandler[Req,
             started = time.perf_counter()
             code = grpc.StatusCode.OK
             try:
+                _refuse_malformed(request, context, method)
                 return await fn(self, request, context)
             except asyncio.CancelledError:
                 code = grpc.StatusCode.CANCELLED
@@ -106,6 +111,7 @@ def stream(service: str) -> Callable[[StreamHandler[Req, Resp]], StreamHandler[R
             current_rpc.set(method)
             code = grpc.StatusCode.OK
             try:
+                _refuse_malformed(request, context, method)
                 async for item in fn(self, request, context):
                     yield item
             except asyncio.CancelledError:
@@ -123,6 +129,12 @@ def stream(service: str) -> Callable[[StreamHandler[Req, Resp]], StreamHandler[R
         return wrapper
 
     return decorate
+
+
+def _refuse_malformed(request: object, context: grpc.aio.ServicerContext, method: str) -> None:
+    if isinstance(request, malformed.Malformed):
+        malformed.report(peer_host(context.peer() or "unknown"), method, request.reason)
+        raise errors.InvalidArgument(request.reason)
 
 
 def _is_abort(exc: BaseException) -> bool:

@@ -39,6 +39,7 @@ class ServiceSpec:
     on_stop: Callable[[], Awaitable[None]] | None = None
     options: list[tuple[str, object]] = field(default_factory=list)
     max_concurrent_rpcs: int | None = None  # grpc sheds calls beyond this with RESOURCE_EXHAUSTED
+    max_string_chars: int | None = None  # public services: longer string fields are refused before the handler
 
 
 def server_options(config: Config, *, public: bool) -> list[tuple[str, object]]:
@@ -63,7 +64,7 @@ async def serve(spec: ServiceSpec, config: Config, *, ready: Callable[[int], Non
     """Run the service until SIGTERM/SIGINT, then drain and return."""
     server = grpc.aio.server(options=spec.options or server_options(config, public=False),
                              maximum_concurrent_rpcs=spec.max_concurrent_rpcs)
-    add_servicer(server, spec.servicer, spec.service)
+    add_servicer(server, spec.servicer, spec.service, spec.max_string_chars)
     full_names = [full_name(spec.service)]
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
