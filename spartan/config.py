@@ -106,7 +106,7 @@ class AuthConfig:
     challenge_ttl_seconds: float = 60
     enrolment_codes: dict[str, str] = field(default_factory=dict)  # user -> code fixed by the operator
     # Whether a user's first keys need an enrolment code: "auto" requires one unless every
-    # gateway listens on loopback only (the local launcher), "required", or "off".
+    # gateway listens on loopback only (the local launcher), "required", or "open" (anyone, first come).
     enrolment: str = "auto"
     enrolment_code_ttl_seconds: float = 7 * 24 * 3600  # codes issued by spartan-admin expire after this
     login_attempts_per_minute_per_address: int = 600  # GetChallenge + Login from one host; 0: unlimited
@@ -328,8 +328,8 @@ def _validate(config: Config) -> None:
     positive("rate.per_seconds", config.rate.per_seconds)
     positive("rate.burst", config.rate.burst, allow_zero=True)
     positive("shutdown.grace_seconds", config.shutdown.grace_seconds, allow_zero=True)
-    if config.auth.enrolment not in ("auto", "required", "off"):
-        raise ConfigError(f"auth.enrolment: must be 'auto', 'required' or 'off', got {config.auth.enrolment!r}")
+    if config.auth.enrolment not in ("auto", "required", "open"):
+        raise ConfigError(f"auth.enrolment: must be 'auto', 'required' or 'open', got {config.auth.enrolment!r}")
     positive("auth.enrolment_code_ttl_seconds", config.auth.enrolment_code_ttl_seconds)
     positive("auth.login_attempts_per_minute_per_address", config.auth.login_attempts_per_minute_per_address, True)
     positive("auth.login_attempts_per_minute_per_user", config.auth.login_attempts_per_minute_per_user, True)
