@@ -30,6 +30,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from spartan.config import Config, ConfigError, load_config
+from spartan.enrolment import required as enrolment_required
 from spartan.local_redis import LocalRedis, RedisNotInstalled
 from spartan.ports import first_busy, wait_for_port
 from spartan.private_files import open_private_append, private_dir, read_or_create_secret
@@ -235,6 +236,9 @@ async def run(argv: list[str] | None = None) -> int:
         for child in children:
             await wait_healthy(child.port, child)
         print(f"Spartan server started on port {config.port}.", flush=True)
+        if enrolment_required(config.auth.enrolment, args.host):
+            print(f"[Spartan] Gateways listen on {args.host}: a user's first login needs a code from "
+                  "`spartan-admin enrol USER` (client: --enrolment-code CODE).", flush=True)
         if args.gateways > 1:
             ports = ",".join(str(config.port + i) for i in range(args.gateways))
             print(f"[Spartan] {args.gateways} gateway replicas on ports {ports}.", flush=True)

@@ -26,6 +26,7 @@ def wait_for_port(port: int, timeout: float = 15.0, host: str = "127.0.0.1") -> 
 def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
     """Whether a listener already holds host:port (a port only in TIME_WAIT counts as free, as it does for
     servers, which bind with SO_REUSEADDR)."""
+    host = host.strip("[]")  # "[::]" as gRPC spells it
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
