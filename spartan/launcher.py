@@ -124,9 +124,8 @@ def service_secret_env(root: Path, config: Config) -> dict[str, str]:
 
 def needed_ports(config: Config, args: argparse.Namespace) -> list[tuple[str, int]]:
     """Every (host, port) the children will listen on, in the order they start."""
-    listen = config.services.listen_host
-    ports = [(listen, int(config.services.presence.rsplit(":", 1)[1])),
-             (listen, int(config.services.history.rsplit(":", 1)[1]))]
+    ports = [(LOCAL_HOST, int(config.services.presence.rsplit(":", 1)[1])),
+             (LOCAL_HOST, int(config.services.history.rsplit(":", 1)[1]))]
     ports += [(args.host, config.port + i) for i in range(args.gateways)]
     if config.metrics.port:
         ports += [(config.metrics.host, config.metrics.port + i) for i in range(2 + args.gateways)]
@@ -213,7 +212,8 @@ async def run(argv: list[str] | None = None) -> int:
         return 1
     root = private_dir(data_root(config, args.data_dir))
     private_dir(root / "logs")
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "SPARTAN_GATEWAY__HOST": args.host}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "SPARTAN_GATEWAY__HOST": args.host,
+           "SPARTAN_SERVICES__LISTEN_HOST": LOCAL_HOST}  # presence and history: this machine only
     env.update(service_secret_env(root, config))
     if not config.auth.token_secret_file:  # a configured file is read by the gateways themselves
         env["SPARTAN_AUTH__TOKEN_SECRET"] = token_secret(root, config.auth.token_secret)
