@@ -70,6 +70,9 @@ class Authenticator:
         self.limits = LoginLimits(redis, config.auth)
         self.enrolment = EnrolmentCodes(redis)
         self.enrolment_required = enrolment_required(config.auth.enrolment, config.gateway.host)
+        log.info("first key registration %s (auth.enrolment=%s, gateway.host=%s)",
+                 "needs an enrolment code" if self.enrolment_required else "is open to the first login",
+                 config.auth.enrolment, config.gateway.host)
 
     async def challenge(self, user: str, peer: str) -> pb.Challenge:
         """A fresh nonce; says nothing about the user's keys (that would show which accounts are unclaimed)."""
