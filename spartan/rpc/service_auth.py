@@ -7,8 +7,9 @@ conversation or write a message "from alice". So every call from a gateway or
 the service secret (`auth.service_secret` / `auth.service_secret_file`) over the
 method, the time and the acting user (`x-spartan-user`, empty when none). Presence
 and history verify it before any handler runs: a missing or wrong signature is
-UNAUTHENTICATED, one older (or newer) than `CALL_WINDOW_SECONDS` is too, and a
-signed user can only be changed by someone who holds the secret. Health and
+UNAUTHENTICATED, one further than `CALL_WINDOW_SECONDS` (10 minutes) from the
+receiver's clock is too, and a signed user can only be changed by someone who holds
+the secret. Health and
 reflection stay open (load balancers and probes use them). Channels sign through a
 client interceptor, so call sites only set `x-spartan-user`.
 """
@@ -29,7 +30,10 @@ from spartan.token_secret import refusal
 CALLER_HEADER = "x-spartan-caller"
 USER_HEADER = "x-spartan-user"
 VERSION = "v1"
-CALL_WINDOW_SECONDS = 60.0  # how far a signature's time may be from the receiver's clock
+# How far a signature's time may be from the receiver's clock: wide enough for replicas whose
+# clocks drift apart by minutes (the rate limit is exact across such skew, and tested so), narrow
+# enough that a copied credential expires; TLS between services keeps credentials from being copied.
+CALL_WINDOW_SECONDS = 600.0
 OPEN_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 HOW_TO = "set it to the output of: spartan-admin gen-secret (the same value for every service)"
 
