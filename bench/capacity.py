@@ -239,7 +239,8 @@ def run(*, levels: list[int] | None = None, per_channel: int = 100, users: int =
                 f"real login {costs['real_login_ms']:.1f} ms")
             started = time.monotonic()
             keys = asyncio.run(register_keys(stack.env["SPARTAN_SERVICES__PRESENCE"],
-                                                users_list[:user_count + 2]))
+                                                users_list[:user_count + 2],
+                                                stack.env["SPARTAN_AUTH__SERVICE_SECRET"]))
             costs["register_keys_seconds"] = time.monotonic() - started
             log(f"capacity: registered key pairs of {len(keys)} users in {costs['register_keys_seconds']:.1f} s")
             context = multiprocessing.get_context("spawn")

@@ -57,17 +57,20 @@ def mint_token(secret: str, user: str, identity_key: bytes) -> str:
     return TokenIssuer(secret, 3600).issue(user, identity_key)[0]
 
 
-async def register_keys(presence_address: str, users: list[str], concurrency: int = 32) -> dict[str, bytes]:
+async def register_keys(presence_address: str, users: list[str], service_secret: str,
+                        concurrency: int = 32) -> dict[str, bytes]:
     """Register a fresh key pair per user in the presence directory, as a first login does
     (without the key-update broadcast); returns each user's public identity key."""
     import grpc
 
     from spartan.crypto.identity import Identity
+    from spartan.rpc.service_auth import signing_interceptors
     from spartan.v1 import rpc
 
     keys: dict[str, bytes] = {}
     limit = asyncio.Semaphore(concurrency)
-    async with grpc.aio.insecure_channel(presence_address) as channel:
+    async with grpc.aio.insecure_channel(presence_address,
+                                         interceptors=signing_interceptors(service_secret)) as channel:
         presence = rpc.PresenceStub(channel)
 
         async def one(user: str) -> None:
@@ -204,6 +207,8 @@ class SpartanStack(ServiceStack):
             "SPARTAN_SERVICES__PRESENCE": f"127.0.0.1:{presence_port}",
             "SPARTAN_SERVICES__HISTORY": f"127.0.0.1:{history_port}",
             "SPARTAN_AUTH__TOKEN_SECRET": self.secret,
+            "SPARTAN_AUTH__SERVICE_SECRET": secrets.token_hex(32),  # presence checks direct key registration
+            "SPARTAN_GATEWAY__HOST": "127.0.0.1",
             "SPARTAN_USERS": ",".join(users),
             "SPARTAN_GROUPS": "{}",
             "SPARTAN_RATE__RATE": "1000000",

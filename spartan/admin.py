@@ -1,13 +1,16 @@
 """`spartan-admin`: the operator's command for the key directory and secrets.
 
-    spartan-admin reset-keys bob     # bob lost his device: his next login registers new keys
+    spartan-admin enrol bob          # a one-time code that lets bob register his first keys
+    spartan-admin reset-keys bob     # bob lost his device: prints the code his next login needs
     spartan-admin show-keys bob      # the fingerprint of bob's registered identity key
     spartan-admin gen-secret         # a random value for auth.token_secret
     spartan-admin gen-secret --file F  # write one to F once (auth.token_secret_file)
 
 It reads config.yaml and `SPARTAN_*` variables exactly like the services do
 (`--config`, `SPARTAN_SERVICES__PRESENCE`, the `tls` section) and talks to the
-presence service, which gateways use as the key directory. After a reset, sessions
+presence service, which gateways use as the key directory, signing its calls with
+the service secret (`auth.service_secret` / `auth.service_secret_file`; for the
+local launcher's stack, the `service_secret` file in its data folder). After a reset, sessions
 signed for the old key stop working on every gateway within the gateways'
 key-check bound, and peers see a key-change warning once the user logs in again.
 
@@ -18,19 +21,25 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import secrets
 import sys
 from collections.abc import Callable, Coroutine
-from typing import Any
+from datetime import datetime, timezone
+from typing import Any, TypeVar
 
 import grpc
 
 from spartan.config import Config, ConfigError, load_config
 from spartan.crypto.identity import fingerprint
+from spartan.launcher import SERVICE_SECRET_FILE, data_root
 from spartan.rpc.credentials import open_channel
+from spartan.rpc.service_auth import ServiceSecretError, signing_interceptors
+from spartan.rpc.service_auth import resolve as resolve_service_secret
 from spartan.token_secret import TokenSecretError, write_new_secret
 from spartan.v1 import pb, rpc
 
+T = TypeVar("T")
 PROG = "spartan-admin"
 SECRET_BYTES = 32
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -47,11 +56,19 @@ def parser() -> argparse.ArgumentParser:
     top.add_argument("--presence", help="presence service address host:port (default: services.presence)")
     top.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the presence service")
     commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    top.add_argument("--data-dir", help="the local launcher's data folder, where its service_secret is "
+                                        "(default .spartan; used when the config names no service secret)")
+    enrol = commands.add_parser(
+        "enrol", help="issue a one-time code that lets a user register their first keys",
+        description="Print a one-time enrolment code for USER (who has no registered keys). Give it to USER: "
+                    "their first login needs it (client: --enrolment-code CODE). It expires after "
+                    "auth.enrolment_code_ttl_seconds; issuing another replaces it.")
+    enrol.add_argument("user")
     reset = commands.add_parser(
         "reset-keys", help="forget a user's registered keys (lost or compromised device)",
-        description="Forget USER's registered public keys. USER's next login registers fresh keys; sessions "
-                    f"of the old key end on every gateway within {KEY_CHECK_BOUND_SECONDS} s; peers are warned "
-                    "that the key changed.")
+        description="Forget USER's registered public keys and print a one-time enrolment code: only a login "
+                    f"with that code registers new keys. Sessions of the old key end on every gateway within "
+                    f"{KEY_CHECK_BOUND_SECONDS} s; peers are warned that the key changed.")
     reset.add_argument("user")
     show = commands.add_parser("show-keys", help="print the fingerprint of a user's registered identity key",
                                description="Print the fingerprint of USER's registered identity key.")
@@ -72,11 +89,33 @@ def gen_secret() -> str:
     return secrets.token_hex(SECRET_BYTES)
 
 
-async def reset_keys(presence: rpc.PresenceStub, user: str, timeout: float) -> str:
-    """Reset `user`'s keys; returns the fingerprint of the keys that were registered."""
+async def reset_keys(presence: rpc.PresenceStub, user: str, timeout: float) -> tuple[str, pb.EnrolmentCode]:
+    """Reset `user`'s keys; returns the fingerprint of the keys that were registered and the new code."""
     old = await presence.GetKeys(pb.UserRef(user=user), timeout=timeout)
-    await presence.ResetKeys(pb.UserRef(user=user), timeout=timeout)
-    return fingerprint(old.identity_key)
+    code = await presence.ResetKeys(pb.UserRef(user=user), timeout=timeout)
+    return fingerprint(old.identity_key), code
+
+
+async def enrol(presence: rpc.PresenceStub, user: str, timeout: float) -> pb.EnrolmentCode:
+    return await presence.IssueEnrolmentCode(pb.UserRef(user=user), timeout=timeout)
+
+
+def expiry(code: pb.EnrolmentCode) -> str:
+    when = datetime.fromtimestamp(code.expires_at_us / 1e6, tz=timezone.utc)
+    return when.strftime("%Y-%m-%d %H:%M UTC")
+
+
+def service_secret(config: Config, data_dir: str | None) -> str:
+    """The configured service secret, else the one the local launcher keeps in its data folder."""
+    auth = config.auth
+    if not (auth.service_secret or auth.service_secret_file):
+        local = data_root(config, data_dir) / SERVICE_SECRET_FILE
+        if local.exists():
+            auth = dataclasses.replace(auth, service_secret_file=str(local))
+    try:
+        return resolve_service_secret(auth)
+    except ServiceSecretError as exc:
+        raise AdminError(str(exc)) from None
 
 
 async def show_keys(presence: rpc.PresenceStub, user: str, timeout: float) -> str:
@@ -84,9 +123,9 @@ async def show_keys(presence: rpc.PresenceStub, user: str, timeout: float) -> st
     return fingerprint(keys.identity_key)
 
 
-async def with_presence(config: Config, address: str, timeout: float,
-                        action: Callable[[rpc.PresenceStub], Coroutine[Any, Any, str]]) -> str:
-    channel = open_channel(address, config.tls)
+async def with_presence(config: Config, address: str, timeout: float, secret: str,
+                        action: Callable[[rpc.PresenceStub], Coroutine[Any, Any, T]]) -> T:
+    channel = open_channel(address, config.tls, interceptors=signing_interceptors(secret))
     try:
         return await action(rpc.PresenceStub(channel))
     except grpc.aio.AioRpcError as exc:
@@ -109,15 +148,22 @@ def run(args: argparse.Namespace) -> str:
         return f"token secret {'written to' if written else 'kept in'} {args.file}"
     config = load_config(args.config)
     address = args.presence or config.services.presence
+    secret = service_secret(config, args.data_dir)
     user = args.user
     if args.command == "show-keys":
-        found = asyncio.run(with_presence(config, address, args.timeout,
+        found = asyncio.run(with_presence(config, address, args.timeout, secret,
                                           lambda stub: show_keys(stub, user, args.timeout)))
         return f"{user}: identity key fingerprint {grouped(found)}"
-    old = asyncio.run(with_presence(config, address, args.timeout,
-                                    lambda stub: reset_keys(stub, user, args.timeout)))
-    return (f"Reset the keys of {user} (was {grouped(old)}). {user}'s next login registers new keys; "
-            f"sessions of the old key end within {KEY_CHECK_BOUND_SECONDS} s.")
+    if args.command == "enrol":
+        code = asyncio.run(with_presence(config, address, args.timeout, secret,
+                                         lambda stub: enrol(stub, user, args.timeout)))
+        return (f"Enrolment code for {user}: {code.code} (one use, expires {expiry(code)}). "
+                f"{user} starts the client with --enrolment-code {code.code}")
+    old, code = asyncio.run(with_presence(config, address, args.timeout, secret,
+                                          lambda stub: reset_keys(stub, user, args.timeout)))
+    return (f"Reset the keys of {user} (was {grouped(old)}); sessions of the old key end within "
+            f"{KEY_CHECK_BOUND_SECONDS} s.\nNew keys register only with the enrolment code {code.code} "
+            f"(one use, expires {expiry(code)}): {user} starts the client with --enrolment-code {code.code}")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -110,7 +110,15 @@ class AuthConfig:
     token_secret_file: str = ""  # or a file holding it (compose's generated secret, a mounted Secret)
     token_ttl_seconds: float = 3600
     challenge_ttl_seconds: float = 60
-    enrolment_codes: dict[str, str] = field(default_factory=dict)  # user -> one-time code
+    enrolment_codes: dict[str, str] = field(default_factory=dict)  # user -> code fixed by the operator
+    # Whether a user's first keys need an enrolment code: "auto" requires one unless every
+    # gateway listens on loopback only (the local launcher), "required", or "open" (anyone, first come).
+    enrolment: str = "auto"
+    enrolment_code_ttl_seconds: float = 7 * 24 * 3600  # codes issued by spartan-admin expire after this
+    login_attempts_per_minute_per_address: int = 600  # GetChallenge + Login from one host; 0: unlimited
+    login_attempts_per_minute_per_user: int = 60  # GetChallenge + Login for one user name; 0: unlimited
+    service_secret: str = ""  # signs every call between services (gateway, admin -> presence, history)
+    service_secret_file: str = ""  # or a file holding it (compose's generated secret, a mounted Secret)
     pinned_keys: dict[str, str] = field(default_factory=dict)  # user -> hex Ed25519 identity key
 
 
@@ -336,6 +344,11 @@ def _validate(config: Config) -> None:
     positive("rate.per_seconds", config.rate.per_seconds)
     positive("rate.burst", config.rate.burst, allow_zero=True)
     positive("shutdown.grace_seconds", config.shutdown.grace_seconds, allow_zero=True)
+    if config.auth.enrolment not in ("auto", "required", "open"):
+        raise ConfigError(f"auth.enrolment: must be 'auto', 'required' or 'open', got {config.auth.enrolment!r}")
+    positive("auth.enrolment_code_ttl_seconds", config.auth.enrolment_code_ttl_seconds)
+    positive("auth.login_attempts_per_minute_per_address", config.auth.login_attempts_per_minute_per_address, True)
+    positive("auth.login_attempts_per_minute_per_user", config.auth.login_attempts_per_minute_per_user, True)
     if config.log.format not in ("text", "json"):
         raise ConfigError(f"log.format: must be 'text' or 'json', got {config.log.format!r}")
     if config.log.level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):

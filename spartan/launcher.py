@@ -6,13 +6,20 @@ consecutive ports, each as its own process exactly as in a distributed deploymen
 It prints `Spartan server started on port 3000.` once every service answers its
 health check, restarts a child that dies, and on Ctrl-C or SIGTERM drains the
 gateways first and stops Redis last. Children log to files under `<data>/logs/`.
+
+It is a local demo: gateways listen on loopback unless `--host` says otherwise (then
+new users need enrolment codes, docs/DEPLOY.md), presence and history on loopback
+only, and every call between services carries the service credential from
+`<data>/service_secret`. The data folder and everything in it are the owner's only
+(0700 / 0600). Before starting anything it checks that every port it needs is free:
+a second server fails at once naming the busy port, instead of answering health
+checks with the first server's services.
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
 import os
-import secrets
 import signal
 import subprocess
 import sys
@@ -23,10 +30,14 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from spartan.config import Config, ConfigError, load_config
+from spartan.enrolment import required as enrolment_required
 from spartan.local_redis import LocalRedis, RedisNotInstalled
-from spartan.ports import wait_for_port
+from spartan.ports import first_busy, wait_for_port
+from spartan.private_files import open_private_append, private_dir, read_or_create_secret
 
 RESTART_DELAY_SECONDS = 1.0
+SERVICE_SECRET_FILE = "service_secret"  # under the data folder; spartan-admin finds it there too
+LOCAL_HOST = "127.0.0.1"
 
 
 @dataclass
@@ -41,7 +52,7 @@ class Child:
     extra: dict[str, str] = field(default_factory=dict)
 
     def start(self) -> None:
-        log = self.log_path.open("ab")
+        log = open_private_append(self.log_path)
         self.process = subprocess.Popen(self.args, env=self.env, stdout=log, stderr=log,
                                         stdin=subprocess.DEVNULL, start_new_session=True)
         log.close()
@@ -83,6 +94,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--gateways", type=int, default=1, help="gateway replicas on consecutive ports (default 1)")
     parser.add_argument("--redis-url", help="use this Redis instead of starting a private one")
     parser.add_argument("--data-dir", help="where the private Redis, logs and the token secret live (default .spartan)")
+    parser.add_argument("--host", default=os.environ.get("SPARTAN_GATEWAY__HOST", LOCAL_HOST),
+                        help="interface the gateways listen on (default 127.0.0.1; any other needs enrolment codes)")
     args = parser.parse_args(argv)
     if args.gateways < 1:
         parser.error("--gateways must be at least 1")
@@ -97,14 +110,26 @@ def data_root(config: Config, override: str | None) -> Path:
 
 def token_secret(root: Path, configured: str) -> str:
     """The configured secret, else one generated once and kept (0600) so restarts keep sessions valid."""
-    if configured:
-        return configured
-    path = root / "token_secret"
-    if path.exists():
-        return path.read_text().strip()
-    path.write_text(secrets.token_hex(32))
-    path.chmod(0o600)
-    return path.read_text().strip()
+    return configured or read_or_create_secret(root / "token_secret")
+
+
+def service_secret_env(root: Path, config: Config) -> dict[str, str]:
+    """The service credential's file for the children, unless config names one (created 0600 once)."""
+    if config.auth.service_secret or config.auth.service_secret_file:
+        return {}
+    path = root / SERVICE_SECRET_FILE
+    read_or_create_secret(path)
+    return {"SPARTAN_AUTH__SERVICE_SECRET_FILE": str(path.resolve())}
+
+
+def needed_ports(config: Config, args: argparse.Namespace) -> list[tuple[str, int]]:
+    """Every (host, port) the children will listen on, in the order they start."""
+    ports = [(LOCAL_HOST, int(config.services.presence.rsplit(":", 1)[1])),
+             (LOCAL_HOST, int(config.services.history.rsplit(":", 1)[1]))]
+    ports += [(args.host, config.port + i) for i in range(args.gateways)]
+    if config.metrics.port:
+        ports += [(config.metrics.host, config.metrics.port + i) for i in range(2 + args.gateways)]
+    return ports
 
 
 def start_redis(root: Path, config: Config, data_dir_given: bool) -> LocalRedis:
@@ -180,9 +205,16 @@ async def run(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"server.py: config error: {exc}", file=sys.stderr)
         return 2
-    root = data_root(config, args.data_dir)
-    (root / "logs").mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    busy = first_busy(needed_ports(config, args))
+    if busy is not None:  # checked before anything starts, so there is nothing to stop
+        print(f"server.py: port {busy[1]} is already in use (another Spartan server?); stop it or choose other "
+              "ports (port, services.presence, services.history in config.yaml)", file=sys.stderr)
+        return 1
+    root = private_dir(data_root(config, args.data_dir))
+    private_dir(root / "logs")
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "SPARTAN_GATEWAY__HOST": args.host,
+           "SPARTAN_SERVICES__LISTEN_HOST": LOCAL_HOST}  # presence and history: this machine only
+    env.update(service_secret_env(root, config))
     if not config.auth.token_secret_file:  # a configured file is read by the gateways themselves
         env["SPARTAN_AUTH__TOKEN_SECRET"] = token_secret(root, config.auth.token_secret)
     project_root = str(Path(__file__).resolve().parent.parent)
@@ -204,6 +236,9 @@ async def run(argv: list[str] | None = None) -> int:
         for child in children:
             await wait_healthy(child.port, child)
         print(f"Spartan server started on port {config.port}.", flush=True)
+        if enrolment_required(config.auth.enrolment, args.host):
+            print(f"[Spartan] Gateways listen on {args.host}: a user's first login needs a code from "
+                  "`spartan-admin enrol USER` (client: --enrolment-code CODE).", flush=True)
         if args.gateways > 1:
             ports = ",".join(str(config.port + i) for i in range(args.gateways))
             print(f"[Spartan] {args.gateways} gateway replicas on ports {ports}.", flush=True)

@@ -14,6 +14,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from spartan.private_files import PRIVATE_UMASK, private_dir
+
 INSTALL_HELP = ("Spartan needs Redis. Install it (Debian/Ubuntu: sudo apt-get install redis-server; "
                 "macOS: brew install redis) or point redis.url / SPARTAN_REDIS__URL at a running server.")
 
@@ -47,14 +49,15 @@ class LocalRedis:
         return f"redis://127.0.0.1:{self.port}/0" if self.port else f"unix://{self.socket_path}"
 
     def start(self, timeout: float = 15.0) -> "LocalRedis":
-        self.directory.mkdir(parents=True, exist_ok=True)
+        private_dir(self.directory)  # the AOF holds every stored message (ciphertext) and key
         listen = (["--port", str(self.port), "--bind", "127.0.0.1"] if self.port else
                   ["--port", "0", "--unixsocket", str(self.socket_path), "--unixsocketperm", "700"])
         args = [self.binary, *listen, "--dir", str(self.directory), "--save", "",
                 "--appendonly", "yes" if self.appendonly else "no", "--appendfsync", self.fsync,
                 "--logfile", str(self.logfile), *self.extra]
         self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                        stderr=subprocess.DEVNULL, start_new_session=True)
+                                        stderr=subprocess.DEVNULL, start_new_session=True,
+                                        umask=PRIVATE_UMASK)  # its AOF, log and socket: owner only
         self._wait_ready(timeout)
         return self
 

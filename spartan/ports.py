@@ -21,3 +21,25 @@ def wait_for_port(port: int, timeout: float = 15.0, host: str = "127.0.0.1") -> 
         except OSError:
             time.sleep(0.05)
     raise TimeoutError(f"nothing listening on {host}:{port} after {timeout}s")
+
+
+def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether a listener already holds host:port (a port only in TIME_WAIT counts as free, as it does for
+    servers, which bind with SO_REUSEADDR)."""
+    host = host.strip("[]")  # "[::]" as gRPC spells it
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def first_busy(ports: list[tuple[str, int]]) -> tuple[str, int] | None:
+    """The first (host, port) in `ports` that something else listens on, or None when all are free."""
+    for host, port in ports:
+        if port and port_in_use(port, host):
+            return host, port
+    return None

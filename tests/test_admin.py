@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import secrets
 import subprocess
 import sys
 
@@ -39,7 +41,8 @@ def test_gen_secret_prints_fresh_random_hex() -> None:
 
 
 def test_unreachable_presence_is_a_clear_failure() -> None:
-    done = admin("--presence", f"127.0.0.1:{free_port()}", "--timeout", "1", "show-keys", "bob")
+    with_secret = {**os.environ, "SPARTAN_AUTH__SERVICE_SECRET": secrets.token_hex(32)}  # signs its calls
+    done = admin("--presence", f"127.0.0.1:{free_port()}", "--timeout", "1", "show-keys", "bob", env=with_secret)
     assert done.returncode == 1
     assert "cannot reach the presence service" in done.stderr
     assert "Traceback" not in done.stderr
@@ -72,6 +75,7 @@ async def test_reset_keys_ends_sessions_and_lets_a_new_key_register(stack_factor
         reset = admin("reset-keys", "bob", env=env)
         assert reset.returncode == 0, reset.stderr
         assert "Reset the keys of bob" in reset.stdout
+        enrolment_code = reset.stdout.split("--enrolment-code ")[1].strip()  # re-registration needs it
         assert admin("reset-keys", "bob", env=env).returncode == 1  # nothing left to reset
         assert admin("show-keys", "bob", env=env).returncode == 1
 
@@ -89,7 +93,7 @@ async def test_reset_keys_ends_sessions_and_lets_a_new_key_register(stack_factor
 
         # A new key pair registers on the next login and its session works at once.
         new_identity, _ = load_or_create("bob", tmp_path / "new")
-        fresh = Connection(stack.addresses, new_identity, TlsConfig())
+        fresh = Connection(stack.addresses, new_identity, TlsConfig(), enrolment_code)
         await fresh.open()
         try:
             assert fresh.stub is not None

@@ -205,23 +205,27 @@ async def test_replay_guard_accepts_each_nonce_once() -> None:
                                            "signature": other_signature})
 
 
-async def test_replay_guard_is_asked_only_after_the_login_verifies() -> None:
+async def test_replay_guard_is_asked_before_the_signature_check() -> None:
+    """Cheap before expensive: a made-up nonce never reaches the guard, a used one never reaches the signature."""
     asked: list[tuple[bytes, float]] = []
 
     async def seen_nonce(nonce: bytes, ttl_seconds: float) -> bool:
+        seen = any(earlier == nonce for earlier, _ in asked)
         asked.append((nonce, ttl_seconds))
-        return False
+        return seen
 
     challenges = ChallengeIssuer(SECRET, 30)
-    nonce, _ = challenges.issue("alice")
-    with pytest.raises(Unauthenticated):
-        await verify_login_once(challenges, user="alice", nonce=nonce, signature=b"\x00" * 64,
+    with pytest.raises(Unauthenticated, match="malformed"):
+        await verify_login_once(challenges, user="alice", nonce=b"made up", signature=b"\x00" * 64,
                                 identity_key=ALICE.identity_key, seen_nonce=seen_nonce)
     assert asked == []
     nonce, signature = _login(ALICE, challenges)
     await verify_login_once(challenges, user="alice", nonce=nonce, signature=signature,
                             identity_key=ALICE.identity_key, seen_nonce=seen_nonce)
     assert asked[0][0] == nonce and 0 < asked[0][1] <= 30
+    with pytest.raises(Unauthenticated, match="already used"):  # refused before the bad signature is looked at
+        await verify_login_once(challenges, user="alice", nonce=nonce, signature=b"\x00" * 64,
+                                identity_key=ALICE.identity_key, seen_nonce=seen_nonce)
 
 
 async def test_memory_guard_forgets_nonces_after_their_ttl() -> None:

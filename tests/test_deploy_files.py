@@ -25,6 +25,7 @@ import pytest
 import yaml
 
 from spartan.config import Config, env_names, load_config
+from spartan.enrolment import required as enrolment_required
 from spartan.token_secret import refusal
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -445,3 +446,32 @@ def test_builder_stage_wheel_has_generated_stubs_and_console_scripts(tmp_path: P
     assert {"spartan/v1/spartan_pb2.py", "spartan/v1/spartan_pb2_grpc.py"} <= names
     assert any(n.startswith("spartan/redis_scripts/") and n.endswith(".lua") for n in names)
     assert all(f"{script} =" in entry_points for script in console_scripts())
+
+
+# --- trust between services, enrolment ----------------------------------------------------
+
+SERVICE_SECRET_FILE = "/var/lib/spartan/service-secret/service_secret"
+
+
+def test_compose_gives_every_service_the_service_secret_and_requires_enrolment() -> None:
+    service = compose()["services"]["service-secret"]
+    assert service["command"][1:] == ["gen-secret", "--file", SERVICE_SECRET_FILE] and service["restart"] == "no"
+    assert "service-secret" in compose()["volumes"]
+    for name, svc in spartan_compose_services().items():
+        config = load_config(ROOT / "config.yaml", env=compose_env(svc))
+        assert config.auth.service_secret_file == SERVICE_SECRET_FILE, name
+        assert f"service-secret:{Path(SERVICE_SECRET_FILE).parent}:ro" in svc["volumes"], name
+        assert svc["depends_on"]["service-secret"]["condition"] == "service_completed_successfully", name
+        if svc["command"][0] == "spartan-gateway":
+            assert enrolment_required(config.auth.enrolment, config.gateway.host), name
+
+
+def test_k8s_gives_every_service_the_service_secret_and_requires_enrolment() -> None:
+    for workload, _, container in spartan_containers():
+        name = workload["metadata"]["name"]
+        refs = {item["name"]: item["valueFrom"]["secretKeyRef"] for item in container["env"]
+                if "secretKeyRef" in item.get("valueFrom", {})}
+        assert refs["SPARTAN_AUTH__SERVICE_SECRET"] == {"name": "spartan-auth", "key": "service-secret"}, name
+        config = load_config(ROOT / "config.yaml", env=k8s_env(container))
+        if container["command"][0] == "spartan-gateway":
+            assert enrolment_required(config.auth.enrolment, config.gateway.host), name

@@ -8,6 +8,7 @@ tests/compose/test_compose_up.py.
 from __future__ import annotations
 
 import os
+import secrets
 import subprocess
 import sys
 import tempfile
@@ -26,7 +27,8 @@ class Presence:
     def __init__(self, redis_url: str) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("SPARTAN_")}
         env |= {"PYTHONPATH": str(ROOT), "SPARTAN_REDIS__URL": redis_url,
-                "SPARTAN_SERVICES__PRESENCE": f"127.0.0.1:{free_port()}"}
+                "SPARTAN_SERVICES__PRESENCE": f"127.0.0.1:{free_port()}",
+                "SPARTAN_AUTH__SERVICE_SECRET": secrets.token_hex(32)}
         self.lines: list[str] = []
         self.process = subprocess.Popen([sys.executable, "-m", "services.presence.main", "--config",
                                          str(ROOT / "config.yaml")], stdout=subprocess.PIPE,

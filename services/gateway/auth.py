@@ -1,9 +1,12 @@
 """Login and per-call authentication on the gateway: the identity key pair is the login.
 
-`GetChallenge` hands out a stateless MAC'd nonce; `Login` checks the client's
-Ed25519 signature over it against the key registered for the user (registering the
-presented keys on first login, first registration wins), and issues a session token
-signed with the secret all gateways share. `authenticated` wraps every other handler:
+`GetChallenge` hands out a stateless MAC'd nonce (the same answer whether or not the
+user has registered keys); `Login` checks the client's Ed25519 signature over it
+against the key registered for the user (registering the presented keys on first
+login, when the operator allows it: `spartan.enrolment`), and issues a session token
+signed with the secret all gateways share. Both are rate limited per peer address and
+per claimed user (`login_limits`), and a login runs its cheap checks (limits, the
+nonce's MAC, the replay guard) before the key directory and any signature check. `authenticated` wraps every other handler:
 it verifies the bearer token from the call metadata without any shared session store
 and publishes the user in `spartan.context.current_user` for rate limiting and logs.
 A nonce logs in at most once (Redis `SET NX` with the nonce's remaining lifetime).
@@ -20,7 +23,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import hmac
 import inspect
 import logging
 import time
@@ -32,11 +34,14 @@ import grpc
 from google.protobuf.descriptor import ServiceDescriptor
 from redis.asyncio import Redis
 
+from services.gateway.login_limits import LoginLimits
 from spartan.cache import lru_cache
 from spartan.config import Config
 from spartan.context import current_user
 from spartan.crypto.identity import fingerprint, verify_public_keys
 from spartan.crypto.tokens import ChallengeIssuer, SessionClaims, TokenIssuer, verify_login_once
+from spartan.enrolment import EnrolmentCodes, Outcome
+from spartan.enrolment import required as enrolment_required
 from spartan.errors import PermissionDenied, Unauthenticated, Unavailable
 from spartan.naming import BROADCAST_CHANNEL
 from spartan.v1 import pb, rpc
@@ -63,23 +68,32 @@ class Authenticator:
         self.directory_fingerprint = lru_cache(maxsize=KEY_CHECK_CACHE_SIZE, ttl=KEY_CHECK_TTL_SECONDS,
                                                name="gateway_session_keys")(self._fetch_fingerprint)
         self._last_known: dict[str, str] = {}  # user -> fingerprint, used while presence is unreachable
+        self.limits = LoginLimits(redis, config.auth)
+        self.enrolment = EnrolmentCodes(redis)
+        self.enrolment_required = enrolment_required(config.auth.enrolment, config.gateway.host)
+        log.info("first key registration %s (auth.enrolment=%s, gateway.host=%s)",
+                 "needs an enrolment code" if self.enrolment_required else "is open to the first login",
+                 config.auth.enrolment, config.gateway.host)
 
-    async def challenge(self, user: str) -> pb.Challenge:
+    async def challenge(self, user: str, peer: str) -> pb.Challenge:
+        """A fresh nonce; says nothing about the user's keys (that would show which accounts are unclaimed)."""
+        await self.limits.take(peer, user)
         nonce, expires_at_us = self.challenges.issue(user)
-        registered = await self._registered_key(user) is not None
-        return pb.Challenge(nonce=nonce, expires_at_us=expires_at_us, registered=registered)
+        return pb.Challenge(nonce=nonce, expires_at_us=expires_at_us)
 
-    async def login(self, request: pb.LoginRequest) -> pb.Session:
+    async def login(self, request: pb.LoginRequest, peer: str) -> pb.Session:
         user = request.user
-        verify_public_keys(request.keys, user=user)
+        await self.limits.take(peer, user)
+        self.challenges.check(user, request.nonce)  # an HMAC: refuses made-up nonces before any lookup
         in_directory = await self._directory_key(user)
         pinned = self.config.auth.pinned_keys.get(user)
         registered = bytes.fromhex(pinned) if pinned else in_directory
         await verify_login_once(self.challenges, user=user, nonce=request.nonce, signature=request.signature,
                                 identity_key=request.keys.identity_key, registered_key=registered,
                                 seen_nonce=self._seen_nonce)
+        verify_public_keys(request.keys, user=user)
         if in_directory is None:
-            await self._register(request)  # first login (a pinned user's key goes into the directory too)
+            await self._register(request, pinned=bool(pinned))  # first login (a pinned key is registered too)
         await self.directory_fingerprint.invalidate(user)
         token, expires_at_us = self.tokens.issue(user, request.keys.identity_key)
         log.info("login of %s with key %s", user, fingerprint(request.keys.identity_key)[:16])
@@ -148,19 +162,24 @@ class Authenticator:
             raise
         return keys.identity_key
 
-    async def _register(self, request: pb.LoginRequest) -> None:
-        expected = self.config.auth.enrolment_codes.get(request.user)
-        if expected is not None and not hmac.compare_digest(
-                hashlib.sha256(request.enrolment_code.encode()).digest(), hashlib.sha256(expected.encode()).digest()):
-            raise PermissionDenied(f"registering keys for {request.user} needs the enrolment code from the operator")
+    async def _register(self, request: pb.LoginRequest, *, pinned: bool) -> None:
+        user = request.user
+        outcome = Outcome.NOT_NEEDED
+        if not pinned:  # a key pinned in config is the operator's choice already
+            outcome = await self.enrolment.redeem(user, request.enrolment_code, required=self.enrolment_required,
+                                                  fixed=self.config.auth.enrolment_codes.get(user))
+        if outcome is Outcome.REFUSED:
+            raise PermissionDenied(
+                f"registering keys for {user} needs a valid enrolment code from the operator "
+                f"(spartan-admin enrol {user}); start the client with --enrolment-code CODE")
         try:
             await self.presence.PutKeys(request.keys, timeout=self.timeout)
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.ALREADY_EXISTS:
                 raise Unauthenticated(f"{request.user} registered other keys a moment ago") from None
             raise
-        if expected is not None:
-            log.info("enrolment code of %s used", request.user)
+        if outcome is Outcome.ACCEPTED:
+            log.info("enrolment code of %s used", user)
         update = pb.Message(kind=pb.KEY_UPDATE, sender=request.user, id=fingerprint(request.keys.identity_key)[:32])
         await self.redis.publish(BROADCAST_CHANNEL, update.SerializeToString())
 

@@ -20,6 +20,7 @@ from spartan.ratelimit import RateLimiter
 from spartan.redis_pipeline import AutoPipeline
 from spartan.rpc.credentials import open_channel
 from spartan.rpc.server import ServiceSpec, serve, server_options
+from spartan.rpc.service_auth import service_secret_or_exit, signing_interceptors
 from spartan.token_secret import TokenSecretError
 from spartan.token_secret import resolve as resolve_token_secret
 from spartan.v1 import rpc
@@ -53,11 +54,12 @@ def public_options(config: Config) -> list[tuple[str, object]]:
 async def run(config: Config) -> None:
     secret = token_secret(config)  # refused before anything else starts
     options = public_options(config)  # the open-files limit is raised before any connection is made
+    signing = signing_interceptors(service_secret_or_exit("gateway", config))
     gateway_id = config.gateway.instance_id or f"{socket.gethostname()}-{os.getpid()}"
     redis = redis_conn.connect(config.redis)
     await wait_for_redis(redis, "gateway")
-    presence_channel = open_channel(config.services.presence, config.tls)
-    history_channel = open_channel(config.services.history, config.tls)
+    presence_channel = open_channel(config.services.presence, config.tls, interceptors=signing)
+    history_channel = open_channel(config.services.history, config.tls, interceptors=signing)
     presence = rpc.PresenceStub(presence_channel)
     history = rpc.HistoryStub(history_channel)
     hub = PubSubHub(redis)

@@ -82,13 +82,13 @@ class SpartanServicer:
     @unary(SERVICE)
     @public
     async def GetChallenge(self, request: pb.ChallengeRequest, context: grpc.aio.ServicerContext) -> pb.Challenge:
-        return await self.auth.challenge(check_user(request.user, self.users))
+        return await self.auth.challenge(check_user(request.user, self.users), context.peer())
 
     @unary(SERVICE)
     @public
     async def Login(self, request: pb.LoginRequest, context: grpc.aio.ServicerContext) -> pb.Session:
         check_user(request.user, self.users)
-        return await self.auth.login(request)
+        return await self.auth.login(request, context.peer())
 
     @unary(SERVICE)
     @authenticated

@@ -10,6 +10,7 @@ from spartan.config import Config
 from spartan.history_store import HistoryStore
 from spartan.redis_pipeline import AutoPipeline
 from spartan.rpc.server import ServiceSpec, serve
+from spartan.rpc.service_auth import CallerCheck, service_secret_or_exit
 
 
 def make_store(config: Config, redis: Redis, pipeline: AutoPipeline | None = None) -> HistoryStore:
@@ -22,6 +23,7 @@ def make_store(config: Config, redis: Redis, pipeline: AutoPipeline | None = Non
 
 
 async def run(config: Config) -> None:
+    secret = service_secret_or_exit("history", config)  # refused before anything else starts
     redis = redis_conn.connect(config.redis)
     await wait_for_redis(redis, "history")
     servicer = HistoryServicer(make_store(config, redis))
@@ -32,6 +34,7 @@ async def run(config: Config) -> None:
         host=config.services.listen_host,
         port=address_port(config.services.history),
         on_stop=redis.aclose,
+        interceptors=[CallerCheck(secret)],
     )
     await serve(spec, config)
 

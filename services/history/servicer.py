@@ -6,7 +6,8 @@ read path (replay on reconnect, `/history`) through an in-process `@lru_cache` k
 by the conversation's current epoch and newest offset, so a hit is never stale, and
 offers `Append` for other writers.
 Access control (is the caller part of the conversation?) is the gateway's job: the
-history service is internal and trusts its callers.
+history service is internal and serves only callers that hold the service secret
+(every call is signed, `spartan.rpc.service_auth`).
 """
 from __future__ import annotations
 

@@ -8,16 +8,19 @@ from spartan import redis_conn
 from spartan.cli_common import address_port, run_async, run_service, service_arguments, wait_for_redis
 from spartan.config import Config
 from spartan.delivery_log import DeliveryLog
+from spartan.enrolment import EnrolmentCodes
 from spartan.rpc.server import ServiceSpec, serve
+from spartan.rpc.service_auth import CallerCheck, service_secret_or_exit
 
 
 async def run(config: Config) -> None:
+    secret = service_secret_or_exit("presence", config)  # refused before anything else starts
     redis = redis_conn.connect(config.redis)
     await wait_for_redis(redis, "presence")
     log = DeliveryLog(redis, config.delivery)
     groups = GroupStore(redis, config.users, log, config.presence.max_group_members)
     await groups.seed(config.groups)
-    servicer = PresenceServicer(config, PresenceStore(redis), groups, log)
+    servicer = PresenceServicer(config, PresenceStore(redis), groups, log, EnrolmentCodes(redis))
     spec = ServiceSpec(
         name="presence",
         servicer=servicer,
@@ -25,6 +28,7 @@ async def run(config: Config) -> None:
         host=config.services.listen_host,
         port=address_port(config.services.presence),
         on_stop=redis.aclose,
+        interceptors=[CallerCheck(secret)],
     )
     await serve(spec, config)
 

@@ -1,6 +1,7 @@
 """The Presence gRPC service: leases, chat requests and the public-key directory.
 
-Gateways call it; it is never exposed to clients. Chat requests are kept as pending
+Gateways call it; it is never exposed to clients, and answers only calls signed with
+the service secret (`spartan.rpc.service_auth`). Chat requests are kept as pending
 requests (listed at start-up), and every request, accept and decline is a control
 message in the delivery log of the recipient's inbox, published on their channel:
 an online user sees it at once, an offline one when they connect.
@@ -15,6 +16,7 @@ from services.presence.groups import GroupStore
 from services.presence.store import PresenceStore
 from spartan.config import Config
 from spartan.delivery_log import DeliveryLog
+from spartan.enrolment import EnrolmentCodes
 from spartan.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from spartan.naming import inbox_conversation, user_channel
 from spartan.rpc.handlers import unary
@@ -25,8 +27,10 @@ SERVICE = "presence"
 
 
 class PresenceServicer(rpc.PresenceServicer):
-    def __init__(self, config: Config, store: PresenceStore, groups: GroupStore, log: DeliveryLog) -> None:
+    def __init__(self, config: Config, store: PresenceStore, groups: GroupStore, log: DeliveryLog,
+                 enrolment: EnrolmentCodes) -> None:
         self.config = config
+        self.enrolment = enrolment
         self.log = log
         self.users = frozenset(config.users)
         self.store = store
@@ -111,11 +115,25 @@ class PresenceServicer(rpc.PresenceServicer):
         return keys
 
     @unary(SERVICE)
-    async def ResetKeys(self, request: pb.UserRef, context: grpc.aio.ServicerContext) -> pb.LeaseAck:
+    async def ResetKeys(self, request: pb.UserRef, context: grpc.aio.ServicerContext) -> pb.EnrolmentCode:
+        """Forget the keys and issue a code: only its holder registers new keys (the window stays shut)."""
         user = check_user(request.user, self.users)
         if not await self.store.reset_keys(user):
             raise NotFound(f"{user} has no registered keys")
-        return pb.LeaseAck()
+        return await self._issue(user, after_reset=True)
+
+    @unary(SERVICE)
+    async def IssueEnrolmentCode(self, request: pb.UserRef, context: grpc.aio.ServicerContext) -> pb.EnrolmentCode:
+        user = check_user(request.user, self.users)
+        if await self.store.get_keys(user) is not None:
+            raise FailedPrecondition(f"{user} already has registered keys; to replace them: "
+                                     f"spartan-admin reset-keys {user}")
+        return await self._issue(user, after_reset=False)
+
+    async def _issue(self, user: str, *, after_reset: bool) -> pb.EnrolmentCode:
+        code, expires_at_us = await self.enrolment.issue(user, self.config.auth.enrolment_code_ttl_seconds,
+                                                         after_reset=after_reset)
+        return pb.EnrolmentCode(user=user, code=code, expires_at_us=expires_at_us)
 
     @unary(SERVICE)
     async def GetGroup(self, request: pb.GroupRequest, context: grpc.aio.ServicerContext) -> pb.GroupInfo:
@@ -135,7 +153,8 @@ class PresenceServicer(rpc.PresenceServicer):
 
 
 def _actor(context: grpc.aio.ServicerContext) -> str:
-    """The user on whose behalf a gateway calls (sent as `x-spartan-user` metadata)."""
+    """The user on whose behalf a gateway calls (`x-spartan-user` metadata, covered by the call's service
+    credential, which `spartan.rpc.service_auth.CallerCheck` verified before this handler ran)."""
     for key, value in context.invocation_metadata() or ():
         if key == "x-spartan-user":
             return str(value)

@@ -194,17 +194,20 @@ def verify_login(challenges: ChallengeIssuer, *, user: str, nonce: bytes, signat
 async def verify_login_once(challenges: ChallengeIssuer, *, user: str, nonce: bytes, signature: bytes,
                             identity_key: bytes, registered_key: bytes | None = None,
                             seen_nonce: SeenNonce) -> int:
-    """`verify_login` plus a replay guard: each nonce logs in at most once.
+    """`verify_login` plus a replay guard: each nonce is tried at most once.
 
-    `seen_nonce(nonce, ttl_seconds)` must atomically record the nonce for
-    `ttl_seconds` and return True if it was already recorded (Redis:
-    `not await redis.set(key, 1, nx=True, px=ms)`).
+    Cheap checks first: the nonce's MAC and expiry (an HMAC), then the replay guard,
+    and only then the public-key signature, so a flood of bogus or replayed logins
+    never costs a signature verification. A nonce is used up by any attempt, failed or
+    not (the client requests a new one). `seen_nonce(nonce, ttl_seconds)` must
+    atomically record the nonce for `ttl_seconds` and return True if it was already
+    recorded (Redis: `not await redis.set(key, 1, nx=True, px=ms)`).
     """
-    expires_at_us = verify_login(challenges, user=user, nonce=nonce, signature=signature,
-                                 identity_key=identity_key, registered_key=registered_key)
+    expires_at_us = challenges.check(user, nonce)
     if await seen_nonce(nonce, max(challenges.remaining_seconds(expires_at_us), 0.001)):
         raise Unauthenticated("login challenge was already used; request a new one")
-    return expires_at_us
+    return verify_login(challenges, user=user, nonce=nonce, signature=signature,
+                        identity_key=identity_key, registered_key=registered_key)
 
 
 def redis_seen_nonce(redis: Any, prefix: str = "sp:login-nonce:") -> SeenNonce:

@@ -28,8 +28,10 @@ def channel_credentials(tls: TlsConfig) -> grpc.ChannelCredentials | None:
 
 
 def open_channel(address: str, tls: TlsConfig, options: list[tuple[str, object]] | None = None, *,
-                 server_name: str = "") -> grpc.aio.Channel:
-    """An aio channel to `address`, TLS when configured (checking `server_name` instead of the host if given)."""
+                 server_name: str = "", interceptors: list[grpc.aio.ClientInterceptor] | None = None
+                 ) -> grpc.aio.Channel:
+    """An aio channel to `address`, TLS when configured (checking `server_name` instead of the host if given);
+    `interceptors` sign calls to internal services (spartan.rpc.service_auth)."""
     options = list(options or []) + [
         ("grpc.keepalive_time_ms", 30_000),
         ("grpc.keepalive_timeout_ms", 10_000),
@@ -40,8 +42,8 @@ def open_channel(address: str, tls: TlsConfig, options: list[tuple[str, object]]
     if credentials:
         if server_name:
             options.append(("grpc.ssl_target_name_override", server_name))
-        return grpc.aio.secure_channel(address, credentials, options=options)
-    return grpc.aio.insecure_channel(address, options=options)
+        return grpc.aio.secure_channel(address, credentials, options=options, interceptors=interceptors)
+    return grpc.aio.insecure_channel(address, options=options, interceptors=interceptors)
 
 
 def explain_connect_error(details: str, tls: TlsConfig) -> str:

@@ -40,6 +40,7 @@ class ServiceSpec:
     options: list[tuple[str, object]] = field(default_factory=list)
     max_concurrent_rpcs: int | None = None  # grpc sheds calls beyond this with RESOURCE_EXHAUSTED
     max_string_chars: int | None = None  # public services: longer string fields are refused before the handler
+    interceptors: list[grpc.aio.ServerInterceptor] = field(default_factory=list)  # internal: caller check
 
 
 def server_options(config: Config, *, public: bool) -> list[tuple[str, object]]:
@@ -63,7 +64,7 @@ def server_options(config: Config, *, public: bool) -> list[tuple[str, object]]:
 async def serve(spec: ServiceSpec, config: Config, *, ready: Callable[[int], None] | None = None) -> None:
     """Run the service until SIGTERM/SIGINT, then drain and return."""
     server = grpc.aio.server(options=spec.options or server_options(config, public=False),
-                             maximum_concurrent_rpcs=spec.max_concurrent_rpcs)
+                             maximum_concurrent_rpcs=spec.max_concurrent_rpcs, interceptors=spec.interceptors)
     add_servicer(server, spec.servicer, spec.service, spec.max_string_chars)
     full_names = [full_name(spec.service)]
     health = health_aio.HealthServicer()

@@ -80,13 +80,14 @@ def deployment(timings: Timings) -> Iterator[Deployment]:
 class PipedClient:
     """`client.py USER --server 127.0.0.1:PORT` with stdin and stdout piped, read on a thread."""
 
-    def __init__(self, user: str, port: int, workdir: Path) -> None:
+    def __init__(self, user: str, port: int, workdir: Path, enrolment_code: str = "") -> None:
         self.user = user
+        code = ["--enrolment-code", enrolment_code] if enrolment_code else []
         self.lines: list[str] = []
         env = {k: v for k, v in os.environ.items() if not k.startswith("SPARTAN_")}
         env |= {"PYTHONPATH": str(ROOT), "SPARTAN_KEY_DIR": str(workdir / "keys")}
         self.process = subprocess.Popen(
-            [sys.executable, str(ROOT / "client.py"), user, "--server", f"127.0.0.1:{port}"],
+            [sys.executable, str(ROOT / "client.py"), user, "--server", f"127.0.0.1:{port}", *code],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=workdir, env=env)
         threading.Thread(target=self._read, daemon=True).start()
 
@@ -128,9 +129,14 @@ def workdir(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def register(user: str, port: int, workdir: Path) -> None:
+def enrolment_code(deployment: Deployment, user: str) -> str:
+    """The operator's step before a user's first login: gateways here listen beyond loopback."""
+    return deployment.exec("presence", "spartan-admin", "enrol", user).split("--enrolment-code ")[1].strip()
+
+
+def register(user: str, port: int, workdir: Path, code: str) -> None:
     """First use of the client creates and registers the user's keys; /quit leaves at once."""
-    client = PipedClient(user, port, workdir)
+    client = PipedClient(user, port, workdir, code)
     try:
         client.write("/quit")
         client.finish()
@@ -153,8 +159,8 @@ def acknowledged(lines: list[str], prompt: str, texts: list[str]) -> list[str]:
 
 def test_seed_transcript_through_nginx(deployment: Deployment, workdir: Path) -> None:
     port = deployment.gateway_port
-    register("bob", port, workdir)
-    alice = PipedClient("alice", port, workdir)
+    register("bob", port, workdir, enrolment_code(deployment, "bob"))
+    alice = PipedClient("alice", port, workdir, enrolment_code(deployment, "alice"))
     bob: PipedClient | None = None
     try:
         alice.wait_line("User list")
@@ -214,8 +220,8 @@ def test_prometheus_scrapes_every_target_and_counts_deliveries(deployment: Deplo
 def test_gateway_killed_mid_conversation_loses_no_acknowledged_message(deployment: Deployment,
                                                                        workdir: Path) -> None:
     port = deployment.gateway_port
-    register("eve", port, workdir)
-    charlie = PipedClient("charlie", port, workdir)
+    register("eve", port, workdir, enrolment_code(deployment, "eve"))
+    charlie = PipedClient("charlie", port, workdir, enrolment_code(deployment, "charlie"))
     eve: PipedClient | None = None
     try:
         charlie.wait_line("User list")

@@ -380,7 +380,9 @@ async def test_key_reset_shows_the_key_change_warning(stack_factory, client_fact
         assert reset.returncode == 0, reset.stderr
         from spartan.client.headless import HeadlessClient
 
-        new_bob = await HeadlessClient("bob", [stack.address(2)], str(keys.parent / "bob-new-device")).start()
+        new_bob = HeadlessClient("bob", [stack.address(2)], str(keys.parent / "bob-new-device"))
+        new_bob.conn.enrolment_code = reset.stdout.split("--enrolment-code ")[1].strip()  # printed by the reset
+        await new_bob.start()
         try:
             await new_bob.send("alice", "hello from my new device")
             await alice.wait_for(1)

@@ -52,6 +52,8 @@ class Stack:
             "SPARTAN_SERVICES__PRESENCE": f"127.0.0.1:{self.presence_port}",
             "SPARTAN_SERVICES__HISTORY": f"127.0.0.1:{self.history_port}",
             "SPARTAN_AUTH__TOKEN_SECRET": secrets.token_hex(32),
+            "SPARTAN_AUTH__SERVICE_SECRET": secrets.token_hex(32),
+            "SPARTAN_GATEWAY__HOST": "127.0.0.1",  # loopback, as the local launcher: no enrolment codes needed
             **FAST_SETTINGS,
             **(settings or {}),
         }
