@@ -325,7 +325,10 @@ def test_a_service_waits_while_redis_refuses_it(deployment: Deployment) -> None:
         wait_for(lambda: "waiting for Redis (DENIED" in logs(), 60, "presence waiting for the refusing Redis")
         time.sleep(2)  # a few retries
         run(["docker", "exec", redis, "redis-cli", "config", "set", "protected-mode", "no"])
-        wait_for(lambda: "presence listening" in logs(), 60, "presence serving once Redis accepts it")
+        try:
+            wait_for(lambda: "presence listening" in logs(), 60, "presence serving once Redis accepts it")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; its log:\n{logs()}") from None
         text = logs()
         assert text.count("waiting for Redis") == 1 and "Traceback" not in text, text
     finally:
