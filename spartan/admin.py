@@ -33,6 +33,7 @@ import grpc
 from spartan.config import Config, ConfigError, load_config
 from spartan.crypto.identity import fingerprint
 from spartan.launcher import SERVICE_SECRET_FILE, data_root
+from spartan.program import argument_parser
 from spartan.rpc.credentials import open_channel
 from spartan.rpc.service_auth import ServiceSecretError, signing_interceptors
 from spartan.rpc.service_auth import resolve as resolve_service_secret
@@ -51,7 +52,7 @@ class AdminError(Exception):
 
 
 def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(prog=PROG, description="Spartan Messenger operator commands.")
+    top = argument_parser(PROG, "Spartan Messenger operator commands.")
     top.add_argument("--config", help="path to config.yaml (default: ./config.yaml or $SPARTAN_CONFIG)")
     top.add_argument("--presence", help="presence service address host:port (default: services.presence)")
     top.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the presence service")

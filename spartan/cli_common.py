@@ -20,12 +20,13 @@ from redis.asyncio import Redis
 
 from spartan.config import Config, ConfigError, load_config
 from spartan.logs import setup_logging
+from spartan.program import argument_parser
 
 log = logging.getLogger("spartan")
 
 
 def service_arguments(prog: str, description: str) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=prog, description=f"Spartan Messenger {description}.")
+    parser = argument_parser(prog, f"Spartan Messenger {description}.")
     parser.add_argument("--config", help="path to config.yaml (default: ./config.yaml or $SPARTAN_CONFIG)")
     parser.add_argument("--port", type=int, help="gRPC port to listen on (overrides the config)")
     parser.add_argument("--metrics-port", type=int, help="HTTP port for Prometheus /metrics (0: none)")

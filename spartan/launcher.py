@@ -34,6 +34,7 @@ from spartan.enrolment import required as enrolment_required
 from spartan.local_redis import LocalRedis, RedisNotInstalled
 from spartan.ports import first_busy, wait_for_port
 from spartan.private_files import open_private_append, private_dir, read_or_create_secret
+from spartan.program import argument_parser
 
 RESTART_DELAY_SECONDS = 1.0
 SERVICE_SECRET_FILE = "service_secret"  # under the data folder; spartan-admin finds it there too
@@ -89,7 +90,7 @@ class Child:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="server.py", description="Run the whole Spartan Messenger stack locally.")
+    parser = argument_parser("server.py", "Run the whole Spartan Messenger stack locally.")
     parser.add_argument("--config", help="path to config.yaml (default: ./config.yaml or $SPARTAN_CONFIG)")
     parser.add_argument("--gateways", type=int, default=1, help="gateway replicas on consecutive ports (default 1)")
     parser.add_argument("--redis-url", help="use this Redis instead of starting a private one")
