@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 
 import grpc
 
+from spartan import naming
 from spartan.client.chat import Chat
 from spartan.client.explain import OUTAGE, action_failed, is_retryable, users_unreachable
 from spartan.client.groups import GROUP_COMMANDS, GROUP_HELP
@@ -28,6 +29,9 @@ HELP = [
     "  them down); nothing is dropped. Quitting keeps unsent lines and the next start sends them.",
     "Paste: pasting several lines sends one message per line, in order, through the same queue.",
 ]
+
+
+HISTORY_SETTLE_SECONDS = 5.0  # longest /history waits for lines that can be sent at once
 
 
 class Quit(Exception):
@@ -80,12 +84,18 @@ async def _switch(chat: Chat, args: list[str]) -> None:
 
 
 async def _history(chat: Chat, args: list[str]) -> None:
+    """Recent messages from the server, after what can be sent now left; then what still waits to be sent."""
+    await chat.outgoing.settle(HISTORY_SETTLE_SECONDS)
     if chat.group:
         chat.notice(f"Recent messages in {chat.group}:")
         await chat.group_view.show_history(chat.group)
-        return
-    chat.notice(f"Recent messages with {chat.peer}:")
-    await chat.show_history(chat.peer)
+    else:
+        chat.notice(f"Recent messages with {chat.peer}:")
+        await chat.show_history(chat.peer)
+    target = naming.group_conversation(chat.group) if chat.group else chat.peer
+    for to, text in chat.outgoing.state.outbox.values():
+        if to == target:
+            chat.show(f"[{chat.me}] (not sent yet) {text}")
 
 
 def _asked(chat: Chat, args: list[str], command: str) -> str:
