@@ -23,7 +23,7 @@ from spartan import naming
 from spartan.client.acks import Acknowledger
 from spartan.client.connection import Connection
 from spartan.client.e2e import ClientCrypto
-from spartan.client.explain import action_failed, is_retryable
+from spartan.client.explain import action_failed, is_retryable, stream_notice
 from spartan.client.groups import GroupChatView
 from spartan.client.outgoing import Outgoing
 from spartan.client.state import ClientState
@@ -73,6 +73,12 @@ class Chat:
 
     def notice(self, text: str) -> None:
         self.show(say(text))
+
+    def stream_notice(self, text: str) -> None:
+        """A notice about the connection (the gateway's or the receiver's), in the user's words."""
+        shown = stream_notice(text)
+        if shown:
+            self.notice(shown)
 
     @property
     def conversation(self) -> str:
@@ -230,8 +236,10 @@ class Chat:
             self.crypto.forget(message.sender)
             self.outgoing.unblock(message.sender)
             await self.group_view.keys.on_peer_keys(message.sender)
+        elif kind == pb.NOTICE and message.conversation:
+            self.notice(self.describe_loss(message))
         elif kind == pb.NOTICE:
-            self.notice(self.describe_loss(message) if message.conversation else message.text)
+            self.stream_notice(message.text)
         elif kind == pb.MEMBERSHIP:
             await self.group_view.on_membership(message)
         elif kind == pb.SYNCED:

@@ -38,11 +38,6 @@ CONNECT_TIMEOUT_SECONDS = 15.0
 CATCH_UP_TIMEOUT_SECONDS = 30.0  # longest the start waits for what arrived while away before going on
 SETTLE_SECONDS = 10.0  # longest a quit waits for lines that can go at once (not for the rate limit)
 LINE_BREAK = re.compile(r"\r\n|\r|\n")
-STREAM_NOTICES = {  # the receiver's words for a lost and a restored stream, as the user reads them
-    "Reconnecting…": "Lost the connection to the server; waiting for it to come back (what you type waits and goes "
-                     "out then).",
-    "Reconnected.": "Connected again.",
-}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -125,7 +120,7 @@ async def run(args: argparse.Namespace) -> int:
     crypto = ClientCrypto(identity, PinStore(args.user, args.key_dir), _key_fetcher(conn), lambda t: chat.notice(t))
     state = ClientState.for_user(args.user, args.key_dir)
     chat = Chat(conn, terminal, crypto, config.gateway.max_message_bytes if config else 65536, state)
-    receiver = Receiver(conn, chat.handle, chat.cursors, lambda text: chat.notice(STREAM_NOTICES.get(text, text)))
+    receiver = Receiver(conn, chat.handle, chat.cursors, chat.stream_notice)
     with terminal.session():
         receiver.start()
         chat.acks.start()

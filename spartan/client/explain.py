@@ -37,8 +37,7 @@ def refused_connection(details: str) -> bool:
 
 def not_running(addresses: list[str]) -> str:
     where = ", ".join(addresses)
-    return (f"No Spartan server answers at {where}: start it with `python3 server.py` in the project folder "
-            "(or pass --server HOST:PORT), then run this command again.")
+    return f"No Spartan server answers at {where}: start it with `python3 server.py`, then run client.py again."
 
 
 def unknown_user(user: str, known: list[str]) -> str:
@@ -60,3 +59,19 @@ def action_failed(action: str, exc: grpc.aio.AioRpcError) -> str:
 
 def users_unreachable() -> str:
     return "Cannot list users: the server is not reachable right now; try /users again in a moment."
+
+
+# What the client's own receiver says about the stream, and notices a gateway sends on it, as
+# the user should read them; None: not shown (a gateway shutting down closes the stream right
+# after its notice, and the receiver's sentence about the lost connection says what matters:
+# with one server "reconnecting to another one" was not true).
+STREAM_NOTICES: dict[str, str | None] = {
+    "Reconnecting…": "Lost the connection to the server; waiting for it to come back (what you type waits and goes "
+                     "out then).",
+    "Reconnected.": "Connected again.",
+    "this gateway is shutting down; reconnecting to another one": None,
+}
+
+
+def stream_notice(text: str) -> str | None:
+    return STREAM_NOTICES.get(text, text)

@@ -18,6 +18,7 @@ import pytest
 from tests.support.cli import LocalServer, Pane, wait_until
 
 LINES = 20
+ROWS = 50  # every line of the test stays on screen
 # The shipped limit lets 3 sends through, then one every 10 s: 17 x 10 s = 170 s for the rest.
 # The bound below is generous (a loaded machine), not a claim about speed.
 ALL_SENT_SECONDS = 400.0
@@ -35,10 +36,12 @@ def server(tmp_path: Path) -> Iterator[LocalServer]:
 def chat_between(server: LocalServer, suffix: str) -> tuple[Pane, Pane]:
     """alice and bob in a 1:1 chat, each in a pane (tall enough to keep every line on screen)."""
     alice = Pane(f"alice{suffix}", server.client("alice"), server.workdir, server.env)
+    subprocess.run(["tmux", "resize-window", "-t", alice.name, "-y", str(ROWS)], check=True)
     wait_until(lambda: alice.shows("Enter a user whom you want to chat with:"))
     alice.type("bob")
     wait_until(lambda: alice.shows("You are now ready to chat with bob."))
     bob = Pane(f"bob{suffix}", server.client("bob"), server.workdir, server.env)
+    subprocess.run(["tmux", "resize-window", "-t", bob.name, "-y", str(ROWS)], check=True)
     wait_until(lambda: bob.shows("Enter 'yes' to accept"))
     bob.type("yes")
     wait_until(lambda: bob.shows("You are now ready to chat with alice."))
@@ -64,11 +67,12 @@ def test_twenty_lines_typed_quickly_all_arrive_in_order_and_the_screen_stays_cle
         assert chat_lines(bob, "alice") == [f"[alice] {text}" for text in typed]
         wait_until(lambda: alice.shows("Sent the 17 messages that waited for the rate limit."))
         screen = alice.lines()
+        assert "[Spartan] You are now ready to chat with bob." in screen, screen
         start = screen.index("[Spartan] You are now ready to chat with bob.") + 1
         # Every typed line is on the screen once, whole, after its prompt and in order; nothing else
         # but the one summary and the empty prompt (no status lines left behind, no garbling).
         assert screen[start:] == [*(f"[alice] > {text}" for text in typed),
-                                  "[Spartan] Sent the 17 messages that waited for the rate limit.", "[alice] >"]
+                                  "[Spartan] Sent the 17 messages that waited for the rate limit.", "[alice] >"], screen
         assert not any("Slow down" in line or "Traceback" in line for line in screen)
     finally:
         alice.close()
