@@ -34,6 +34,7 @@ class Server:
         self.tokens = burst
         self.refuse: dict[str, grpc.aio.AioRpcError] = {}  # text -> a lasting refusal
         self.no_keys: set[str] = set()
+        self.cancel_once: set[str] = set()
 
     async def seal(self, target: str, text: str, message_id: str) -> pb.Message:
         if target in self.no_keys:
@@ -43,6 +44,9 @@ class Server:
     async def call(self, method: str, message: Any) -> pb.SendAck:
         assert method == "SendMsg"
         text = message.body.decode()
+        if text in self.cancel_once:
+            self.cancel_once.discard(text)
+            raise asyncio.CancelledError  # what a call sees when a failover closes its channel
         if text in self.refuse:
             raise self.refuse[text]
         if self.tokens == 0:
@@ -164,3 +168,16 @@ async def test_an_outage_holds_the_queue_quietly(code: grpc.StatusCode) -> None:
     await outgoing.stop()
     assert server.accepted == [("bob", "one")]
     assert notices == ["Sent the 1 message that waited for the server."]
+
+
+async def test_a_call_cancelled_by_a_failover_is_sent_again_and_stop_still_stops() -> None:
+    server, notices, statuses = Server(burst=100), [], []
+    server.cancel_once.add("one")
+    outgoing = queue(server, ClientState(), notices, statuses)
+    outgoing.start()
+    outgoing.put("bob", "one")
+    outgoing.put("bob", "two")
+    await drained(outgoing)
+    assert server.accepted == [("bob", "one"), ("bob", "two")]
+    await outgoing.stop()
+    assert outgoing._task is None

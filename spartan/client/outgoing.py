@@ -113,6 +113,14 @@ class Outgoing:
     # ---------------------------------------------------------------- sending
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="outgoing")
+        self._task.add_done_callback(self._ended)
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        """Never stop sending silently: a failure of the queue itself is said, with what is kept."""
+        if task.cancelled() or task.exception() is None:
+            return
+        self.notice(f"Sending stopped after an error ({task.exception()!r}); {self.unsent()} unsent message(s) "
+                    "are kept and go out the next time you start the client.")
 
     async def settle(self, timeout: float) -> None:
         """Let what can go now go before a quit (a line typed just before Ctrl-D must not be stranded);
@@ -151,6 +159,13 @@ class Outgoing:
         except PeerHasNoKeys:
             self.blocked.add(target)
             self.show()
+            return
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # stop(): this task itself is cancelled
+            # A failover closed the channel under the call: an outage like any other, tried again (same id).
+            await self._hold(SERVER, OUTAGE_BACKOFF_SECONDS[0])
             return
         except grpc.aio.AioRpcError as exc:
             wait = retry_after(exc)
