@@ -6,8 +6,9 @@ Incoming messages are shown exactly once (de-duplicated by id and offset) and in
 order; messages of another conversation wait until the user switches to it. What
 was shown (or handled) is kept on disk per conversation and acknowledged to the
 server, which keeps the rest; so a message waiting to be read survives quitting.
-Every message is end-to-end encrypted before it leaves; a message to someone who
-never logged in waits on disk for their key, shown only as a transient status.
+Typed lines go through the send queue (spartan.client.outgoing): kept on disk, sent
+in order as the rate limit allows, each end-to-end encrypted just before it leaves;
+a line for someone who never logged in waits there for their key.
 """
 from __future__ import annotations
 
