@@ -97,3 +97,27 @@ def test_a_multi_line_paste_is_one_message_per_line_in_order(server: LocalServer
     finally:
         alice.close()
         bob.close()
+
+
+def test_quitting_with_queued_lines_says_how_many_and_the_next_start_sends_them(server: LocalServer) -> None:
+    suffix = f"q{os.getpid()}"
+    alice, bob = chat_between(server, suffix)
+    typed = [f"before quitting {i}" for i in range(1, 6)]
+    try:
+        for text in typed:
+            alice.type(text)
+        wait_until(lambda: alice.shows("waiting for the rate limit"))
+        subprocess.run(["tmux", "send-keys", "-t", alice.name, "C-d"], check=True)
+        wait_until(lambda: alice.shows("[exited 0]"))
+        unsent = next(line for line in alice.lines() if "not sent yet" in line)
+        count = int(unsent.split()[1])
+        assert unsent == (f"[Spartan] {count} messages were not sent yet; kept, they go out the next time you start "
+                          "client.py alice."), unsent
+        assert chat_lines(bob, "alice") == [f"[alice] {text}" for text in typed[:len(typed) - count]]
+        alice.close()
+        alice = Pane(f"alice{suffix}", server.client("alice"), server.workdir, server.env)
+        wait_until(lambda: bob.shows(f"[alice] {typed[-1]}"), timeout=120)  # 10 s per line under the limit
+        assert chat_lines(bob, "alice") == [f"[alice] {text}" for text in typed]
+    finally:
+        alice.close()
+        bob.close()
