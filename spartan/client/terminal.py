@@ -67,6 +67,7 @@ class InteractiveTerminal:
         from prompt_toolkit import PromptSession
 
         self._status = ""
+        self._stdout = sys.stdout  # the terminal itself, not the patch_stdout proxy installed later
         self._prompt_session: PromptSession[str] = PromptSession(bottom_toolbar=lambda: self._status or None)
 
     async def ask(self, prompt: Prompt) -> str:
@@ -74,7 +75,13 @@ class InteractiveTerminal:
         return await self._prompt_session.prompt_async(message)
 
     def show(self, line: str) -> None:
-        print(line, flush=True)
+        if self._prompt_session.app.is_running:
+            print(line, flush=True)  # patch_stdout prints it above the input line
+        else:
+            # Between prompts nothing is drawn: write now, in order, rather than through patch_stdout's
+            # writer thread, which could land after the next prompt is drawn (and after what is typed there).
+            self._stdout.write(line + "\n")
+            self._stdout.flush()
 
     @contextmanager
     def session(self) -> Iterator[None]:
