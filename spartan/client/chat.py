@@ -6,23 +6,27 @@ Incoming messages are shown exactly once (de-duplicated by id and offset) and in
 order; messages of another conversation wait until the user switches to it. What
 was shown (or handled) is kept on disk per conversation and acknowledged to the
 server, which keeps the rest; so a message waiting to be read survives quitting.
-Every message is end-to-end encrypted before it leaves; a message to someone who
-never logged in waits on disk for their key, shown only as a transient status.
+Typed lines go through the send queue (spartan.client.outgoing): kept on disk, sent
+in order as the rate limit allows, each end-to-end encrypted just before it leaves;
+a line for someone who never logged in waits there for their key.
 """
 from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections import Counter, OrderedDict, defaultdict
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import grpc
 
 from spartan import naming
 from spartan.client.acks import Acknowledger
 from spartan.client.connection import Connection
-from spartan.client.e2e import ClientCrypto, PeerHasNoKeys
+from spartan.client.e2e import ClientCrypto
+from spartan.client.explain import action_failed, is_retryable, stream_notice
 from spartan.client.groups import GroupChatView
+from spartan.client.outgoing import Outgoing
 from spartan.client.state import ClientState
 from spartan.client.terminal import InteractiveTerminal, PipedTerminal
 from spartan.errors import InvalidArgument
@@ -30,7 +34,7 @@ from spartan.v1 import pb
 from spartan.validation import check_text
 
 SEEN_IDS_KEPT = 10_000
-WAITING_FOR_KEYS = "{count} message(s) for {peers} will be sent once they log in for the first time."
+T = TypeVar("T")
 
 
 def say(text: str) -> str:
@@ -59,9 +63,10 @@ class Chat:
         self.synced = asyncio.Event()  # the stream replayed what waited for us
         self.started_us = time.time_ns() // 1000
         self.away: Counter[str] = Counter()  # who wrote (user or group) before this client started
-        self._outbox_tasks: set[asyncio.Task[None]] = set()
-        self.last_failed: tuple[str, str] | None = None  # (peer or group, text) for /retry
+        self.retry_line: str | None = None  # the last command the rate limit or an outage stopped, for /retry
         self.group_view = GroupChatView(self)
+        self.outgoing = Outgoing(self.state, self.seal, conn.call, status=terminal.status, notice=self.notice,
+                                 countdown=isinstance(terminal, InteractiveTerminal), on_sent=self._remember)
 
     # ------------------------------------------------------------ display
     def show(self, line: str) -> None:
@@ -69,6 +74,12 @@ class Chat:
 
     def notice(self, text: str) -> None:
         self.show(say(text))
+
+    def stream_notice(self, text: str) -> None:
+        """A notice about the connection (the gateway's or the receiver's), in the user's words."""
+        shown = stream_notice(text)
+        if shown:
+            self.notice(shown)
 
     @property
     def conversation(self) -> str:
@@ -120,16 +131,14 @@ class Chat:
             return say(f"{self.pending[0]} is requesting to chat with you. Enter 'yes' to accept or different user: ")
         return say("Enter a user whom you want to chat with: ")
 
-    async def choose_peer(self) -> None:
-        """Answer a pending request or pick a user, until a chat starts."""
+    async def choose_peer(self, run_command: Callable[[str], Awaitable[None]]) -> None:
+        """Answer a pending request or pick a user, until a chat starts (`run_command` runs a /command)."""
         while not (self.peer or self.group):
             answer = (await self.terminal.ask(self.selection_prompt)).strip()
             if not answer:
                 continue
             if answer.startswith("/"):
-                from spartan.client.commands import run_command  # commands import this module
-
-                await run_command(self, answer)
+                await run_command(answer)
                 continue
             if self.pending and answer.lower() in ("yes", "y"):
                 await self.accept(self.pending[0])
@@ -154,7 +163,9 @@ class Chat:
         try:
             await self.conn.call("RequestChat", pb.ChatRequest(peer=name))
         except grpc.aio.AioRpcError as exc:
-            self.notice(f"Could not ask {name} to chat: {exc.details()}")
+            if is_retryable(exc):
+                self.retry_line = f"/switch {name}"
+            self.notice(action_failed(f"asking {name} to chat", exc))
             return
         await self.open_chat(name)
 
@@ -224,10 +235,12 @@ class Chat:
             self.notice(f"{message.sender} declined your chat request.")
         elif kind == pb.KEY_UPDATE and message.sender != self.me:
             self.crypto.forget(message.sender)
-            await self.flush_outbox(message.sender)
+            self.outgoing.unblock(message.sender)
             await self.group_view.keys.on_peer_keys(message.sender)
+        elif kind == pb.NOTICE and message.conversation:
+            self.notice(self.describe_loss(message))
         elif kind == pb.NOTICE:
-            self.notice(self.describe_loss(message) if message.conversation else message.text)
+            self.stream_notice(message.text)
         elif kind == pb.MEMBERSHIP:
             await self.group_view.on_membership(message)
         elif kind == pb.SYNCED:
@@ -288,28 +301,23 @@ class Chat:
             self.show(f"[{message.sender}] {text}")
 
     # ------------------------------------------------------------ sending
-    async def send(self, text: str, peer: str | None = None, message_id: str | None = None) -> bool:
-        if (peer is None and self.group) or (peer and peer in self.groups):
-            return await self.group_view.send(text, peer or self.group, message_id)
-        peer = peer or self.peer
-        if not peer:
+    def prompt(self) -> str:
+        """`[group1] alice > ` inside a group, `[alice] > ` in a 1:1 chat (the seed's prompt)."""
+        return f"[{self.group}] {self.me} > " if self.group else f"[{self.me}] > "
+
+    async def send(self, text: str) -> bool:
+        """Queue a typed line for the open conversation; it goes out in order (spartan.client.outgoing)."""
+        target = naming.group_conversation(self.group) if self.group else self.peer
+        if not target:
             self.notice("Pick a chat first: /switch USER or /group NAME.")
             return False
         if not self.text_ok(text):
             return False
-        message_id = message_id or uuid.uuid4().hex
-        try:
-            body = await self.crypto.seal(peer, text, message_id)
-        except PeerHasNoKeys:
-            self.state.queue(message_id, peer, text)
-            self.show_outbox()
-            return False
-        except grpc.aio.AioRpcError as exc:
-            return self.report_send_failure(peer, text, exc)
-        return await self.submit(peer, text, pb.Message(id=message_id, kind=pb.CHAT, recipient=peer, body=body))
+        self.outgoing.put(target, text)
+        return True
 
     def text_ok(self, text: str) -> bool:
-        """Check typed text before it is encrypted; explains a refusal."""
+        """Check typed text before it is queued; explains a refusal."""
         try:
             check_text(text, self.max_message_bytes)
         except InvalidArgument as exc:
@@ -317,58 +325,22 @@ class Chat:
             return False
         return True
 
-    async def submit(self, target: str, text: str, message: pb.Message) -> bool:
-        """Send a sealed message; on failure keep `text` for /retry and say why."""
+    async def seal(self, target: str, text: str, message_id: str) -> pb.Message:
+        """Encrypt a queued line for a user or a group (`group:NAME`); raises PeerHasNoKeys or a gRPC error."""
+        group = naming.group_name(target)
+        if group:
+            body = await self.group_view.keys.seal(group, text, message_id)
+            return pb.Message(id=message_id, kind=pb.CHAT, group=group, body=body)
+        body = await self.crypto.seal(target, text, message_id)
+        return pb.Message(id=message_id, kind=pb.CHAT, recipient=target, body=body)
+
+    async def attempt(self, action: str, call: Awaitable[T]) -> T | None:
+        """Run one server call for `action` (a command line naming its target, e.g. `/leave group1`);
+        if the rate limit or an outage stops it, say exactly what was not done and keep it for /retry."""
         try:
-            await self.conn.call("SendMsg", message)
+            return await call
         except grpc.aio.AioRpcError as exc:
-            return self.report_send_failure(target, text, exc)
-        self._remember(message.id)
-        self.last_failed = None
-        return True
-
-    def report_send_failure(self, peer: str, text: str, exc: grpc.aio.AioRpcError) -> bool:
-        self.last_failed = (peer, text)
-        trailers = dict(exc.trailing_metadata() or ())
-        if exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "retry-after" in trailers:
-            wait = float(trailers["retry-after"])
-            self.notice(f"Slow down: you can send again in {wait:.1f}s. Type /retry to send that message again.")
-        elif exc.code() == grpc.StatusCode.UNAVAILABLE:
-            self.notice("Could not send: the server is unavailable right now. Type /retry to send it again.")
-        else:
-            self.notice(f"Not sent: {exc.details()}")
-        return False
-
-    def _retry_outbox_later(self, exc: grpc.aio.AioRpcError) -> None:
-        retry_after = dict(exc.trailing_metadata() or ()).get("retry-after", "2")
-        loop = asyncio.get_running_loop()
-        loop.call_later(float(retry_after) + 0.1, lambda: self._outbox_tasks.add(loop.create_task(self.flush_outbox())))
-
-    def show_outbox(self) -> None:
-        """A transient status line while messages wait for a peer's first login (not a chat line)."""
-        peers = sorted({peer for peer, _ in self.state.outbox.values()})
-        count = len(self.state.outbox)
-        self.terminal.status(WAITING_FOR_KEYS.format(count=count, peers=", ".join(peers)) if count else "")
-
-    async def flush_outbox(self, peer: str | None = None) -> None:
-        """Send what waited for keys (for `peer`, or everyone), oldest first; what still cannot go stays."""
-        for message_id, (to, text) in list(self.state.outbox.items()):
-            if peer is not None and to != peer:
-                continue
-            try:
-                body = await self.crypto.seal(to, text, message_id)
-            except PeerHasNoKeys:
-                continue
-            except grpc.aio.AioRpcError:
-                break  # the server is unreachable: try again on the next key update or start
-            message = pb.Message(id=message_id, kind=pb.CHAT, recipient=to, body=body)
-            try:
-                await self.conn.call("SendMsg", message)
-            except grpc.aio.AioRpcError as exc:
-                if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED):
-                    self._retry_outbox_later(exc)  # kept on disk meanwhile
-                    break
-                self.notice(f"A message to {to} that waited for their key could not be sent: {exc.details()}")
-            self._remember(message_id)
-            self.state.sent(message_id)
-        self.show_outbox()
+            if is_retryable(exc):
+                self.retry_line = action
+            self.notice(action_failed(action, exc))
+            return None

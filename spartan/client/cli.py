@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import logging
 import os
+import re
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -21,11 +22,12 @@ from spartan.client.chat import Chat, say
 from spartan.client.commands import Quit, run_command
 from spartan.client.connection import Connection
 from spartan.client.e2e import ClientCrypto
+from spartan.client.explain import not_running, refused_connection, unknown_user
 from spartan.client.receiver import Receiver
 from spartan.client.state import ClientState
 from spartan.client.terminal import open_terminal
 from spartan.config import Config, ConfigError, TlsConfig, load_config
-from spartan.crypto.keystore import load_or_create
+from spartan.crypto.keystore import key_path, load_or_create
 from spartan.crypto.pins import PinStore
 from spartan.errors import SpartanError
 from spartan.rpc.credentials import explain_connect_error
@@ -34,6 +36,8 @@ from spartan.validation import check_name
 
 CONNECT_TIMEOUT_SECONDS = 15.0
 CATCH_UP_TIMEOUT_SECONDS = 30.0  # longest the start waits for what arrived while away before going on
+SETTLE_SECONDS = 10.0  # longest a quit waits for lines that can go at once (not for the rate limit)
+LINE_BREAK = re.compile(r"\r\n|\r|\n")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -68,13 +72,14 @@ def port_of(address: str) -> str:
 
 async def chat_loop(chat: Chat) -> None:
     while True:
-        line = await chat.terminal.ask(lambda: f"[{chat.me}] > ")
-        if not line.strip():
-            continue
-        if line.startswith("/"):
-            await run_command(chat, line)
-        else:
-            await chat.send(line)
+        entered = await chat.terminal.ask(chat.prompt)
+        for line in LINE_BREAK.split(entered):  # a multi-line paste: one message (or command) per line, in order
+            if not line.strip():
+                continue
+            if line.startswith("/"):
+                await run_command(chat, line)
+            else:
+                await chat.send(line)
 
 
 async def run(args: argparse.Namespace) -> int:
@@ -88,7 +93,7 @@ async def run(args: argparse.Namespace) -> int:
     if args.ca:
         tls = TlsConfig(ca=args.ca)
     addresses = server_addresses(args, config)
-    identity, _created = load_or_create(args.user, args.key_dir)
+    identity, created = load_or_create(args.user, args.key_dir)
     terminal = open_terminal()
     if args.ca and not Path(args.ca).is_file():
         print(say(f"The CA certificate {args.ca} does not exist."), file=sys.stderr)
@@ -98,7 +103,13 @@ async def run(args: argparse.Namespace) -> int:
         await conn.open()
     except grpc.aio.AioRpcError as exc:
         hint = explain_connect_error(exc.details() or "", tls)
-        if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+        if exc.code() == grpc.StatusCode.UNAVAILABLE and refused_connection(exc.details() or "") and not hint:
+            print(say(not_running(addresses)), file=sys.stderr)
+        elif exc.code() == grpc.StatusCode.NOT_FOUND:
+            forget_new_key(args.user, args.key_dir, created)
+            print(say(unknown_user(args.user, config.users if config else [])), file=sys.stderr)
+            return 1
+        elif exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
             print(say(f"Could not connect to Spartan Server at {', '.join(addresses)}: {exc.details()}"),
                   file=sys.stderr)
         else:  # the server answered: the login itself was refused
@@ -109,7 +120,7 @@ async def run(args: argparse.Namespace) -> int:
     crypto = ClientCrypto(identity, PinStore(args.user, args.key_dir), _key_fetcher(conn), lambda t: chat.notice(t))
     state = ClientState.for_user(args.user, args.key_dir)
     chat = Chat(conn, terminal, crypto, config.gateway.max_message_bytes if config else 65536, state)
-    receiver = Receiver(conn, chat.handle, chat.cursors, chat.notice)
+    receiver = Receiver(conn, chat.handle, chat.cursors, chat.stream_notice)
     with terminal.session():
         receiver.start()
         chat.acks.start()
@@ -121,7 +132,7 @@ async def run(args: argparse.Namespace) -> int:
             chat.groups = list(listing.groups)
             chat.notice("User list: " + ",".join(u for u in chat.users if u != chat.me))
             await catch_up(chat)
-            await chat.choose_peer()
+            await chat.choose_peer(lambda line: run_command(chat, line))
             await chat_loop(chat)
         except (EOFError, KeyboardInterrupt, Quit):
             pass
@@ -132,6 +143,7 @@ async def run(args: argparse.Namespace) -> int:
             chat.notice(f"Lost the server: {exc.details()}")
             return 1
         finally:
+            await leave_outbox(chat)
             await receiver.stop()
             await chat.acks.stop()
             await conn.close()
@@ -149,7 +161,23 @@ async def catch_up(chat: Chat) -> None:
     pending = await chat.conn.call("PendingRequests", pb.PendingRequestsRequest())
     chat.pending.extend(r for r in pending.requesters if r not in chat.pending)
     chat.report_away()
-    await chat.flush_outbox()
+    chat.outgoing.start()  # sends what an earlier run left unsent, then what is typed
+
+
+async def leave_outbox(chat: Chat) -> None:
+    """Quitting: let lines that can go now go, then say how many stay on disk for the next start."""
+    await chat.outgoing.settle(SETTLE_SECONDS)
+    await chat.outgoing.stop()
+    unsent = chat.outgoing.unsent()
+    if unsent:
+        chat.notice(f"{unsent} message{'s were' if unsent != 1 else ' was'} not sent yet; kept, "
+                    f"{'they go' if unsent != 1 else 'it goes'} out the next time you start client.py {chat.me}.")
+
+
+def forget_new_key(user: str, directory: str | None, created: bool) -> None:
+    """A key made just now for a name the server does not know is useless: do not leave it behind."""
+    if created:
+        key_path(user, directory).unlink(missing_ok=True)
 
 
 def _key_fetcher(conn: Connection) -> Callable[[str], Awaitable[pb.PublicKeys]]:

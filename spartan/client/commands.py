@@ -8,7 +8,9 @@ from collections.abc import Awaitable, Callable
 
 import grpc
 
+from spartan import naming
 from spartan.client.chat import Chat
+from spartan.client.explain import OUTAGE, action_failed, is_retryable, users_unreachable
 from spartan.client.groups import GROUP_COMMANDS, GROUP_HELP
 from spartan.crypto.safety import format_rows
 from spartan.v1 import pb
@@ -19,10 +21,17 @@ HELP = [
     "/history          recent messages of this conversation",
     "/accept USER      accept a chat request      /decline USER   decline it",
     "/verify USER      show the safety number to compare with USER; '/verify USER ok' marks it verified",
-    "/retry            send the last message that could not be sent",
+    "/retry            do again the last command the rate limit or an outage stopped (e.g. /leave group1)",
     *GROUP_HELP,
     "/quit             leave (Ctrl-D and Ctrl-C work too)",
+    "Prompt: [you] > in a chat with one person, [group] you > in a group: a line goes where the prompt says.",
+    "Sending: lines leave in the order typed. Over the rate limit they wait in a queue (one status line counts",
+    "  them down); nothing is dropped. Quitting keeps unsent lines and the next start sends them.",
+    "Paste: pasting several lines sends one message per line, in order, through the same queue.",
 ]
+
+
+HISTORY_SETTLE_SECONDS = 5.0  # longest /history waits for lines that can be sent at once
 
 
 class Quit(Exception):
@@ -38,7 +47,9 @@ async def run_command(chat: Chat, line: str) -> None:
     try:
         await handler(chat, args)
     except grpc.aio.AioRpcError as exc:
-        chat.notice(f"{name} failed: {exc.details()}")
+        if is_retryable(exc):
+            chat.retry_line = line.strip()
+        chat.notice(action_failed(line.strip(), exc))
 
 
 async def _help(chat: Chat, args: list[str]) -> None:
@@ -47,7 +58,13 @@ async def _help(chat: Chat, args: list[str]) -> None:
 
 
 async def _users(chat: Chat, args: list[str]) -> None:
-    listing = await chat.conn.call("ListUsers", pb.ListUsersRequest())
+    try:
+        listing = await chat.conn.call("ListUsers", pb.ListUsersRequest())
+    except grpc.aio.AioRpcError as exc:
+        if exc.code() not in OUTAGE:
+            raise
+        chat.notice(users_unreachable())
+        return
     shown = [f"{u.name} ({'online' if u.online else 'offline'})" for u in listing.users if u.name != chat.me]
     chat.notice("Users: " + ", ".join(shown))
 
@@ -67,26 +84,44 @@ async def _switch(chat: Chat, args: list[str]) -> None:
 
 
 async def _history(chat: Chat, args: list[str]) -> None:
+    """Recent messages from the server, after what can be sent now left; then what still waits to be sent."""
+    await chat.outgoing.settle(HISTORY_SETTLE_SECONDS)
     if chat.group:
         chat.notice(f"Recent messages in {chat.group}:")
         await chat.group_view.show_history(chat.group)
-        return
-    chat.notice(f"Recent messages with {chat.peer}:")
-    await chat.show_history(chat.peer)
+    else:
+        chat.notice(f"Recent messages with {chat.peer}:")
+        await chat.show_history(chat.peer)
+    target = naming.group_conversation(chat.group) if chat.group else chat.peer
+    for to, text in chat.outgoing.state.outbox.values():
+        if to == target:
+            chat.show(f"[{chat.me}] (not sent yet) {text}")
+
+
+def _asked(chat: Chat, args: list[str], command: str) -> str:
+    """The requester named in /accept or /decline, or "" after saying why there is none."""
+    if len(args) != 1:
+        chat.notice(f"Usage: {command} USER (someone who asked to chat with you)")
+        return ""
+    name = args[0]
+    if name in chat.pending:
+        return name
+    waiting = f"waiting requests: {', '.join(chat.pending)}" if chat.pending else "nobody is waiting for an answer"
+    if name in chat.users and name != chat.me:
+        chat.notice(f"{name} has not asked to chat with you ({waiting}); to start a chat with {name}, type /switch {name}.")
+    else:
+        chat.notice(f"{name} has not asked to chat with you ({waiting}).")
+    return ""
 
 
 async def _accept(chat: Chat, args: list[str]) -> None:
-    if len(args) != 1 or args[0] not in chat.pending:
-        chat.notice("Usage: /accept USER (someone who asked to chat with you)")
-        return
-    await chat.accept(args[0])
+    if name := _asked(chat, args, "/accept"):
+        await chat.accept(name)
 
 
 async def _decline(chat: Chat, args: list[str]) -> None:
-    if len(args) != 1 or args[0] not in chat.pending:
-        chat.notice("Usage: /decline USER (someone who asked to chat with you)")
-        return
-    await chat.decline(args[0])
+    if name := _asked(chat, args, "/decline"):
+        await chat.decline(name)
 
 
 async def _verify(chat: Chat, args: list[str]) -> None:
@@ -106,12 +141,15 @@ async def _verify(chat: Chat, args: list[str]) -> None:
 
 
 async def _retry(chat: Chat, args: list[str]) -> None:
-    if chat.last_failed is None:
-        chat.notice("Nothing to retry.")
+    """Run again the command the rate limit or an outage stopped; messages need no /retry (they queue)."""
+    line, chat.retry_line = chat.retry_line, None
+    if line is None:
+        waiting = chat.outgoing.unsent()
+        queued = f"; your {waiting} waiting message(s) go out by themselves" if waiting else ""
+        chat.notice(f"Nothing to retry{queued}.")
         return
-    peer, text = chat.last_failed
-    if await chat.send(text, peer):
-        chat.show(f"[{chat.me}] (resent) {text}")
+    chat.notice(f"Retrying {line}")
+    await run_command(chat, line)
 
 
 async def _quit(chat: Chat, args: list[str]) -> None:

@@ -207,6 +207,7 @@ class GroupChatView:
             return False
         chat = self.chat
         chat.peer, chat.group = "", group
+        chat.terminal.refresh()  # the prompt names the group now
         chat.announced.discard(group)
         chat.notice(f"You are now in group {group} with {', '.join(m for m in info.members if m != chat.me)}.")
         await chat.show_waiting(naming.group_conversation(group))
@@ -290,19 +291,8 @@ class GroupChatView:
             chat.state.forget(naming.group_conversation(message.group))
             if chat.group == message.group:
                 chat.group = ""
+                chat.terminal.refresh()  # the prompt named the group
                 chat.notice(f"You are no longer a member of {message.group}. Pick a chat with /switch USER or /group NAME.")
-
-    # ------------------------------------------------------------- sending
-    async def send(self, text: str, group: str, message_id: str | None = None) -> bool:
-        chat = self.chat
-        if not chat.text_ok(text):
-            return False
-        message_id = message_id or uuid.uuid4().hex
-        try:
-            body = await self.keys.seal(group, text, message_id)
-        except grpc.aio.AioRpcError as exc:
-            return chat.report_send_failure(group, text, exc)
-        return await chat.submit(group, text, pb.Message(id=message_id, kind=pb.CHAT, group=group, body=body))
 
 
 # ------------------------------------------------------------------ commands
@@ -322,31 +312,37 @@ async def _groups(chat: Chat, args: list[str]) -> None:
     chat.notice("Your groups: " + (", ".join(chat.groups) if chat.groups else "none yet (/create NAME USER...)"))
 
 
-def _current_group(chat: Chat, usage: str) -> str:
+def _target_group(chat: Chat, named: list[str], usage: str) -> str:
+    """The group a membership command acts on: the one named, else the one shown in the prompt."""
+    if named:
+        return named[0]
     if not chat.group:
-        chat.notice(f"You are not in a group chat. Open one with /group NAME, then {usage}")
+        chat.notice(f"You are not in a group chat: name the group ({usage}) or open one with /group NAME.")
     return chat.group
 
 
 async def _members(chat: Chat, args: list[str]) -> None:
-    group = args[0] if args else _current_group(chat, "/members")
+    group = _target_group(chat, args[:1], "/members GROUP")
     if group:
         info = await chat.group_view.keys.refresh(group)
         chat.notice(f"Members of {group}: {', '.join(info.members)}")
 
 
 async def _change_member(chat: Chat, args: list[str], method: str, command: str) -> None:
-    """/invite USER and /remove USER: one membership change in the current group."""
-    group = _current_group(chat, f"{command} USER") if len(args) == 1 else ""
-    if len(args) != 1:
-        chat.notice(f"Usage: {command} USER (inside a group chat)")
-    elif group:
-        info = await chat.conn.call(method, pb.GroupRequest(group=group, user=args[0]))
-        await chat.group_view.keys.apply(info)
+    """/add USER [GROUP] and /remove USER [GROUP]: one membership change, in the group named or shown."""
+    if len(args) not in (1, 2):
+        chat.notice(f"Usage: {command} USER [GROUP] (without GROUP: the group shown in the prompt)")
+        return
+    group = _target_group(chat, args[1:], f"{command} {args[0]} GROUP")
+    if group:
+        info = await chat.attempt(f"{command} {args[0]} {group}",
+                                  chat.conn.call(method, pb.GroupRequest(group=group, user=args[0])))
+        if info is not None:
+            await chat.group_view.keys.apply(info)
 
 
-async def _invite(chat: Chat, args: list[str]) -> None:
-    await _change_member(chat, args, "AddMember", "/invite")
+async def _add(chat: Chat, args: list[str]) -> None:
+    await _change_member(chat, args, "AddMember", "/add")
 
 
 async def _remove(chat: Chat, args: list[str]) -> None:
@@ -354,29 +350,35 @@ async def _remove(chat: Chat, args: list[str]) -> None:
 
 
 async def _leave(chat: Chat, args: list[str]) -> None:
-    group = args[0] if args else _current_group(chat, "/leave")
+    group = _target_group(chat, args[:1], "/leave GROUP")
     if group:
-        await chat.conn.call("RemoveMember", pb.GroupRequest(group=group))
+        await chat.attempt(f"/leave {group}", chat.conn.call("RemoveMember", pb.GroupRequest(group=group)))
 
 
 async def _create(chat: Chat, args: list[str]) -> None:
+    """Make a group and enter it, so the prompt shows where the next line goes."""
     if len(args) < 2:
         chat.notice("Usage: /create NAME USER [USER...]")
         return
-    info = await chat.conn.call("CreateGroup", pb.GroupRequest(group=args[0], members=args[1:]))
+    action = f"/create {' '.join(args)}"
+    info = await chat.attempt(action, chat.conn.call("CreateGroup", pb.GroupRequest(group=args[0], members=args[1:])))
+    if info is None:
+        return
     if info.group not in chat.groups:
         chat.groups.append(info.group)
-    chat.notice(f"Created {info.group} with {', '.join(info.members)}. Type /group {info.group} to chat there.")
+    chat.notice(f"Created {info.group}.")
+    await chat.group_view.open(info.group)
 
 
 GROUP_HELP = [
     "/group NAME       chat in a group (typing a group's name where a user is asked works too)",
-    "/groups           your groups     /members   who is in this group",
-    "/invite USER      add someone     /remove USER   remove someone     /leave   leave this group",
-    "/create NAME USER...  make a new group with those users",
+    "/groups           your groups     /members [GROUP]   who is in the group",
+    "/add USER [GROUP]     add someone (/invite works too)   /remove USER [GROUP]   remove someone",
+    "/leave [GROUP]    leave a group; without GROUP these act on the group shown in the prompt: [group1] you >",
+    "/create NAME USER...  make a new group with those users and enter it",
 ]
 
 GROUP_COMMANDS: dict[str, Callable[[Chat, list[str]], Awaitable[None]]] = {
-    "/group": _group, "/groups": _groups, "/members": _members, "/invite": _invite, "/remove": _remove,
+    "/group": _group, "/groups": _groups, "/members": _members, "/add": _add, "/invite": _add, "/remove": _remove,
     "/leave": _leave, "/create": _create,
 }

@@ -1,7 +1,9 @@
 """Two terminals behind one interface: an interactive one and a piped one.
 
 In a real terminal prompt_toolkit owns the input line and `patch_stdout` prints
-incoming messages above it, so they never garble what the user is typing. With
+incoming messages above it, so they never garble what the user is typing; keys
+typed while a line is being handled are not echoed by the terminal either (the
+next prompt shows them). With
 stdin piped (scripts, tests) there are no escape codes at all: each answer is echoed
 after its prompt so the output reads exactly like the interactive transcript.
 Transient state (e.g. messages waiting for a peer's first login) is a status line:
@@ -12,8 +14,8 @@ from __future__ import annotations
 import asyncio
 import sys
 import threading
-from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Protocol
 
 Prompt = str | Callable[[], str]
@@ -37,11 +39,35 @@ def _text(prompt: Prompt) -> str:
     return prompt() if callable(prompt) else prompt
 
 
+@contextmanager
+def _no_echo_between_prompts() -> Iterator[None]:
+    """Keep the terminal from echoing keys typed while no prompt is running (a line is being
+    handled): echoed there they garble the screen (`quick line 3[alice] > quick line 2`). The
+    keys are not lost: the next prompt reads them and shows them in its input line.
+    prompt_toolkit restores these settings after each prompt; ours are restored at the end."""
+    try:
+        import termios
+
+        fd = sys.stdin.fileno()
+        saved = termios.tcgetattr(fd)
+    except (ImportError, OSError, ValueError):  # not a POSIX terminal: nothing to do
+        yield
+        return
+    quiet = list(saved)
+    quiet[3] &= ~termios.ECHO
+    termios.tcsetattr(fd, termios.TCSANOW, quiet)
+    try:
+        yield
+    finally:
+        termios.tcsetattr(fd, termios.TCSANOW, saved)
+
+
 class InteractiveTerminal:
     def __init__(self) -> None:
         from prompt_toolkit import PromptSession
 
         self._status = ""
+        self._stdout = sys.stdout  # the terminal itself, not the patch_stdout proxy installed later
         self._prompt_session: PromptSession[str] = PromptSession(bottom_toolbar=lambda: self._status or None)
 
     async def ask(self, prompt: Prompt) -> str:
@@ -49,12 +75,20 @@ class InteractiveTerminal:
         return await self._prompt_session.prompt_async(message)
 
     def show(self, line: str) -> None:
-        print(line, flush=True)
+        if self._prompt_session.app.is_running:
+            print(line, flush=True)  # patch_stdout prints it above the input line
+        else:
+            # Between prompts nothing is drawn: write now, in order, rather than through patch_stdout's
+            # writer thread, which could land after the next prompt is drawn (and after what is typed there).
+            self._stdout.write(line + "\n")
+            self._stdout.flush()
 
-    def session(self) -> AbstractContextManager[object]:
+    @contextmanager
+    def session(self) -> Iterator[None]:
         from prompt_toolkit.patch_stdout import patch_stdout
 
-        return patch_stdout(raw=True)
+        with _no_echo_between_prompts(), patch_stdout(raw=True):
+            yield
 
     def status(self, text: str) -> None:
         if text != self._status:

@@ -26,7 +26,11 @@ class LocalServer:
                     "SPARTAN_PORT": str(self.port),
                     "SPARTAN_SERVICES__PRESENCE": f"127.0.0.1:{free_port()}",
                     "SPARTAN_SERVICES__HISTORY": f"127.0.0.1:{free_port()}", **(extra_env or {})}
-        self.process = subprocess.Popen([sys.executable, str(ROOT / "server.py")], cwd=workdir, env=self.env,
+        self.start()
+
+    def start(self) -> None:
+        """Start `python3 server.py` (again, after `stop`: same folder, same ports)."""
+        self.process = subprocess.Popen([sys.executable, str(ROOT / "server.py")], cwd=self.workdir, env=self.env,
                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         assert self.process.stdout is not None
         self.first_line = self.process.stdout.readline().rstrip("\n")
