@@ -12,7 +12,8 @@ from spartan.program import project_version
 from tests.support.stack import ROOT
 
 SCRIPTS = Path(sysconfig.get_path("scripts"))
-INSTALLED = ["spartan-server", "spartan-admin", "spartan-gateway", "spartan-presence", "spartan-history"]
+INSTALLED = ["spartan-server", "spartan-client", "spartan-admin", "spartan-gateway", "spartan-presence",
+             "spartan-history"]
 
 
 def run(*command: str) -> str:
@@ -28,6 +29,7 @@ def test_an_installed_command_shows_its_own_name_and_version(name: str) -> None:
     assert run(command, "--version").strip() == f"{name} {project_version()}"
 
 
-def test_the_checkout_script_shows_its_file_name() -> None:
-    assert run(sys.executable, "server.py", "--help").startswith("usage: server.py ")
-    assert run(sys.executable, "server.py", "--version").strip() == f"server.py {project_version()}"
+@pytest.mark.parametrize("script", ["server.py", "client.py"])
+def test_the_checkout_script_shows_its_file_name(script: str) -> None:
+    assert run(sys.executable, script, "--help").startswith(f"usage: {script} ")
+    assert run(sys.executable, script, "--version").strip() == f"{script} {project_version()}"

@@ -30,6 +30,7 @@ from spartan.config import Config, ConfigError, TlsConfig, load_config
 from spartan.crypto.keystore import key_path, load_or_create
 from spartan.crypto.pins import PinStore
 from spartan.errors import SpartanError
+from spartan.program import argument_parser
 from spartan.rpc.credentials import explain_connect_error
 from spartan.v1 import pb
 from spartan.validation import check_name
@@ -41,7 +42,7 @@ LINE_BREAK = re.compile(r"\r\n|\r|\n")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="client.py", description="Spartan Messenger terminal client.")
+    parser = argument_parser("client.py", "Spartan Messenger terminal client.")
     parser.add_argument("user", help="who you are (your key pair is created on first use)")
     parser.add_argument("--server", default=os.environ.get("SPARTAN_SERVER", ""),
                         help="gateway address(es), comma-separated host:port (default: localhost and config port)")

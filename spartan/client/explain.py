@@ -3,11 +3,13 @@
 Why a module of its own: the same gRPC status reaches the client from many places
 (start-up, commands, the send queue) and must read the same everywhere, never as
 gRPC's internal text ("failed to connect to all addresses; ... Connection refused").
-Only the standard library and grpc are imported here, so anything may use it.
+Only the standard library, grpc and `spartan.errors` are imported here, so anything may use it.
 """
 from __future__ import annotations
 
 import grpc
+
+from spartan.errors import trailers_of
 
 OUTAGE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 DEFAULT_RETRY_AFTER_SECONDS = 1.0
@@ -17,7 +19,7 @@ def retry_after(exc: grpc.aio.AioRpcError) -> float | None:
     """Seconds the server asks to wait (the `retry-after` trailer of RESOURCE_EXHAUSTED), if any."""
     if exc.code() != grpc.StatusCode.RESOURCE_EXHAUSTED:
         return None
-    value = dict(exc.trailing_metadata() or ()).get("retry-after")
+    value = trailers_of(exc).get("retry-after")
     try:
         return max(0.0, float(value)) if value is not None else DEFAULT_RETRY_AFTER_SECONDS
     except (TypeError, ValueError):
