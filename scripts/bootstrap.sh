@@ -39,7 +39,7 @@ for svc in nginx prometheus; do
 done
 
 extras="bench"
-$for_tests && extras="test,bench"
+$for_tests && extras="test,bench,check"
 source scripts/python.sh
 "$PROJECT_PYTHON" -m pip install --quiet --disable-pip-version-check -e ".[${extras}]"
 

@@ -17,6 +17,7 @@ key-check bound, and peers see a key-change warning once the user logs in again.
 Exit status: 0 done, 1 the operation failed (unknown user, no keys, presence
 unreachable), 2 bad usage or configuration.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,7 +26,7 @@ import dataclasses
 import secrets
 import sys
 from collections.abc import Callable, Coroutine
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import grpc
@@ -57,33 +58,45 @@ def parser() -> argparse.ArgumentParser:
     top.add_argument("--presence", help="presence service address host:port (default: services.presence)")
     top.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the presence service")
     commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    top.add_argument("--data-dir", help="the local launcher's data folder, where its service_secret is "
-                                        "(default .spartan; used when the config names no service secret)")
+    top.add_argument(
+        "--data-dir",
+        help="the local launcher's data folder, where its service_secret is "
+        "(default .spartan; used when the config names no service secret)",
+    )
     enrol = commands.add_parser(
-        "enrol", help="issue a one-time code that lets a user register their first keys",
+        "enrol",
+        help="issue a one-time code that lets a user register their first keys",
         description="Print a one-time enrolment code for USER (who has no registered keys). Give it to USER: "
-                    "their first login needs it (client: --enrolment-code CODE). It expires after "
-                    "auth.enrolment_code_ttl_seconds; issuing another replaces it.")
+        "their first login needs it (client: --enrolment-code CODE). It expires after "
+        "auth.enrolment_code_ttl_seconds; issuing another replaces it.",
+    )
     enrol.add_argument("user")
     reset = commands.add_parser(
-        "reset-keys", help="forget a user's registered keys (lost or compromised device)",
+        "reset-keys",
+        help="forget a user's registered keys (lost or compromised device)",
         description="Forget USER's registered public keys and print a one-time enrolment code: only a login "
-                    f"with that code registers new keys. Sessions of the old key end on every gateway within "
-                    f"{KEY_CHECK_BOUND_SECONDS} s; peers are warned that the key changed.")
+        f"with that code registers new keys. Sessions of the old key end on every gateway within "
+        f"{KEY_CHECK_BOUND_SECONDS} s; peers are warned that the key changed.",
+    )
     reset.add_argument("user")
-    show = commands.add_parser("show-keys", help="print the fingerprint of a user's registered identity key",
-                               description="Print the fingerprint of USER's registered identity key.")
+    show = commands.add_parser(
+        "show-keys",
+        help="print the fingerprint of a user's registered identity key",
+        description="Print the fingerprint of USER's registered identity key.",
+    )
     show.add_argument("user")
     gen = commands.add_parser(
-        "gen-secret", help="print a random token secret for auth.token_secret",
+        "gen-secret",
+        help="print a random token secret for auth.token_secret",
         description="Print a random 32-byte hex token secret (SPARTAN_AUTH__TOKEN_SECRET). With --file, write it "
-                    "to FILE instead (mode 0400), unless FILE already holds one (auth.token_secret_file).")
+        "to FILE instead (mode 0400), unless FILE already holds one (auth.token_secret_file).",
+    )
     gen.add_argument("--file", help="write the secret here, once; an existing secret is kept")
     return top
 
 
 def grouped(hex_text: str, size: int = 4) -> str:
-    return " ".join(hex_text[i:i + size] for i in range(0, len(hex_text), size))
+    return " ".join(hex_text[i : i + size] for i in range(0, len(hex_text), size))
 
 
 def gen_secret() -> str:
@@ -102,7 +115,7 @@ async def enrol(presence: rpc.PresenceStub, user: str, timeout: float) -> pb.Enr
 
 
 def expiry(code: pb.EnrolmentCode) -> str:
-    when = datetime.fromtimestamp(code.expires_at_us / 1e6, tz=timezone.utc)
+    when = datetime.fromtimestamp(code.expires_at_us / 1e6, tz=UTC)
     return when.strftime("%Y-%m-%d %H:%M UTC")
 
 
@@ -124,15 +137,22 @@ async def show_keys(presence: rpc.PresenceStub, user: str, timeout: float) -> st
     return fingerprint(keys.identity_key)
 
 
-async def with_presence(config: Config, address: str, timeout: float, secret: str,
-                        action: Callable[[rpc.PresenceStub], Coroutine[Any, Any, T]]) -> T:
+async def with_presence(
+    config: Config,
+    address: str,
+    timeout: float,
+    secret: str,
+    action: Callable[[rpc.PresenceStub], Coroutine[Any, Any, T]],
+) -> T:
     channel = open_channel(address, config.tls, interceptors=signing_interceptors(secret))
     try:
         return await action(rpc.PresenceStub(channel))
     except grpc.aio.AioRpcError as exc:
         if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-            raise AdminError(f"cannot reach the presence service at {address}: {exc.details()}"
-                             " (is it running? check services.presence, --presence and the tls settings)") from None
+            raise AdminError(
+                f"cannot reach the presence service at {address}: {exc.details()}"
+                " (is it running? check services.presence, --presence and the tls settings)"
+            ) from None
         raise AdminError(exc.details() or exc.code().name) from None
     finally:
         await channel.close()
@@ -152,19 +172,26 @@ def run(args: argparse.Namespace) -> str:
     secret = service_secret(config, args.data_dir)
     user = args.user
     if args.command == "show-keys":
-        found = asyncio.run(with_presence(config, address, args.timeout, secret,
-                                          lambda stub: show_keys(stub, user, args.timeout)))
+        found = asyncio.run(
+            with_presence(config, address, args.timeout, secret, lambda stub: show_keys(stub, user, args.timeout))
+        )
         return f"{user}: identity key fingerprint {grouped(found)}"
     if args.command == "enrol":
-        code = asyncio.run(with_presence(config, address, args.timeout, secret,
-                                         lambda stub: enrol(stub, user, args.timeout)))
-        return (f"Enrolment code for {user}: {code.code} (one use, expires {expiry(code)}). "
-                f"{user} starts the client with --enrolment-code {code.code}")
-    old, code = asyncio.run(with_presence(config, address, args.timeout, secret,
-                                          lambda stub: reset_keys(stub, user, args.timeout)))
-    return (f"Reset the keys of {user} (was {grouped(old)}); sessions of the old key end within "
-            f"{KEY_CHECK_BOUND_SECONDS} s.\nNew keys register only with the enrolment code {code.code} "
-            f"(one use, expires {expiry(code)}): {user} starts the client with --enrolment-code {code.code}")
+        code = asyncio.run(
+            with_presence(config, address, args.timeout, secret, lambda stub: enrol(stub, user, args.timeout))
+        )
+        return (
+            f"Enrolment code for {user}: {code.code} (one use, expires {expiry(code)}). "
+            f"{user} starts the client with --enrolment-code {code.code}"
+        )
+    old, code = asyncio.run(
+        with_presence(config, address, args.timeout, secret, lambda stub: reset_keys(stub, user, args.timeout))
+    )
+    return (
+        f"Reset the keys of {user} (was {grouped(old)}); sessions of the old key end within "
+        f"{KEY_CHECK_BOUND_SECONDS} s.\nNew keys register only with the enrolment code {code.code} "
+        f"(one use, expires {expiry(code)}): {user} starts the client with --enrolment-code {code.code}"
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

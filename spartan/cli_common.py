@@ -5,6 +5,7 @@ replicas on one host (ports); everything else comes from config.yaml and
 `SPARTAN_*` environment variables. A bad setting exits with status 2 and one line
 naming the key, never a traceback.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,7 +46,8 @@ def apply_flags(service: str, config: Config, args: argparse.Namespace) -> Confi
     if service == "gateway":
         return dataclasses.replace(config, port=args.port)
     host = getattr(config.services, service).rsplit(":", 1)[0]
-    return dataclasses.replace(config, services=dataclasses.replace(config.services, **{service: f"{host}:{args.port}"}))
+    address: dict[str, Any] = {service: f"{host}:{args.port}"}
+    return dataclasses.replace(config, services=dataclasses.replace(config.services, **address))
 
 
 def run_async(main: Coroutine[Any, Any, None]) -> None:
@@ -60,8 +62,9 @@ def run_async(main: Coroutine[Any, Any, None]) -> None:
         runner.run(main)
 
 
-def run_service(service: str, parser: argparse.ArgumentParser, argv: list[str] | None,
-                run: Callable[[Config], None]) -> None:
+def run_service(
+    service: str, parser: argparse.ArgumentParser, argv: list[str] | None, run: Callable[[Config], None]
+) -> None:
     args = parser.parse_args(argv)
     try:
         config = apply_flags(service, load_config(args.config), args)
@@ -93,8 +96,12 @@ async def wait_for_redis(client: Redis, what: str) -> None:
             if warned:
                 log.info("%s: Redis is reachable", what)
             return
-        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, redis.exceptions.ResponseError,
-                OSError) as exc:
+        except (
+            redis.exceptions.ConnectionError,
+            redis.exceptions.TimeoutError,
+            redis.exceptions.ResponseError,
+            OSError,
+        ) as exc:
             if not warned:
                 reason = str(exc).split(". ", 1)[0]  # Redis' DENIED reply is a paragraph
                 log.warning("%s: waiting for Redis (%s)", what, reason)

@@ -9,14 +9,16 @@ between levels, e.g. `SPARTAN_PORT=3001`, `SPARTAN_REDIS__URL=redis://r:6379/0`,
 (`SPARTAN_GROUPS='{team: [alice, bob]}'`). Unknown keys and bad values raise
 `ConfigError` naming the key, so a typo fails at start instead of being ignored.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Mapping, get_args, get_origin, get_type_hints
+from typing import Any, get_args, get_origin, get_type_hints
 
 import yaml
 
@@ -85,6 +87,7 @@ class HistoryConfig:
 @dataclass(frozen=True)
 class DeliveryConfig:
     """The delivery log: every message kept for its recipients until they acknowledge it."""
+
     retention_days: float = 30  # a conversation's log outlives its last message by this long
     max_per_conversation: int = 10000  # undelivered messages kept per conversation; older ones are dropped (announced)
 
@@ -172,7 +175,7 @@ class Config:
     log: LogConfig = field(default_factory=LogConfig)
     shutdown: ShutdownConfig = field(default_factory=ShutdownConfig)
 
-    def with_overrides(self, **changes: Any) -> "Config":
+    def with_overrides(self, **changes: Any) -> Config:
         return dataclasses.replace(self, **changes)
 
 
@@ -221,7 +224,7 @@ def _apply_env(raw: dict[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
             continue
         if name not in known:
             raise ConfigError(f"unknown setting in environment: {name}")
-        path = name[len(ENV_PREFIX):].lower().split("__")
+        path = name[len(ENV_PREFIX) :].lower().split("__")
         value = _parse_env_value(name, text)
         target = merged
         for part in path[:-1]:
@@ -259,7 +262,7 @@ def _build(cls: type, raw: Any, where: str) -> Any:
 
 
 def _coerce(kind: Any, value: Any, key: str) -> Any:
-    if dataclasses.is_dataclass(kind):
+    if isinstance(kind, type) and dataclasses.is_dataclass(kind):
         return _build(kind, value if value is not None else {}, key + ".")
     origin = get_origin(kind)
     if origin is list:
@@ -318,8 +321,10 @@ def _validate(config: Config) -> None:
             if member not in config.users:
                 raise ConfigError(f"groups.{group}: {member!r} is not in users")
         if len(set(members)) > config.presence.max_group_members:
-            raise ConfigError(f"groups.{group}: {len(set(members))} members; "
-                              f"presence.max_group_members allows {config.presence.max_group_members}")
+            raise ConfigError(
+                f"groups.{group}: {len(set(members))} members; "
+                f"presence.max_group_members allows {config.presence.max_group_members}"
+            )
     positive("max_num_messages_per_user", config.max_num_messages_per_user)
     positive("max_call_per_30_seconds_per_user", config.max_call_per_30_seconds_per_user)
     positive("redis.pool_size", config.redis.pool_size)

@@ -4,6 +4,7 @@ grpc.aio runs each RPC in its own task, so a ContextVar set by the authenticatio
 step of a handler is visible to everything that handler awaits (rate limiting,
 logging) and to nothing else.
 """
+
 from __future__ import annotations
 
 from contextvars import ContextVar

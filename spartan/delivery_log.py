@@ -23,6 +23,7 @@ Keys (the hash tag is the conversation, so each script touches one cluster slot)
     sp:d:{<conversation>}:acks    hash  user -> acknowledged offset
     sp:d:{inbox:<user>}:convs     set   the user's 1:1 conversations (with their inbox's tag)
 """
+
 from __future__ import annotations
 
 import logging
@@ -37,6 +38,7 @@ from spartan import naming
 from spartan.config import DeliveryConfig
 from spartan.errors import Unavailable
 from spartan.metrics import REDIS_ERRORS
+from spartan.redis_conn import text
 from spartan.redis_pipeline import AutoPipeline
 from spartan.redis_scripts import script
 from spartan.v1 import pb
@@ -61,6 +63,7 @@ def index_key(user: str) -> str:
 @dataclass(frozen=True)
 class Stored:
     """Where `append` put a message."""
+
     offset: int
     epoch: str
     sent_at_us: int
@@ -70,6 +73,7 @@ class Stored:
 @dataclass(frozen=True)
 class Page:
     """One read of a conversation's log."""
+
     messages: Sequence[pb.Message]
     epoch: str
     last_offset: int  # newest offset ever assigned (0: unknown conversation)
@@ -100,12 +104,11 @@ class DeliveryLog:
         self._ack = script(redis, "delivery_ack")
         self._join = script(redis, "delivery_join")
 
-    async def append(self, conversation: str, payload: bytes, channels: Sequence[str] = (),
-                     sender: str = "") -> Stored:
+    async def append(self, conversation: str, payload: bytes, channels: Sequence[str] = (), sender: str = "") -> Stored:
         """Keep serialized message bytes (without offset/epoch/sent_at_us) and publish them."""
         args: list[Any] = [payload, self.max_per_conversation, self.retention_seconds, sender, *channels]
         offset, epoch, sent_at_us, dropped = await _call(self._append, conversation_keys(conversation), args)
-        return Stored(int(offset), _text(epoch), int(sent_at_us), int(dropped))
+        return Stored(int(offset), text(epoch), int(sent_at_us), int(dropped))
 
     async def append_message(self, conversation: str, message: pb.Message, channels: Sequence[str] = ()) -> Stored:
         """`append` for a message built here (a control message); server fields are the log's to set."""
@@ -118,10 +121,16 @@ class DeliveryLog:
     async def read(self, conversation: str, after_offset: int, limit: int, user: str = "") -> Page:
         """Up to `limit` held messages after `after_offset` (-1: after `user`'s acknowledged offset)."""
         last, epoch, first, after, acked, framed = await _call(
-            self._read, conversation_keys(conversation), [after_offset, limit, user])
-        return Page(messages=pb.HistoryResponse.FromString(framed).messages, epoch=_text(epoch),
-                    last_offset=int(last), first_offset=int(first), after_offset=int(after),
-                    acked_offset=int(acked))
+            self._read, conversation_keys(conversation), [after_offset, limit, user]
+        )
+        return Page(
+            messages=pb.HistoryResponse.FromString(framed).messages,
+            epoch=text(epoch),
+            last_offset=int(last),
+            first_offset=int(first),
+            after_offset=int(after),
+            acked_offset=int(acked),
+        )
 
     async def ack(self, conversation: str, user: str, epoch: str, offset: int, members: Iterable[str]) -> int:
         """Record that `user` has `conversation` up to `offset`; returns how many messages left the log."""
@@ -156,7 +165,7 @@ class DeliveryLog:
             names = await self.redis.smembers(index_key(user))
         except _REDIS_DOWN as error:
             raise Unavailable(f"delivery log unavailable: {error}") from error
-        return sorted(_text(name) for name in names)
+        return sorted(text(name) for name in names)
 
 
 async def _call(lua: Any, keys: list[str], args: list[Any]) -> Any:
@@ -164,7 +173,3 @@ async def _call(lua: Any, keys: list[str], args: list[Any]) -> Any:
         return await lua(keys=keys, args=args)
     except _REDIS_DOWN as error:
         raise Unavailable(f"delivery log unavailable: {error}") from error
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

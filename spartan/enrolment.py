@@ -13,6 +13,7 @@ Keys (hash-tagged by user, so the script touches one slot):
     sp:enrol:{user}        SHA-256 hex of the open code (PX = its lifetime)
     sp:enrol:{user}:reset  "1" from a key reset until the next enrolment
 """
+
 from __future__ import annotations
 
 import enum
@@ -54,7 +55,7 @@ def normalize(code: str) -> str:
 
 def new_code() -> str:
     chars = "".join(secrets.choice(ALPHABET) for _ in range(GROUPS * GROUP_SIZE))
-    return "-".join(chars[i:i + GROUP_SIZE] for i in range(0, len(chars), GROUP_SIZE))
+    return "-".join(chars[i : i + GROUP_SIZE] for i in range(0, len(chars), GROUP_SIZE))
 
 
 class EnrolmentCodes:
@@ -77,11 +78,21 @@ class EnrolmentCodes:
 
         `fixed` is the code the config sets for this user (reusable), which also makes a code required.
         """
-        fixed_ok = fixed is not None and bool(presented) and hmac.compare_digest(
-            hashlib.sha256(presented.encode()).digest(), hashlib.sha256(fixed.encode()).digest())
-        answer = await self._redeem(keys=[code_key(user), reset_key(user)],
-                                    args=[digest(presented) if presented else "",
-                                          "1" if required or fixed is not None else "0", "1" if fixed_ok else "0"])
+        fixed_ok = (
+            fixed is not None
+            and bool(presented)
+            and hmac.compare_digest(
+                hashlib.sha256(presented.encode()).digest(), hashlib.sha256(fixed.encode()).digest()
+            )
+        )
+        answer = await self._redeem(
+            keys=[code_key(user), reset_key(user)],
+            args=[
+                digest(presented) if presented else "",
+                "1" if required or fixed is not None else "0",
+                "1" if fixed_ok else "0",
+            ],
+        )
         return Outcome(int(answer))
 
 

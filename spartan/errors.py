@@ -8,6 +8,7 @@ is logged and answered as INTERNAL with a generic message.
 The client side maps a received `grpc.aio.AioRpcError` back with `from_rpc_error`
 so the CLI can print one plain line.
 """
+
 from __future__ import annotations
 
 import grpc
@@ -93,8 +94,10 @@ def trailers_of(error: grpc.aio.AioRpcError) -> dict[str, str]:
     `dict(metadata)` raises KeyError on grpcio older than 1.80 (its Metadata
     iterates as pairs but indexes by key), so the pairs are read one by one.
     """
-    return {key: value if isinstance(value, str) else value.decode("latin-1")
-            for key, value in error.trailing_metadata() or ()}
+    return {
+        key: value if isinstance(value, str) else value.decode("latin-1")
+        for key, value in error.trailing_metadata() or ()
+    }
 
 
 def from_rpc_error(error: grpc.aio.AioRpcError) -> SpartanError:
@@ -103,8 +106,16 @@ def from_rpc_error(error: grpc.aio.AioRpcError) -> SpartanError:
     trailers = trailers_of(error)
     if error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "retry-after" in trailers:
         return RateLimited(message, retry_after=float(trailers["retry-after"]))
-    for cls in (InvalidArgument, NotFound, AlreadyExists, PermissionDenied, Unauthenticated,
-                FailedPrecondition, Overloaded, Unavailable):
+    for cls in (
+        InvalidArgument,
+        NotFound,
+        AlreadyExists,
+        PermissionDenied,
+        Unauthenticated,
+        FailedPrecondition,
+        Overloaded,
+        Unavailable,
+    ):
         if cls.code == error.code():
             return cls(message)
     return SpartanError(message)

@@ -7,6 +7,7 @@ start it raises the soft RLIMIT_NOFILE to the hard limit and lowers its connecti
 (`gateway.max_connections`) to leave `reserve` descriptors for its own use: connections
 beyond the cap are closed as they are accepted, before the process is starved.
 """
+
 from __future__ import annotations
 
 import logging
@@ -33,8 +34,12 @@ def connection_cap(configured: int, fd_limit: int, reserve: int) -> int:
     """The connections a process may hold: the configured cap, lowered to leave `reserve` descriptors."""
     available = fd_limit - reserve
     if available < configured:
-        log.warning("open-files limit is %d: accepting at most %d connections instead of gateway.max_connections=%d "
-                    "(raise the limit, e.g. `ulimit -n`, LimitNOFILE= or the container's nofile)",
-                    fd_limit, max(available, 1), configured)
+        log.warning(
+            "open-files limit is %d: accepting at most %d connections instead of gateway.max_connections=%d "
+            "(raise the limit, e.g. `ulimit -n`, LimitNOFILE= or the container's nofile)",
+            fd_limit,
+            max(available, 1),
+            configured,
+        )
         return max(available, 1)
     return configured

@@ -38,6 +38,7 @@ and the cache key includes that (epoch, last_offset). Any append changes
 last_offset and any loss of history changes the epoch, so a hit is exactly what
 `read` would return now; a hit only skips transferring and parsing the log.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -50,6 +51,7 @@ from redis.asyncio import Redis
 from spartan import naming
 from spartan.cache import MemoryBackend, lru_cache
 from spartan.errors import InvalidArgument, Unavailable
+from spartan.redis_conn import text
 from spartan.redis_pipeline import AutoPipeline
 from spartan.redis_scripts import script
 from spartan.v1 import pb
@@ -61,9 +63,7 @@ TICK_KEY = KEY_PREFIX + "tick"
 _SERVER_FIELDS = ("offset", "epoch", "sent_at_us")
 _REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 
-HISTORY_EVICTIONS = Counter(
-    "spartan_history_evictions_total", "Conversations whose history the global LRU evicted."
-)
+HISTORY_EVICTIONS = Counter("spartan_history_evictions_total", "Conversations whose history the global LRU evicted.")
 
 
 def meta_key(conversation: str) -> str:
@@ -89,13 +89,7 @@ def check_conversation(conversation: str) -> None:
             raise InvalidArgument(f"conversation {conversation!r} must name its two users in sorted order")
         return
     if naming.group_name(conversation) is None:
-        raise InvalidArgument(
-            f"malformed conversation {conversation!r}: expected 'dm:<user>:<user>' or 'group:<name>'"
-        )
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
+        raise InvalidArgument(f"malformed conversation {conversation!r}: expected 'dm:<user>:<user>' or 'group:<name>'")
 
 
 class HistoryStore:
@@ -128,7 +122,10 @@ class HistoryStore:
         self.read_cache_size = read_cache_size
         self._read_at = lru_cache(
             backend=MemoryBackend(max(read_cache_size, 1), ttl=read_cache_ttl),
-            name="history_read", key=_position_key, encode=_copy_response, decode=_copy_response,
+            name="history_read",
+            key=_position_key,
+            encode=_copy_response,
+            decode=_copy_response,
         )(self._read_at_position)
 
     async def append(self, message: pb.Message, channels: Sequence[str] = ()) -> pb.SendAck:
@@ -150,12 +147,12 @@ class HistoryStore:
         args: list[Any] = [payload, self.per_conversation, self.max_conversations, conversation, KEY_PREFIX]
         args.extend(channels)
         offset, epoch, sent_at_us, evicted = await self._call(
-            self._append_script, conversation_keys(conversation), args)
+            self._append_script, conversation_keys(conversation), args
+        )
         if evicted:
             self.evictions += int(evicted)
             HISTORY_EVICTIONS.inc(int(evicted))
-        return pb.SendAck(conversation=conversation, offset=int(offset), epoch=_text(epoch),
-                          sent_at_us=int(sent_at_us))
+        return pb.SendAck(conversation=conversation, offset=int(offset), epoch=text(epoch), sent_at_us=int(sent_at_us))
 
     async def read(self, conversation: str, after_offset: int = 0, limit: int = 0) -> pb.HistoryResponse:
         """Held messages with offset > after_offset, oldest first, at most `limit` (0: all)."""
@@ -166,7 +163,7 @@ class HistoryStore:
         )
         if after_offset > int(last):
             raise InvalidArgument(f"offset {after_offset} is in the future of conversation {conversation}")
-        return build_response(framed_messages, epoch=_text(epoch), last_offset=int(last), first_offset=int(first))
+        return build_response(framed_messages, epoch=text(epoch), last_offset=int(last), first_offset=int(first))
 
     async def read_cached(self, conversation: str, after_offset: int = 0, limit: int = 0) -> pb.HistoryResponse:
         """Same answer as `read`; repeated reads of an unchanged conversation skip the log transfer."""
@@ -175,7 +172,7 @@ class HistoryStore:
         check_conversation(conversation)
         self.check_read_range(after_offset, limit)
         last, epoch, held = await self._call(self._touch_script, conversation_keys(conversation), [conversation])
-        last, epoch, held = int(last), _text(epoch), int(held)
+        last, epoch, held = int(last), text(epoch), int(held)
         if after_offset > last:
             raise InvalidArgument(f"offset {after_offset} is in the future of conversation {conversation}")
         if after_offset == last or held == 0:  # nothing to send: no need for the log or the cache
@@ -185,8 +182,9 @@ class HistoryStore:
         except _HistoryMoved as moved:
             return moved.response
 
-    async def _read_at_position(self, conversation: str, epoch: str, last: int, after_offset: int,
-                                limit: int) -> pb.HistoryResponse:
+    async def _read_at_position(
+        self, conversation: str, epoch: str, last: int, after_offset: int, limit: int
+    ) -> pb.HistoryResponse:
         """`read`, cached under the position it was asked at; refuses to cache a newer answer."""
         response = await self.read(conversation, after_offset, limit)
         if (response.epoch, response.last_offset) != (epoch, last):

@@ -15,6 +15,7 @@ only, and every call between services carries the service credential from
 a second server fails at once naming the busy port, instead of answering health
 checks with the first server's services.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -54,8 +55,9 @@ class Child:
 
     def start(self) -> None:
         log = open_private_append(self.log_path)
-        self.process = subprocess.Popen(self.args, env=self.env, stdout=log, stderr=log,
-                                        stdin=subprocess.DEVNULL, start_new_session=True)
+        self.process = subprocess.Popen(
+            self.args, env=self.env, stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True
+        )
         log.close()
 
     def alive(self) -> bool:
@@ -95,8 +97,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--gateways", type=int, default=1, help="gateway replicas on consecutive ports (default 1)")
     parser.add_argument("--redis-url", help="use this Redis instead of starting a private one")
     parser.add_argument("--data-dir", help="where the private Redis, logs and the token secret live (default .spartan)")
-    parser.add_argument("--host", default=os.environ.get("SPARTAN_GATEWAY__HOST", LOCAL_HOST),
-                        help="interface the gateways listen on (default 127.0.0.1; any other needs enrolment codes)")
+    parser.add_argument(
+        "--host",
+        default=os.environ.get("SPARTAN_GATEWAY__HOST", LOCAL_HOST),
+        help="interface the gateways listen on (default 127.0.0.1; any other needs enrolment codes)",
+    )
     args = parser.parse_args(argv)
     if args.gateways < 1:
         parser.error("--gateways must be at least 1")
@@ -125,8 +130,10 @@ def service_secret_env(root: Path, config: Config) -> dict[str, str]:
 
 def needed_ports(config: Config, args: argparse.Namespace) -> list[tuple[str, int]]:
     """Every (host, port) the children will listen on, in the order they start."""
-    ports = [(LOCAL_HOST, int(config.services.presence.rsplit(":", 1)[1])),
-             (LOCAL_HOST, int(config.services.history.rsplit(":", 1)[1]))]
+    ports = [
+        (LOCAL_HOST, int(config.services.presence.rsplit(":", 1)[1])),
+        (LOCAL_HOST, int(config.services.history.rsplit(":", 1)[1])),
+    ]
     ports += [(args.host, config.port + i) for i in range(args.gateways)]
     if config.metrics.port:
         ports += [(config.metrics.host, config.metrics.port + i) for i in range(2 + args.gateways)]
@@ -190,12 +197,14 @@ async def supervise(children: list[Child], stop: asyncio.Event) -> None:
         for child in children:
             if not child.alive() and not stop.is_set():
                 child.restarts += 1
-                print(f"[Spartan] {child.name} stopped unexpectedly; restarting it (see {child.log_path})",
-                      file=sys.stderr)
+                print(
+                    f"[Spartan] {child.name} stopped unexpectedly; restarting it (see {child.log_path})",
+                    file=sys.stderr,
+                )
                 child.start()
         try:
             await asyncio.wait_for(stop.wait(), timeout=RESTART_DELAY_SECONDS)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
 
 
@@ -208,13 +217,20 @@ async def run(argv: list[str] | None = None) -> int:
         return 2
     busy = first_busy(needed_ports(config, args))
     if busy is not None:  # checked before anything starts, so there is nothing to stop
-        print(f"server.py: port {busy[1]} is already in use (another Spartan server?); stop it or choose other "
-              "ports (port, services.presence, services.history in config.yaml)", file=sys.stderr)
+        print(
+            f"server.py: port {busy[1]} is already in use (another Spartan server?); stop it or choose other "
+            "ports (port, services.presence, services.history in config.yaml)",
+            file=sys.stderr,
+        )
         return 1
     root = private_dir(data_root(config, args.data_dir))
     private_dir(root / "logs")
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "SPARTAN_GATEWAY__HOST": args.host,
-           "SPARTAN_SERVICES__LISTEN_HOST": LOCAL_HOST}  # presence and history: this machine only
+    env = {
+        **os.environ,
+        "PYTHONUNBUFFERED": "1",
+        "SPARTAN_GATEWAY__HOST": args.host,
+        "SPARTAN_SERVICES__LISTEN_HOST": LOCAL_HOST,
+    }  # presence and history: this machine only
     env.update(service_secret_env(root, config))
     if not config.auth.token_secret_file:  # a configured file is read by the gateways themselves
         env["SPARTAN_AUTH__TOKEN_SECRET"] = token_secret(root, config.auth.token_secret)
@@ -238,8 +254,11 @@ async def run(argv: list[str] | None = None) -> int:
             await wait_healthy(child.port, child)
         print(f"Spartan server started on port {config.port}.", flush=True)
         if enrolment_required(config.auth.enrolment, args.host):
-            print(f"[Spartan] Gateways listen on {args.host}: a user's first login needs a code from "
-                  "`spartan-admin enrol USER` (client: --enrolment-code CODE).", flush=True)
+            print(
+                f"[Spartan] Gateways listen on {args.host}: a user's first login needs a code from "
+                "`spartan-admin enrol USER` (client: --enrolment-code CODE).",
+                flush=True,
+            )
         if args.gateways > 1:
             ports = ",".join(str(config.port + i) for i in range(args.gateways))
             print(f"[Spartan] {args.gateways} gateway replicas on ports {ports}.", flush=True)

@@ -5,6 +5,7 @@ snapshots, optional AOF, a log file in its folder), wait until it accepts
 connections, and stop, kill or restart it, so a restarted Redis keeps its folder
 and, with AOF, its data.
 """
+
 from __future__ import annotations
 
 import shutil
@@ -16,8 +17,10 @@ from pathlib import Path
 
 from spartan.private_files import PRIVATE_UMASK, private_dir
 
-INSTALL_HELP = ("Spartan needs Redis. Install it (Debian/Ubuntu: sudo apt-get install redis-server; "
-                "macOS: brew install redis) or point redis.url / SPARTAN_REDIS__URL at a running server.")
+INSTALL_HELP = (
+    "Spartan needs Redis. Install it (Debian/Ubuntu: sudo apt-get install redis-server; "
+    "macOS: brew install redis) or point redis.url / SPARTAN_REDIS__URL at a running server."
+)
 
 
 class RedisNotInstalled(RuntimeError):
@@ -25,8 +28,16 @@ class RedisNotInstalled(RuntimeError):
 
 
 class LocalRedis:
-    def __init__(self, directory: Path, *, port: int = 0, appendonly: bool = False, fsync: str = "everysec",
-                 logfile: Path | None = None, extra: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        port: int = 0,
+        appendonly: bool = False,
+        fsync: str = "everysec",
+        logfile: Path | None = None,
+        extra: tuple[str, ...] = (),
+    ) -> None:
         """`port` 0 listens on a unix socket in `directory` only; otherwise on 127.0.0.1:`port`."""
         binary = shutil.which("redis-server")
         if binary is None:
@@ -48,16 +59,36 @@ class LocalRedis:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0" if self.port else f"unix://{self.socket_path}"
 
-    def start(self, timeout: float = 15.0) -> "LocalRedis":
+    def start(self, timeout: float = 15.0) -> LocalRedis:
         private_dir(self.directory)  # the AOF holds every stored message (ciphertext) and key
-        listen = (["--port", str(self.port), "--bind", "127.0.0.1"] if self.port else
-                  ["--port", "0", "--unixsocket", str(self.socket_path), "--unixsocketperm", "700"])
-        args = [self.binary, *listen, "--dir", str(self.directory), "--save", "",
-                "--appendonly", "yes" if self.appendonly else "no", "--appendfsync", self.fsync,
-                "--logfile", str(self.logfile), *self.extra]
-        self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                        stderr=subprocess.DEVNULL, start_new_session=True,
-                                        umask=PRIVATE_UMASK)  # its AOF, log and socket: owner only
+        listen = (
+            ["--port", str(self.port), "--bind", "127.0.0.1"]
+            if self.port
+            else ["--port", "0", "--unixsocket", str(self.socket_path), "--unixsocketperm", "700"]
+        )
+        args = [
+            self.binary,
+            *listen,
+            "--dir",
+            str(self.directory),
+            "--save",
+            "",
+            "--appendonly",
+            "yes" if self.appendonly else "no",
+            "--appendfsync",
+            self.fsync,
+            "--logfile",
+            str(self.logfile),
+            *self.extra,
+        ]
+        self.process = subprocess.Popen(
+            args,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+            umask=PRIVATE_UMASK,
+        )  # its AOF, log and socket: owner only
         self._wait_ready(timeout)
         return self
 

@@ -10,6 +10,7 @@ records pass `GrpcLogLimiter`: one line per second per message, no traceback, wi
 the number left out. The project's own services parse requests themselves and log
 malformed ones once a second per caller (`spartan.rpc.malformed`).
 """
+
 from __future__ import annotations
 
 import json

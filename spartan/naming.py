@@ -6,6 +6,7 @@ the delivery log of a user's control messages (chat requests, answers, membershi
 live deliveries: one per user (1:1 messages and control messages for that user)
 and one per group (one publish reaches every gateway holding a member).
 """
+
 from __future__ import annotations
 
 DM_PREFIX = "dm:"
@@ -26,7 +27,7 @@ def dm_members(conversation: str) -> tuple[str, str] | None:
     """The two users of a 1:1 conversation id, or None if it is not one."""
     if not conversation.startswith(DM_PREFIX):
         return None
-    parts = conversation[len(DM_PREFIX):].split(":")
+    parts = conversation[len(DM_PREFIX) :].split(":")
     if len(parts) != 2 or not all(parts):
         return None
     return parts[0], parts[1]
@@ -35,7 +36,7 @@ def dm_members(conversation: str) -> tuple[str, str] | None:
 def group_name(conversation: str) -> str | None:
     if not conversation.startswith(GROUP_PREFIX) or len(conversation) == len(GROUP_PREFIX):
         return None
-    return conversation[len(GROUP_PREFIX):]
+    return conversation[len(GROUP_PREFIX) :]
 
 
 def inbox_conversation(user: str) -> str:
@@ -45,7 +46,7 @@ def inbox_conversation(user: str) -> str:
 def inbox_owner(conversation: str) -> str | None:
     if not conversation.startswith(INBOX_PREFIX) or len(conversation) == len(INBOX_PREFIX):
         return None
-    return conversation[len(INBOX_PREFIX):]
+    return conversation[len(INBOX_PREFIX) :]
 
 
 def user_channel(user: str) -> str:

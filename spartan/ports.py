@@ -1,4 +1,5 @@
 """Free loopback ports and waiting for a listener: for local stacks, tests and benchmarks."""
+
 from __future__ import annotations
 
 import socket

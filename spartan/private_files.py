@@ -5,6 +5,7 @@ lets other local users read them: a `chmod` after writing leaves a window in whi
 file is world-readable (and is skipped entirely when the process dies in between).
 Everything here passes the final mode to the system call that creates the file.
 """
+
 from __future__ import annotations
 
 import os

@@ -3,6 +3,7 @@
 `--help` and error lines name the command the user actually typed, and `--version`
 answers the same way for every program.
 """
+
 from __future__ import annotations
 
 import argparse

@@ -5,6 +5,7 @@ concurrency; a `BlockingConnectionPool` makes callers wait for a free connection
 instead, so a burst of RPCs queues rather than fails. Connection errors surface as
 `redis.exceptions.ConnectionError`/`TimeoutError`, which handlers map to UNAVAILABLE.
 """
+
 from __future__ import annotations
 
 from redis.asyncio import BlockingConnectionPool, Redis
@@ -27,3 +28,8 @@ def connect(settings: RedisConfig, url: str | None = None) -> Redis:
         protocol=2,  # RESP3's push handler formats a debug string for every pub/sub message
     )
     return Redis(connection_pool=pool)
+
+
+def text(value: bytes | str) -> str:
+    """A reply as text: the clients return bytes (no decode_responses, so payloads stay bytes)."""
+    return value.decode() if isinstance(value, bytes) else value

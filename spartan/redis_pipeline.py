@@ -20,6 +20,7 @@ after a timeout it gets `TimeoutError` at once (callers map both to UNAVAILABLE)
 So an append whose reply was lost may be stored twice, with the same message id,
 which clients show once.
 """
+
 from __future__ import annotations
 
 import asyncio

@@ -9,6 +9,7 @@ Standard library only, and runnable as a file: `scripts/python.sh` asks it for t
 (`python3 spartan/setup_hint.py route`) and client.py, server.py and `python3 -m bench`
 use it for their "set up first" sentence, so the scripts and the hints always agree.
 """
+
 from __future__ import annotations
 
 import os
@@ -52,8 +53,8 @@ def venv_has(module: str) -> bool:
     if not VENV_PYTHON.exists():
         return False
     import subprocess
-    return subprocess.run([str(VENV_PYTHON), "-c", f"import {module}"], cwd=ROOT,
-                          capture_output=True).returncode == 0
+
+    return subprocess.run([str(VENV_PYTHON), "-c", f"import {module}"], cwd=ROOT, capture_output=True).returncode == 0
 
 
 def missing_package(module: str, run: list[str], *, setup: list[str] | None = None) -> str:
@@ -62,8 +63,11 @@ def missing_package(module: str, run: list[str], *, setup: list[str] | None = No
     `run` is what follows the interpreter as the user typed it (sys.argv, or ["-m", "bench", ...]);
     `setup` replaces "set up, then run" with one script that does both (scripts/serve)."""
     top = module.split(".")[0]
-    what = ("The project is not installed in this Python (its generated protobuf code is missing)"
-            if top in ("spartan", "services") else f"Missing Python package '{top}'")
+    what = (
+        "The project is not installed in this Python (its generated protobuf code is missing)"
+        if top in ("spartan", "services")
+        else f"Missing Python package '{top}'"
+    )
     if not runs_from_project_venv() and venv_has(module):
         return f"{what}, but the project is set up in .venv: run {shlex.join([shown(VENV_PYTHON), *run])}"
     python = shown(VENV_PYTHON) if needs_project_venv() or runs_from_project_venv() else "python3"
@@ -79,9 +83,12 @@ def main(argv: list[str]) -> int:
         print("usage: python3 spartan/setup_hint.py route", file=sys.stderr)
         return 2
     if sys.version_info < MINIMUM:
-        print(f"Spartan Messenger needs Python {'.'.join(map(str, MINIMUM))} or newer; python3 here is "
-              f"{sys.version.split()[0]}. Install a newer one (e.g. sudo apt-get install python3.11) "
-              "or activate an environment that has it.", file=sys.stderr)
+        print(
+            f"Spartan Messenger needs Python {'.'.join(map(str, MINIMUM))} or newer; python3 here is "
+            f"{sys.version.split()[0]}. Install a newer one (e.g. sudo apt-get install python3.11) "
+            "or activate an environment that has it.",
+            file=sys.stderr,
+        )
         return 1
     print("venv" if needs_project_venv() else "current")
     return 0

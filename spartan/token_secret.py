@@ -7,6 +7,7 @@ it over without putting it in the environment. A secret anyone can read in this
 repository (the Kubernetes placeholder, an old compose default) would let anyone
 mint tokens, so gateways refuse it at start with one line that says what to do.
 """
+
 from __future__ import annotations
 
 import os
@@ -56,7 +57,8 @@ def resolve(auth: AuthConfig) -> str:
     else:
         raise TokenSecretError(
             "auth.token_secret is not set; gateways must share one secret "
-            f"(SPARTAN_AUTH__TOKEN_SECRET or SPARTAN_AUTH__TOKEN_SECRET_FILE; {HOW_TO})")
+            f"(SPARTAN_AUTH__TOKEN_SECRET or SPARTAN_AUTH__TOKEN_SECRET_FILE; {HOW_TO})"
+        )
     reason = refusal(secret)
     if reason:
         raise TokenSecretError(f"{where} {reason}")

@@ -1,4 +1,5 @@
 """Input checks shared by the services, each failing with a precise, actionable error."""
+
 from __future__ import annotations
 
 import unicodedata
@@ -16,7 +17,9 @@ def check_name(value: str, what: str = "user name") -> str:
         raise InvalidArgument(f"{what} is empty")
     if not NAME_PATTERN.match(value):
         shown = value if value.isprintable() and len(value) <= 40 else repr(value[:40])
-        raise InvalidArgument(f"{what} {shown!s} is not valid: use lower-case letters, digits, '_', '.', '-' (up to 32)")
+        raise InvalidArgument(
+            f"{what} {shown!s} is not valid: use lower-case letters, digits, '_', '.', '-' (up to 32)"
+        )
     return value
 
 

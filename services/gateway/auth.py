@@ -6,9 +6,10 @@ against the key registered for the user (registering the presented keys on first
 login, when the operator allows it: `spartan.enrolment`), and issues a session token
 signed with the secret all gateways share. Both are rate limited per peer address and
 per claimed user (`login_limits`), and a login runs its cheap checks (limits, the
-nonce's MAC, the replay guard) before the key directory and any signature check. `authenticated` wraps every other handler:
-it verifies the bearer token from the call metadata without any shared session store
-and publishes the user in `spartan.context.current_user` for rate limiting and logs.
+nonce's MAC, the replay guard) before the key directory and any signature check.
+`authenticated` wraps every other handler: it verifies the bearer token from the call
+metadata without any shared session store and publishes the user in
+`spartan.context.current_user` for rate limiting and logs.
 A nonce logs in at most once (Redis `SET NX` with the nonce's remaining lifetime).
 
 Key resets end sessions: every authenticated call also checks that the token's key
@@ -19,6 +20,7 @@ stays a dictionary lookup and a reset takes effect on every replica within that 
 presence is unreachable the last key seen for the user is used; a user never seen
 gets UNAVAILABLE rather than an unchecked session.
 """
+
 from __future__ import annotations
 
 import functools
@@ -65,15 +67,19 @@ class Authenticator:
         self.presence = presence
         self.redis = redis
         self.timeout = config.services.call_timeout_seconds
-        self.directory_fingerprint = lru_cache(maxsize=KEY_CHECK_CACHE_SIZE, ttl=KEY_CHECK_TTL_SECONDS,
-                                               name="gateway_session_keys")(self._fetch_fingerprint)
+        self.directory_fingerprint = lru_cache(
+            maxsize=KEY_CHECK_CACHE_SIZE, ttl=KEY_CHECK_TTL_SECONDS, name="gateway_session_keys"
+        )(self._fetch_fingerprint)
         self._last_known: dict[str, str] = {}  # user -> fingerprint, used while presence is unreachable
         self.limits = LoginLimits(redis, config.auth)
         self.enrolment = EnrolmentCodes(redis)
         self.enrolment_required = enrolment_required(config.auth.enrolment, config.gateway.host)
-        log.info("first key registration %s (auth.enrolment=%s, gateway.host=%s)",
-                 "needs an enrolment code" if self.enrolment_required else "is open to the first login",
-                 config.auth.enrolment, config.gateway.host)
+        log.info(
+            "first key registration %s (auth.enrolment=%s, gateway.host=%s)",
+            "needs an enrolment code" if self.enrolment_required else "is open to the first login",
+            config.auth.enrolment,
+            config.gateway.host,
+        )
 
     async def challenge(self, user: str, peer: str) -> pb.Challenge:
         """A fresh nonce; says nothing about the user's keys (that would show which accounts are unclaimed)."""
@@ -88,9 +94,15 @@ class Authenticator:
         in_directory = await self._directory_key(user)
         pinned = self.config.auth.pinned_keys.get(user)
         registered = bytes.fromhex(pinned) if pinned else in_directory
-        await verify_login_once(self.challenges, user=user, nonce=request.nonce, signature=request.signature,
-                                identity_key=request.keys.identity_key, registered_key=registered,
-                                seen_nonce=self._seen_nonce)
+        await verify_login_once(
+            self.challenges,
+            user=user,
+            nonce=request.nonce,
+            signature=request.signature,
+            identity_key=request.keys.identity_key,
+            registered_key=registered,
+            seen_nonce=self._seen_nonce,
+        )
         verify_public_keys(request.keys, user=user)
         if in_directory is None:
             await self._register(request, pinned=bool(pinned))  # first login (a pinned key is registered too)
@@ -124,7 +136,8 @@ class Authenticator:
             if current == claims.identity_key_fingerprint:
                 return
         raise Unauthenticated(
-            f"the keys of {claims.user} were reset since this session began; log in again with the current key")
+            f"the keys of {claims.user} were reset since this session began; log in again with the current key"
+        )
 
     def _issued_recently(self, claims: SessionClaims) -> bool:
         issued_at = claims.expires_at_us / 1e6 - self.tokens.ttl_seconds
@@ -138,8 +151,9 @@ class Authenticator:
                 raise
             known = self._last_known.get(user)
             if known is None:
-                raise Unavailable("cannot check your session right now (key directory unreachable); "
-                                  "try again shortly") from None
+                raise Unavailable(
+                    "cannot check your session right now (key directory unreachable); try again shortly"
+                ) from None
             return known
         self._last_known[user] = current
         return current
@@ -166,12 +180,17 @@ class Authenticator:
         user = request.user
         outcome = Outcome.NOT_NEEDED
         if not pinned:  # a key pinned in config is the operator's choice already
-            outcome = await self.enrolment.redeem(user, request.enrolment_code, required=self.enrolment_required,
-                                                  fixed=self.config.auth.enrolment_codes.get(user))
+            outcome = await self.enrolment.redeem(
+                user,
+                request.enrolment_code,
+                required=self.enrolment_required,
+                fixed=self.config.auth.enrolment_codes.get(user),
+            )
         if outcome is Outcome.REFUSED:
             raise PermissionDenied(
                 f"registering keys for {user} needs a valid enrolment code from the operator "
-                f"(spartan-admin enrol {user}); start the client with --enrolment-code CODE")
+                f"(spartan-admin enrol {user}); start the client with --enrolment-code CODE"
+            )
         try:
             await self.presence.PutKeys(request.keys, timeout=self.timeout)
         except grpc.aio.AioRpcError as exc:
@@ -203,11 +222,16 @@ def require_declared_access(servicer: type, service: ServiceDescriptor) -> None:
     Authentication is deny-by-default: a new RPC that nobody decided about stops the
     gateway at start instead of silently serving everyone.
     """
-    undecided = [name for name in service.methods_by_name
-                 if getattr(getattr(servicer, name, None), ACCESS, None) not in ("public", "authenticated")]
+    undecided = [
+        name
+        for name in service.methods_by_name
+        if getattr(getattr(servicer, name, None), ACCESS, None) not in ("public", "authenticated")
+    ]
     if undecided:
-        raise TypeError(f"{servicer.__name__}: mark {', '.join(sorted(undecided))} "
-                        "@public or @authenticated (services/gateway/auth.py)")
+        raise TypeError(
+            f"{servicer.__name__}: mark {', '.join(sorted(undecided))} "
+            "@public or @authenticated (services/gateway/auth.py)"
+        )
 
 
 def authenticated(handler: F) -> F:
@@ -217,6 +241,7 @@ def authenticated(handler: F) -> F:
     since its last check, so a key reset also ends streams that were already open.
     """
     if inspect.isasyncgenfunction(handler):
+
         @functools.wraps(handler)
         async def streaming(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
             claims = await self.auth.authenticate(context)

@@ -6,6 +6,7 @@ entry for long: the directory is itself a hub mailbox on the channel where prese
 announces every membership change and drops the group's entry when one arrives; after
 a pub/sub gap it drops everything. A short TTL bounds the damage of anything missed.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -43,8 +44,11 @@ class GroupDirectory:
     async def change(self, method: str, group: str, actor: str, user: str) -> pb.GroupInfo:
         """AddMember / RemoveMember on behalf of `actor`."""
         call = getattr(self.presence, method)
-        info = await call(pb.GroupRequest(group=check_name(group, "group name"), user=user),
-                          metadata=(("x-spartan-user", actor),), timeout=self.timeout)
+        info = await call(
+            pb.GroupRequest(group=check_name(group, "group name"), user=user),
+            metadata=(("x-spartan-user", actor),),
+            timeout=self.timeout,
+        )
         await self.forget(group)
         return info
 
@@ -71,6 +75,3 @@ def _background(work: Awaitable[None]) -> None:
     task = asyncio.ensure_future(work)
     _pending.add(task)
     task.add_done_callback(_pending.discard)
-
-
-

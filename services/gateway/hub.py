@@ -19,6 +19,7 @@ burst of many messages for many streams still costs time, so the owner task yiel
 to the event loop after every `YIELD_EVERY` deliveries: other calls on the gateway
 keep being served while a large batch of sender keys or a busy group fans out.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -98,8 +99,10 @@ class PubSubHub:
         self._commands.put_nowait(command)
         try:
             await asyncio.wait_for(asyncio.shield(command.done), timeout)
-        except asyncio.TimeoutError:
-            raise redis.exceptions.ConnectionError("timed out waiting for Redis to acknowledge the subscription") from None
+        except TimeoutError:
+            raise redis.exceptions.ConnectionError(
+                "timed out waiting for Redis to acknowledge the subscription"
+            ) from None
 
     def unsubscribe(self, mailbox: Mailbox, channels: Iterable[str]) -> None:
         gone = []

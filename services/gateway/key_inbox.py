@@ -6,6 +6,7 @@ holding the newest few, indexed per recipient, and published to the recipient's
 channel. A stream that opens replays the inbox of the groups its user is in, so a
 member who was offline through any number of messages still gets every key.
 """
+
 from __future__ import annotations
 
 import time
@@ -16,6 +17,7 @@ from redis.asyncio import Redis
 from spartan import naming
 from spartan.errors import FailedPrecondition, InvalidArgument
 from spartan.metrics import MESSAGES_SENT
+from spartan.redis_conn import text
 from spartan.v1 import pb
 from spartan.validation import check_body, check_message_id, check_user
 
@@ -40,8 +42,16 @@ class SenderKeyInbox:
                 raise InvalidArgument("your own sender key is not sent to yourself")
             if recipient not in members:
                 raise FailedPrecondition(f"{recipient} is not a member of {group}")
-            message = pb.Message(id=key.id, kind=pb.SENDER_KEY, sender=user, recipient=recipient, group=group,
-                                 body=key.body, conversation=naming.group_conversation(group), sent_at_us=sent_at_us)
+            message = pb.Message(
+                id=key.id,
+                kind=pb.SENDER_KEY,
+                sender=user,
+                recipient=recipient,
+                group=group,
+                body=key.body,
+                conversation=naming.group_conversation(group),
+                sent_at_us=sent_at_us,
+            )
             stored.append((recipient, message.SerializeToString()))
         async with self.redis.pipeline(transaction=False) as pipe:
             for recipient, raw in stored:
@@ -57,7 +67,7 @@ class SenderKeyInbox:
     async def pending(self, user: str, groups: list[str]) -> list[bytes]:
         """The sealed sender keys kept for `user` in the groups they belong to, oldest first per sender."""
         prefixes = tuple(naming.sender_key_inbox(user, group, "") for group in groups)
-        inboxes = sorted(name.decode() for name in await self.redis.smembers(naming.sender_key_index(user)))
+        inboxes = sorted(text(name) for name in await self.redis.smembers(naming.sender_key_index(user)))
         inboxes = [name for name in inboxes if name.startswith(prefixes)] if prefixes else []
         if not inboxes:
             return []

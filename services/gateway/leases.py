@@ -4,6 +4,7 @@ Every open stream holds a lease in the presence service; the keeper renews all o
 them with one `Renew` RPC every third of the lease time. If this gateway dies the
 renewals stop and its users show offline once the lease runs out.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -26,8 +27,9 @@ class LeaseKeeper:
         self._task: asyncio.Task[None] | None = None
 
     def lease(self, user: str, session_id: str) -> pb.Lease:
-        return pb.Lease(user=user, gateway=self.gateway_id, session=session_id,
-                        ttl_seconds=max(1, round(self.lease_seconds)))
+        return pb.Lease(
+            user=user, gateway=self.gateway_id, session=session_id, ttl_seconds=max(1, round(self.lease_seconds))
+        )
 
     async def open(self, lease: pb.Lease) -> None:
         await self.presence.Connect(lease, timeout=self.timeout)

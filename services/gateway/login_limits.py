@@ -13,6 +13,7 @@ Redis call, so a sustained flood costs each replica little more than gRPC's own 
 Behind an L7 proxy every client shares the proxy's address: raise
 `auth.login_attempts_per_minute_per_address` there (0 turns that bucket off).
 """
+
 from __future__ import annotations
 
 import time

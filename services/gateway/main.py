@@ -1,4 +1,5 @@
 """Entry point of a gateway replica (`spartan-gateway`): the public service on `port`."""
+
 from __future__ import annotations
 
 import logging
@@ -44,8 +45,10 @@ def public_options(config: Config) -> list[tuple[str, object]]:
     limits = config.gateway
     return [
         *server_options(config, public=True),
-        ("grpc.max_allowed_incoming_connections",
-         connection_cap(limits.max_connections, fd_limit, config.redis.pool_size + RESERVED_FDS)),
+        (
+            "grpc.max_allowed_incoming_connections",
+            connection_cap(limits.max_connections, fd_limit, config.redis.pool_size + RESERVED_FDS),
+        ),
         ("grpc.max_concurrent_streams", limits.max_streams_per_connection),
         ("grpc.server_handshake_timeout_ms", int(limits.handshake_timeout_seconds * 1000)),
     ]
@@ -70,10 +73,16 @@ async def run(config: Config) -> None:
     await hub.subscribe(groups, [groups.channel])
     send_path = AutoPipeline(redis)  # every SendMsg's rate check and append, pipelined on one connection
     servicer = SpartanServicer(
-        config=config, auth=Authenticator(config, secret, presence, redis), hub=hub, leases=leases,
-        presence=presence, history=history, store=make_store(config, redis, send_path),
+        config=config,
+        auth=Authenticator(config, secret, presence, redis),
+        hub=hub,
+        leases=leases,
+        presence=presence,
+        history=history,
+        store=make_store(config, redis, send_path),
         delivery=DeliveryLog(redis, config.delivery, pipeline=send_path),
-        limiter=RateLimiter(redis, pipeline=send_path), groups=groups,
+        limiter=RateLimiter(redis, pipeline=send_path),
+        groups=groups,
     )
 
     async def stop() -> None:
@@ -100,8 +109,12 @@ async def run(config: Config) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    run_service("gateway", service_arguments("spartan-gateway", "gateway (the public service)"),
-                argv, lambda config: run_async(run(config)))
+    run_service(
+        "gateway",
+        service_arguments("spartan-gateway", "gateway (the public service)"),
+        argv,
+        lambda config: run_async(run(config)),
+    )
 
 
 if __name__ == "__main__":

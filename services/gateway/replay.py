@@ -6,6 +6,7 @@ message the stream gets a notice when some are gone for good, with their exact n
 when the log knows it (dropped at the per-conversation maximum, or expired), so the
 client can say so; a lost epoch (Redis lost its data) is a notice without a number.
 """
+
 from __future__ import annotations
 
 import uuid
@@ -23,13 +24,17 @@ class DeliveryReplayer:
     def __init__(self, log: DeliveryLog) -> None:
         self.log = log
 
-    async def replay(self, session: StreamSession, conversation: str,
-                     cursor: pb.Cursor | None) -> AsyncIterator[pb.Message]:
+    async def replay(
+        self, session: StreamSession, conversation: str, cursor: pb.Cursor | None
+    ) -> AsyncIterator[pb.Message]:
         """Messages of `conversation` after `cursor` (None: after the user's acknowledged position)
         that this stream has not delivered yet."""
         page = await self.log.read(conversation, cursor.offset if cursor else -1, REPLAY_PAGE, session.user)
-        epoch_lost = cursor is not None and bool(cursor.offset) and (
-            (bool(cursor.epoch) and cursor.epoch != page.epoch) or cursor.offset > page.last_offset)
+        epoch_lost = (
+            cursor is not None
+            and bool(cursor.offset)
+            and ((bool(cursor.epoch) and cursor.epoch != page.epoch) or cursor.offset > page.last_offset)
+        )
         if epoch_lost:
             page = await self.log.read(conversation, 0, REPLAY_PAGE, session.user)
         if epoch_lost or page.missing:
@@ -49,7 +54,11 @@ class DeliveryReplayer:
 
 def gap_notice(conversation: str, page: Page, missing: int) -> pb.Message:
     """`missing` messages of `conversation` can no longer be delivered (0: an unknown number)."""
-    text = (f"{missing} earlier message{'s' if missing != 1 else ''} can no longer be delivered" if missing
-            else "earlier messages were lost by the server")
-    return pb.Message(id=uuid.uuid4().hex, kind=pb.NOTICE, conversation=conversation, epoch=page.epoch,
-                      missing=missing, text=text)
+    text = (
+        f"{missing} earlier message{'s' if missing != 1 else ''} can no longer be delivered"
+        if missing
+        else "earlier messages were lost by the server"
+    )
+    return pb.Message(
+        id=uuid.uuid4().hex, kind=pb.NOTICE, conversation=conversation, epoch=page.epoch, missing=missing, text=text
+    )

@@ -7,6 +7,7 @@ then appends to the delivery log (which publishes it) and to the recent-history 
 both written in one pipelined Redis round trip. A stream first replays what waits
 for its user in the delivery log, says SYNCED, then goes live.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -54,9 +55,20 @@ log = logging.getLogger("spartan.gateway")
 
 
 class SpartanServicer:
-    def __init__(self, *, config: Config, auth: Authenticator, hub: PubSubHub, leases: LeaseKeeper,
-                 presence: rpc.PresenceStub, history: rpc.HistoryStub, store: HistoryStore,
-                 delivery: DeliveryLog, limiter: RateLimiter, groups: GroupDirectory) -> None:
+    def __init__(
+        self,
+        *,
+        config: Config,
+        auth: Authenticator,
+        hub: PubSubHub,
+        leases: LeaseKeeper,
+        presence: rpc.PresenceStub,
+        history: rpc.HistoryStub,
+        store: HistoryStore,
+        delivery: DeliveryLog,
+        limiter: RateLimiter,
+        groups: GroupDirectory,
+    ) -> None:
         require_declared_access(type(self), pb.DESCRIPTOR.services_by_name["Spartan"])
         self.config = config
         self.users = frozenset(config.users)
@@ -117,8 +129,9 @@ class SpartanServicer:
 
     @unary(SERVICE)
     @authenticated
-    async def PendingRequests(self, request: pb.PendingRequestsRequest,
-                              context: grpc.aio.ServicerContext) -> pb.PendingRequestsResponse:
+    async def PendingRequests(
+        self, request: pb.PendingRequestsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.PendingRequestsResponse:
         return await self.presence.PendingRequests(pb.UserRef(user=current_user.get()), timeout=self.timeout)
 
     # -------------------------------------------------------------- messages
@@ -136,12 +149,20 @@ class SpartanServicer:
             raise InvalidArgument("only chat messages and sender keys can be sent; use the request RPCs for the rest")
         if request.kind == pb.SENDER_KEY:
             sent_at_us = await self._store_sender_keys(user, request.group, [request])
-            return pb.SendAck(id=request.id, conversation=naming.group_conversation(request.group),
-                              sent_at_us=sent_at_us)
+            return pb.SendAck(
+                id=request.id, conversation=naming.group_conversation(request.group), sent_at_us=sent_at_us
+            )
         conversation, channels = await self._route(user, request)
         recipient = "" if request.group else request.recipient  # a group message reaches the group's members
-        payload = pb.Message(id=request.id, kind=request.kind, sender=user, recipient=recipient, group=request.group,
-                             body=request.body, conversation=conversation).SerializeToString()
+        payload = pb.Message(
+            id=request.id,
+            kind=request.kind,
+            sender=user,
+            recipient=recipient,
+            group=request.group,
+            body=request.body,
+            conversation=conversation,
+        ).SerializeToString()
         # Both appends go out in the same pipelined write: the cache's is not waited for before the log's.
         cached = asyncio.ensure_future(self.store.append_raw(conversation, payload))
         try:
@@ -151,14 +172,21 @@ class SpartanServicer:
         if stored.offset == 1:
             await self.delivery.remember_dm(conversation)
         MESSAGES_SENT.labels(KIND_NAMES[request.kind]).inc()
-        return pb.SendAck(id=request.id, conversation=conversation, offset=stored.offset, epoch=stored.epoch,
-                          sent_at_us=stored.sent_at_us)
+        return pb.SendAck(
+            id=request.id,
+            conversation=conversation,
+            offset=stored.offset,
+            epoch=stored.epoch,
+            sent_at_us=stored.sent_at_us,
+        )
 
     async def _route(self, user: str, request: pb.Message) -> tuple[str, list[str]]:
         """The conversation a message belongs to and the channels that deliver it."""
         if request.group:
             if request.recipient not in ("", request.group):
-                raise InvalidArgument("a group message has no recipient: leave it empty, the group's members receive it")
+                raise InvalidArgument(
+                    "a group message has no recipient: leave it empty, the group's members receive it"
+                )
             await self.groups.require_member(request.group, user)
             return naming.group_conversation(request.group), [naming.group_channel(request.group)]
         if not request.recipient:
@@ -183,13 +211,21 @@ class SpartanServicer:
         if not keys:
             raise InvalidArgument("no sender keys given")
         if len(keys) > self.max_keys_per_batch:
-            raise InvalidArgument(f"at most {self.max_keys_per_batch} sender keys per batch: one for each other member "
-                                  f"of a group of at most {self.max_keys_per_batch + 1}")
+            raise InvalidArgument(
+                f"at most {self.max_keys_per_batch} sender keys per batch: one for each other member "
+                f"of a group of at most {self.max_keys_per_batch + 1}"
+            )
         recipients = [key.recipient for key in keys]
         if len(set(recipients)) != len(recipients):
             raise InvalidArgument("a batch names a recipient twice: send one sender key per member")
-        await enforce_rate(self, "sender_keys", user, cost=len(keys),
-                           limit=SENDER_KEY_ROTATIONS_PER_MINUTE * (self.max_keys_per_batch + 1), period=60)
+        await enforce_rate(
+            self,
+            "sender_keys",
+            user,
+            cost=len(keys),
+            limit=SENDER_KEY_ROTATIONS_PER_MINUTE * (self.max_keys_per_batch + 1),
+            period=60,
+        )
         members = set((await self.groups.require_member(group, user)).members)
         if any(key.recipient not in members for key in keys):
             await self.groups.forget(group)  # a member added a moment ago may not be in the cached list yet
@@ -283,12 +319,16 @@ class SpartanServicer:
     @authenticated
     @rate("group")
     async def RemoveMember(self, request: pb.GroupRequest, context: grpc.aio.ServicerContext) -> pb.GroupInfo:
-        return await self.groups.change("RemoveMember", request.group, current_user.get(), request.user or current_user.get())
+        return await self.groups.change(
+            "RemoveMember", request.group, current_user.get(), request.user or current_user.get()
+        )
 
     # ---------------------------------------------------------------- stream
     @stream(SERVICE)
     @authenticated
-    async def ReceiveMsg(self, request: pb.Message, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.Message | bytes]:
+    async def ReceiveMsg(
+        self, request: pb.Message, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.Message | bytes]:
         user = current_user.get()
         if request.sender and request.sender != user:
             raise PermissionDenied(f"this session belongs to {user}, not {request.sender}")
@@ -299,8 +339,10 @@ class SpartanServicer:
         if len(self.sessions) >= limits.max_streams:
             raise Overloaded("this gateway holds as many streams as it may; try another one shortly")
         if self.streams_of[user] >= limits.max_streams_per_user:
-            raise Overloaded(f"you already have {limits.max_streams_per_user} message streams open on this gateway, "
-                             "the most one user may; close another client first")
+            raise Overloaded(
+                f"you already have {limits.max_streams_per_user} message streams open on this gateway, "
+                "the most one user may; close another client first"
+            )
         session = StreamSession(user, uuid.uuid4().hex, limits.stream_queue_size)
         session.handler = asyncio.current_task()
         session.end = functools.partial(context.abort, grpc.StatusCode.RESOURCE_EXHAUSTED)
@@ -352,8 +394,9 @@ class SpartanServicer:
             elif group is not None:
                 check_name(group, "resume cursor group name")
             elif name != naming.inbox_conversation(user):
-                raise InvalidArgument(f"resume cursor '{name[:64]}' is not a conversation id (dm:a:b, group:name "
-                                      "or your inbox)")
+                raise InvalidArgument(
+                    f"resume cursor '{name[:64]}' is not a conversation id (dm:a:b, group:name or your inbox)"
+                )
             resume[name] = cursor
         return resume
 
@@ -374,7 +417,9 @@ class SpartanServicer:
                 yield notice(RECONNECTING)
             if session.gap:
                 session.gap = False
-                groups = list((await self.presence.GroupsOf(pb.UserRef(user=session.user), timeout=self.timeout)).groups)
+                groups = list(
+                    (await self.presence.GroupsOf(pb.UserRef(user=session.user), timeout=self.timeout)).groups
+                )
                 async for message in self._catch_up(session, groups, {}):
                     yield message
                 yield notice(RECONNECTED)
@@ -403,16 +448,20 @@ class SpartanServicer:
             session.groups.discard(message.group)
             self.hub.unsubscribe(session, [channel])
 
-    async def _catch_up(self, session: StreamSession, groups: list[str],
-                        resume: dict[str, pb.Cursor]) -> AsyncIterator[pb.Message]:
+    async def _catch_up(
+        self, session: StreamSession, groups: list[str], resume: dict[str, pb.Cursor]
+    ) -> AsyncIterator[pb.Message]:
         """Everything waiting for the stream's user: their inbox, 1:1 conversations and groups.
 
         Each conversation resumes after the client's cursor, else after what this stream
         delivered, else after what the user acknowledged.
         """
         user = session.user
-        conversations = [naming.inbox_conversation(user), *await self.delivery.dm_conversations(user),
-                         *map(naming.group_conversation, groups)]
+        conversations = [
+            naming.inbox_conversation(user),
+            *await self.delivery.dm_conversations(user),
+            *map(naming.group_conversation, groups),
+        ]
         known = set(conversations)
         conversations += [name for name in resume if name not in known]
         own_groups = set(groups) | session.groups
@@ -436,7 +485,7 @@ class SpartanServicer:
             session.close("this gateway is shutting down; reconnecting to another one")
 
 
-async def _cache_quietly(append: "asyncio.Future[pb.SendAck]") -> None:
+async def _cache_quietly(append: asyncio.Future[pb.SendAck]) -> None:
     """The recent-history cache is a cache: a failed write there is logged, never a failed send."""
     try:
         await append
@@ -446,5 +495,3 @@ async def _cache_quietly(append: "asyncio.Future[pb.SendAck]") -> None:
 
 def notice(text: str) -> pb.Message:
     return pb.Message(id=uuid.uuid4().hex, kind=pb.NOTICE, text=text, sent_at_us=time.time_ns() // 1000)
-
-

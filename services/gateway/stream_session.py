@@ -12,6 +12,7 @@ nothing at all: it is cancelled, so it holds no memory. The session also remembe
 newest offset and epoch it delivered per conversation, to drop a live copy of
 something already replayed and to know what to replay after a gap.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -24,8 +25,10 @@ from spartan.v1 import pb
 
 log = logging.getLogger("spartan.gateway")
 
-SLOW_STREAM = ("more messages arrived than this stream could take in time, so the server ended it; "
-               "reconnect to receive them from the delivery log")
+SLOW_STREAM = (
+    "more messages arrived than this stream could take in time, so the server ended it; "
+    "reconnect to receive them from the delivery log"
+)
 STUCK_WRITE_SECONDS = 1.0  # after the status: a handler still parked in a write is cancelled
 
 Ender = Callable[[str], Awaitable[None]]  # sends the closing status with this sentence (context.abort)
@@ -109,6 +112,6 @@ class StreamSession:
         return pb.Cursor(conversation=conversation, offset=offset, epoch=epoch)
 
 
-def _retrieve(task: "asyncio.Future[None]") -> None:
+def _retrieve(task: asyncio.Future[None]) -> None:
     if not task.cancelled():
         task.exception()

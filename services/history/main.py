@@ -1,4 +1,5 @@
 """Entry point of the history service (`spartan-history`)."""
+
 from __future__ import annotations
 
 from redis.asyncio import Redis
@@ -14,12 +15,15 @@ from spartan.rpc.service_auth import CallerCheck, service_secret_or_exit
 
 
 def make_store(config: Config, redis: Redis, pipeline: AutoPipeline | None = None) -> HistoryStore:
-    return HistoryStore(redis, per_conversation=config.max_num_messages_per_user,
-                        max_conversations=config.history.max_conversations,
-                        max_read_limit=config.history.max_read_limit,
-                        read_cache_size=config.history.cache_size,
-                        read_cache_ttl=config.history.cache_ttl_seconds or None,
-                        pipeline=pipeline)
+    return HistoryStore(
+        redis,
+        per_conversation=config.max_num_messages_per_user,
+        max_conversations=config.history.max_conversations,
+        max_read_limit=config.history.max_read_limit,
+        read_cache_size=config.history.cache_size,
+        read_cache_ttl=config.history.cache_ttl_seconds or None,
+        pipeline=pipeline,
+    )
 
 
 async def run(config: Config) -> None:
@@ -40,8 +44,12 @@ async def run(config: Config) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    run_service("history", service_arguments("spartan-history", "recent-message history"),
-                argv, lambda config: run_async(run(config)))
+    run_service(
+        "history",
+        service_arguments("spartan-history", "recent-message history"),
+        argv,
+        lambda config: run_async(run(config)),
+    )
 
 
 if __name__ == "__main__":

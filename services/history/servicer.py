@@ -9,6 +9,7 @@ Access control (is the caller part of the conversation?) is the gateway's job: t
 history service is internal and serves only callers that hold the service secret
 (every call is signed, `spartan.rpc.service_auth`).
 """
+
 from __future__ import annotations
 
 import grpc

@@ -10,6 +10,7 @@ have just left), so a member who was offline learns of it when they connect; it 
 also published for the gateways' membership caches. Members who join start reading
 the group's delivery log after its newest message.
 """
+
 from __future__ import annotations
 
 import time
@@ -21,6 +22,7 @@ from redis.asyncio import Redis
 from spartan.delivery_log import DeliveryLog
 from spartan.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 from spartan.naming import GROUP_CHANGES_CHANNEL, group_conversation, inbox_conversation, user_channel
+from spartan.redis_conn import text
 from spartan.redis_scripts import script
 from spartan.v1 import pb
 from spartan.validation import check_name, check_user
@@ -95,18 +97,19 @@ class GroupStore:
         version = await self.redis.hget(VERSIONS, group)
         if version is None:
             raise NotFound(f"unknown group '{group}'")
-        members = sorted(m.decode() for m in await self.redis.smembers(members_key(group)))
+        members = sorted(text(m) for m in await self.redis.smembers(members_key(group)))
         return pb.GroupInfo(group=group, members=members, version=int(version))
 
     async def groups_of(self, user: str) -> list[str]:
-        return sorted(g.decode() for g in await self.redis.smembers(user_groups_key(user)))
+        return sorted(text(g) for g in await self.redis.smembers(user_groups_key(user)))
 
     async def _apply(self, op: str, group: str, actor: str, user: str) -> pb.GroupInfo:
         check_name(group, "group name")
         status, value = await self._change(
-            keys=[members_key(group), VERSIONS, user_groups_key(user)], args=[op, group, actor, user, self.max_members])
+            keys=[members_key(group), VERSIONS, user_groups_key(user)], args=[op, group, actor, user, self.max_members]
+        )
         if status == b"err":
-            raise _REASONS[value.decode()](group, user)
+            raise _REASONS[text(value)](group, user)
         return await self.get(group)
 
     async def _write_members(self, group: str, members: list[str]) -> None:
@@ -119,8 +122,16 @@ class GroupStore:
 
     async def _announce(self, info: pb.GroupInfo, actor: str, user: str, text: str, to: Collection[str]) -> None:
         """Tell the members in `to` (kept in each one's inbox) and the gateways' caches about the change."""
-        message = pb.Message(id=uuid.uuid4().hex, kind=pb.MEMBERSHIP, sender=actor, recipient=user, group=info.group,
-                             members=info.members, version=info.version, text=text)
+        message = pb.Message(
+            id=uuid.uuid4().hex,
+            kind=pb.MEMBERSHIP,
+            sender=actor,
+            recipient=user,
+            group=info.group,
+            members=info.members,
+            version=info.version,
+            text=text,
+        )
         for member in sorted(set(to)):
             await self.log.append_message(inbox_conversation(member), message, [user_channel(member)])
         message.sent_at_us = time.time_ns() // 1000

@@ -1,4 +1,5 @@
 """Entry point of the presence service (`spartan-presence`)."""
+
 from __future__ import annotations
 
 from services.presence.groups import GroupStore
@@ -34,8 +35,12 @@ async def run(config: Config) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    run_service("presence", service_arguments("spartan-presence", "who is online, chat requests, keys, groups"),
-                argv, lambda config: run_async(run(config)))
+    run_service(
+        "presence",
+        service_arguments("spartan-presence", "who is online, chat requests, keys, groups"),
+        argv,
+        lambda config: run_async(run(config)),
+    )
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ requests (listed at start-up), and every request, accept and decline is a contro
 message in the delivery log of the recipient's inbox, published on their channel:
 an online user sees it at once, an offline one when they connect.
 """
+
 from __future__ import annotations
 
 import uuid
@@ -27,8 +28,9 @@ SERVICE = "presence"
 
 
 class PresenceServicer(rpc.PresenceServicer):
-    def __init__(self, config: Config, store: PresenceStore, groups: GroupStore, log: DeliveryLog,
-                 enrolment: EnrolmentCodes) -> None:
+    def __init__(
+        self, config: Config, store: PresenceStore, groups: GroupStore, log: DeliveryLog, enrolment: EnrolmentCodes
+    ) -> None:
         self.config = config
         self.enrolment = enrolment
         self.log = log
@@ -91,7 +93,9 @@ class PresenceServicer(rpc.PresenceServicer):
         await self.log.append_message(inbox_conversation(message.recipient), message, [user_channel(message.recipient)])
 
     @unary(SERVICE)
-    async def PendingRequests(self, request: pb.UserRef, context: grpc.aio.ServicerContext) -> pb.PendingRequestsResponse:
+    async def PendingRequests(
+        self, request: pb.UserRef, context: grpc.aio.ServicerContext
+    ) -> pb.PendingRequestsResponse:
         user = check_user(request.user, self.users)
         return pb.PendingRequestsResponse(requesters=await self.store.pending_requests(user))
 
@@ -126,13 +130,15 @@ class PresenceServicer(rpc.PresenceServicer):
     async def IssueEnrolmentCode(self, request: pb.UserRef, context: grpc.aio.ServicerContext) -> pb.EnrolmentCode:
         user = check_user(request.user, self.users)
         if await self.store.get_keys(user) is not None:
-            raise FailedPrecondition(f"{user} already has registered keys; to replace them: "
-                                     f"spartan-admin reset-keys {user}")
+            raise FailedPrecondition(
+                f"{user} already has registered keys; to replace them: spartan-admin reset-keys {user}"
+            )
         return await self._issue(user, after_reset=False)
 
     async def _issue(self, user: str, *, after_reset: bool) -> pb.EnrolmentCode:
-        code, expires_at_us = await self.enrolment.issue(user, self.config.auth.enrolment_code_ttl_seconds,
-                                                         after_reset=after_reset)
+        code, expires_at_us = await self.enrolment.issue(
+            user, self.config.auth.enrolment_code_ttl_seconds, after_reset=after_reset
+        )
         return pb.EnrolmentCode(user=user, code=code, expires_at_us=expires_at_us)
 
     @unary(SERVICE)
@@ -161,5 +167,5 @@ def _actor(context: grpc.aio.ServicerContext) -> str:
     raise InvalidArgument("missing acting user")
 
 
-def _control(kind: int, message_id: str, sender: str, recipient: str) -> pb.Message:
+def _control(kind: pb.Kind, message_id: str, sender: str, recipient: str) -> pb.Message:
     return pb.Message(id=message_id, kind=kind, sender=sender, recipient=recipient)

@@ -6,12 +6,15 @@ when its lease runs out. Pending chat requests are a hash per recipient, so a us
 who was offline sees them when they connect. Public keys are a hash user -> the
 serialized `PublicKeys`, written with HSETNX: the first registration wins.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import cast
 
 from redis.asyncio import Redis
 
+from spartan.redis_conn import text
 from spartan.redis_scripts import script
 from spartan.v1 import pb
 
@@ -42,7 +45,7 @@ class PresenceStore:
 
     async def online_users(self) -> set[str]:
         members: Iterable[bytes] = await self._online(keys=[LEASES], args=[])
-        return {member.decode().split("|", 1)[0] for member in members}
+        return {text(member).split("|", 1)[0] for member in members}
 
     async def add_request(self, requester: str, recipient: str, message_id: str) -> None:
         await self.redis.hset(requests_key(recipient), requester, message_id)
@@ -52,7 +55,7 @@ class PresenceStore:
         return bool(await self.redis.hdel(requests_key(recipient), requester))
 
     async def pending_requests(self, recipient: str) -> list[str]:
-        return sorted(name.decode() for name in await self.redis.hkeys(requests_key(recipient)))
+        return sorted(text(name) for name in await self.redis.hkeys(requests_key(recipient)))
 
     async def put_keys(self, keys: pb.PublicKeys) -> pb.PublicKeys:
         """Register keys unless the user has some already; returns what is registered."""
@@ -61,7 +64,7 @@ class PresenceStore:
 
     async def get_keys(self, user: str) -> pb.PublicKeys | None:
         raw = await self.redis.hget(KEYS, user)
-        return pb.PublicKeys.FromString(raw) if raw else None
+        return pb.PublicKeys.FromString(cast(bytes, raw)) if raw else None
 
     async def reset_keys(self, user: str) -> bool:
         return bool(await self.redis.hdel(KEYS, user))

@@ -6,6 +6,7 @@
 replicas (values as bytes: pass `encode`/`decode`, e.g. `**json_codec`). Both are
 exact LRUs with optional TTL behind the `CacheBackend` protocol.
 """
+
 from __future__ import annotations
 
 import json
@@ -28,6 +29,15 @@ def json_decode(data: bytes | str) -> Any:
 json_codec: dict[str, Any] = {"encode": json_encode, "decode": json_decode}
 
 __all__ = [
-    "MISSING", "CacheBackend", "CacheInfo", "CachedFunction", "MemoryBackend", "RedisBackend",
-    "default_key", "json_codec", "json_decode", "json_encode", "lru_cache",
+    "MISSING",
+    "CacheBackend",
+    "CacheInfo",
+    "CachedFunction",
+    "MemoryBackend",
+    "RedisBackend",
+    "default_key",
+    "json_codec",
+    "json_decode",
+    "json_encode",
+    "lru_cache",
 ]

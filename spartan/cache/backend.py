@@ -5,6 +5,7 @@
 cached value. `set` answers how many other entries it evicted to stay within
 capacity, which the decorator counts in `spartan_cache_evictions_total`.
 """
+
 from __future__ import annotations
 
 from typing import Any, NamedTuple, Protocol, runtime_checkable
@@ -13,9 +14,9 @@ from typing import Any, NamedTuple, Protocol, runtime_checkable
 class _Missing:
     """The type of `MISSING`: a key that is absent or expired."""
 
-    _instance: "_Missing | None" = None
+    _instance: _Missing | None = None
 
-    def __new__(cls) -> "_Missing":
+    def __new__(cls) -> _Missing:
         if cls._instance is None:
             cls._instance = super().__new__(cls)
         return cls._instance

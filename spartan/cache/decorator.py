@@ -30,6 +30,7 @@ wins: that computation's result is returned to its callers but not stored.
 Plain (non-async) functions work with the in-process backend; they get no
 single-flight sharing.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -66,7 +67,7 @@ def lru_cache(
     *,
     encode: Callable[[Any], Any] = _identity,
     decode: Callable[[Any], Any] = _identity,
-) -> Callable[[Callable[..., Any]], "CachedFunction"]:
+) -> Callable[[Callable[..., Any]], CachedFunction]:
     """Memoize an async (or plain) function in an exact LRU of `maxsize` entries.
 
     `ttl`: seconds an entry stays valid (None: until evicted or invalidated).
@@ -79,14 +80,14 @@ def lru_cache(
     def decorate(function: Callable[..., Any]) -> CachedFunction:
         cache_name = name or f"{function.__module__}.{function.__qualname__}"
         store = _make_backend(backend, cache_name, maxsize, ttl)
-        return CachedFunction(function, store, name=cache_name, key=key or default_key,
-                              encode=encode, decode=decode)
+        return CachedFunction(function, store, name=cache_name, key=key or default_key, encode=encode, decode=decode)
 
     return decorate
 
 
-def _make_backend(backend: CacheBackend | BackendFactory | None, name: str, maxsize: int,
-                  ttl: float | None) -> CacheBackend:
+def _make_backend(
+    backend: CacheBackend | BackendFactory | None, name: str, maxsize: int, ttl: float | None
+) -> CacheBackend:
     if backend is None:
         return MemoryBackend(maxsize=maxsize, ttl=ttl)
     if isinstance(backend, CacheBackend):
@@ -97,8 +98,16 @@ def _make_backend(backend: CacheBackend | BackendFactory | None, name: str, maxs
 class CachedFunction:
     """The decorated function: call it like the original; see the module docstring."""
 
-    def __init__(self, function: Callable[..., Any], backend: CacheBackend, *, name: str,
-                 key: KeyFunction, encode: Callable[[Any], Any], decode: Callable[[Any], Any]) -> None:
+    def __init__(
+        self,
+        function: Callable[..., Any],
+        backend: CacheBackend,
+        *,
+        name: str,
+        key: KeyFunction,
+        encode: Callable[[Any], Any],
+        decode: Callable[[Any], Any],
+    ) -> None:
         self.__wrapped__ = function
         functools.update_wrapper(self, function)
         self.backend = backend
@@ -144,8 +153,7 @@ class CachedFunction:
         value, _ = await asyncio.shield(task)
         return value
 
-    async def _compute(self, entry_key: str, args: tuple[Any, ...],
-                       kwargs: dict[str, Any]) -> tuple[Any, Any]:
+    async def _compute(self, entry_key: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, Any]:
         """(value, encoded value): the caller that started gets the value, joiners decode."""
         this_task = asyncio.current_task()
         try:
@@ -212,7 +220,7 @@ class BoundCachedFunction:
         self._cached = cached
         self._instance = instance
         self.__wrapped__ = cached.__wrapped__.__get__(instance)
-        self.__name__ = cached.__name__
+        self.__name__ = cached.__wrapped__.__name__
         self.__doc__ = cached.__doc__
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:

@@ -6,6 +6,7 @@ decorated with `@lru_cache` call them directly). Expiry is checked on access aga
 an injectable monotonic clock, so tests can move time by hand. Expired entries still
 occupy capacity until they are read or pushed out as least recently used.
 """
+
 from __future__ import annotations
 
 import threading
@@ -20,8 +21,9 @@ from spartan.cache.backend import MISSING
 class MemoryBackend:
     """An exact LRU of at most `maxsize` entries; entries expire `ttl` seconds after they were set."""
 
-    def __init__(self, maxsize: int = 128, ttl: float | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, maxsize: int = 128, ttl: float | None = None, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         if maxsize < 1:
             raise ValueError("maxsize must be at least 1")
         if ttl is not None and ttl <= 0:

@@ -4,6 +4,7 @@ They are created once, when this module is first imported, so any number of
 decorated functions (tests create many) share them without duplicate
 registration errors.
 """
+
 from __future__ import annotations
 
 from prometheus_client import Counter

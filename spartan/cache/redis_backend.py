@@ -15,6 +15,7 @@ clocks. Values must be bytes or str: serialize with the decorator's `encode` /
 `decode` (JSON, protobuf, ...). Pickle is deliberately not offered: a shared Redis
 must never be able to make a replica run code.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -63,7 +64,8 @@ class RedisBackend:
     async def set(self, key: str, value: Any) -> int:
         if not isinstance(value, (bytes, str)):
             raise TypeError(
-                f"cache {self.name!r} stores bytes or str, got {type(value).__name__}: pass encode=/decode= to @lru_cache"
+                f"cache {self.name!r} stores bytes or str, got {type(value).__name__}: "
+                "pass encode=/decode= to @lru_cache"
             )
         return int(await self._run(self._set(keys=self._keys, args=[key, value, self.maxsize, self._ttl_ms])))
 

@@ -6,6 +6,7 @@ left the screen's queue). One `Ack` call carries every position that moved since
 last one, at most every `ACK_INTERVAL_SECONDS`, plus one last call when the client
 stops. A failed call is simply retried with the next batch: positions only grow.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -58,7 +59,7 @@ class Acknowledger:
             await asyncio.gather(self._task, return_exceptions=True)
         try:
             await asyncio.wait_for(self.flush(), 3.0)
-        except (asyncio.TimeoutError, grpc.aio.AioRpcError):
+        except (TimeoutError, grpc.aio.AioRpcError):
             pass
 
     async def _run(self) -> None:

@@ -10,6 +10,7 @@ Typed lines go through the send queue (spartan.client.outgoing): kept on disk, s
 in order as the rate limit allows, each end-to-end encrypted just before it leaves;
 a line for someone who never logged in waits there for their key.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -42,8 +43,14 @@ def say(text: str) -> str:
 
 
 class Chat:
-    def __init__(self, conn: Connection, terminal: InteractiveTerminal | PipedTerminal, crypto: ClientCrypto,
-                 max_message_bytes: int, state: ClientState | None = None) -> None:
+    def __init__(
+        self,
+        conn: Connection,
+        terminal: InteractiveTerminal | PipedTerminal,
+        crypto: ClientCrypto,
+        max_message_bytes: int,
+        state: ClientState | None = None,
+    ) -> None:
         self.conn = conn
         self.terminal = terminal
         self.crypto = crypto
@@ -65,8 +72,15 @@ class Chat:
         self.away: Counter[str] = Counter()  # who wrote (user or group) before this client started
         self.retry_line: str | None = None  # the last command the rate limit or an outage stopped, for /retry
         self.group_view = GroupChatView(self)
-        self.outgoing = Outgoing(self.state, self.seal, conn.call, status=terminal.status, notice=self.notice,
-                                 countdown=isinstance(terminal, InteractiveTerminal), on_sent=self._remember)
+        self.outgoing = Outgoing(
+            self.state,
+            self.seal,
+            conn.call,
+            status=terminal.status,
+            notice=self.notice,
+            countdown=isinstance(terminal, InteractiveTerminal),
+            on_sent=self._remember,
+        )
 
     # ------------------------------------------------------------ display
     def show(self, line: str) -> None:
@@ -263,8 +277,13 @@ class Chat:
     def describe_loss(self, message: pb.Message) -> str:
         members = naming.dm_members(message.conversation)
         group = naming.group_name(message.conversation)
-        where = (f"with {next((m for m in members if m != self.me), self.me)}" if members
-                 else f"in {group}" if group else "of your chat requests")
+        where = (
+            f"with {next((m for m in members if m != self.me), self.me)}"
+            if members
+            else f"in {group}"
+            if group
+            else "of your chat requests"
+        )
         if message.missing:
             count = f"{message.missing} earlier message{'s' if message.missing != 1 else ''}"
             return f"{count} {where} could not be kept for you and are lost (too old or too many)."
@@ -289,7 +308,9 @@ class Chat:
         if requester not in self.pending:
             self.pending.append(requester)
         if self.peer:
-            self.notice(f"{requester} is requesting to chat with you. Type /accept {requester} or /decline {requester}.")
+            self.notice(
+                f"{requester} is requesting to chat with you. Type /accept {requester} or /decline {requester}."
+            )
         else:
             self.terminal.refresh()
 

@@ -5,6 +5,7 @@ one load balancer), else `SPARTAN_SERVER`, else localhost and the `port` of
 config.yaml when there is one. Keys live under `~/.spartan/keys` (`--key-dir` or
 `SPARTAN_KEY_DIR` to change). Ctrl-D, Ctrl-C and /quit all leave cleanly.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,13 +45,19 @@ LINE_BREAK = re.compile(r"\r\n|\r|\n")
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argument_parser("client.py", "Spartan Messenger terminal client.")
     parser.add_argument("user", help="who you are (your key pair is created on first use)")
-    parser.add_argument("--server", default=os.environ.get("SPARTAN_SERVER", ""),
-                        help="gateway address(es), comma-separated host:port (default: localhost and config port)")
+    parser.add_argument(
+        "--server",
+        default=os.environ.get("SPARTAN_SERVER", ""),
+        help="gateway address(es), comma-separated host:port (default: localhost and config port)",
+    )
     parser.add_argument("--config", help="config.yaml to read the default port and TLS settings from")
     parser.add_argument("--key-dir", help="where your keys are kept (default ~/.spartan/keys or $SPARTAN_KEY_DIR)")
     parser.add_argument("--ca", help="CA certificate to verify the server's TLS certificate (turns TLS on)")
-    parser.add_argument("--server-name", default="",
-                        help="host name to expect in the server's TLS certificate (default: the host of --server)")
+    parser.add_argument(
+        "--server-name",
+        default="",
+        help="host name to expect in the server's TLS certificate (default: the host of --server)",
+    )
     parser.add_argument("--enrolment-code", default="", help="one-time code from the operator, if the server asks")
     return parser.parse_args(argv)
 
@@ -111,8 +118,9 @@ async def run(args: argparse.Namespace) -> int:
             print(say(unknown_user(args.user, config.users if config else [])), file=sys.stderr)
             return 1
         elif exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-            print(say(f"Could not connect to Spartan Server at {', '.join(addresses)}: {exc.details()}"),
-                  file=sys.stderr)
+            print(
+                say(f"Could not connect to Spartan Server at {', '.join(addresses)}: {exc.details()}"), file=sys.stderr
+            )
         else:  # the server answered: the login itself was refused
             print(say(f"Could not log in as {args.user}: {exc.details()}"), file=sys.stderr)
         if hint:
@@ -157,7 +165,7 @@ async def catch_up(chat: Chat) -> None:
     (a request's own prompt already names its sender), send what waited for keys."""
     try:
         await asyncio.wait_for(chat.synced.wait(), CATCH_UP_TIMEOUT_SECONDS)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         chat.notice("Still fetching messages that arrived while you were away; they will appear as they come.")
     pending = await chat.conn.call("PendingRequests", pb.PendingRequestsRequest())
     chat.pending.extend(r for r in pending.requesters if r not in chat.pending)
@@ -171,8 +179,10 @@ async def leave_outbox(chat: Chat) -> None:
     await chat.outgoing.stop()
     unsent = chat.outgoing.unsent()
     if unsent:
-        chat.notice(f"{unsent} message{'s were' if unsent != 1 else ' was'} not sent yet; kept, "
-                    f"{'they go' if unsent != 1 else 'it goes'} out the next time you start client.py {chat.me}.")
+        chat.notice(
+            f"{unsent} message{'s were' if unsent != 1 else ' was'} not sent yet; kept, "
+            f"{'they go' if unsent != 1 else 'it goes'} out the next time you start client.py {chat.me}."
+        )
 
 
 def forget_new_key(user: str, directory: str | None, created: bool) -> None:

@@ -2,6 +2,7 @@
 
 Group commands (/group, /groups, /members, /invite, /remove, /leave, /create) live in spartan.client.groups.
 """
+
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
@@ -108,7 +109,9 @@ def _asked(chat: Chat, args: list[str], command: str) -> str:
         return name
     waiting = f"waiting requests: {', '.join(chat.pending)}" if chat.pending else "nobody is waiting for an answer"
     if name in chat.users and name != chat.me:
-        chat.notice(f"{name} has not asked to chat with you ({waiting}); to start a chat with {name}, type /switch {name}.")
+        chat.notice(
+            f"{name} has not asked to chat with you ({waiting}); to start a chat with {name}, type /switch {name}."
+        )
     else:
         chat.notice(f"{name} has not asked to chat with you ({waiting}).")
     return ""
@@ -157,7 +160,15 @@ async def _quit(chat: Chat, args: list[str]) -> None:
 
 
 COMMANDS: dict[str, Callable[[Chat, list[str]], Awaitable[None]]] = {
-    "/help": _help, "/users": _users, "/switch": _switch, "/history": _history, "/accept": _accept,
-    "/decline": _decline, "/verify": _verify, "/retry": _retry, "/quit": _quit, "/exit": _quit,
+    "/help": _help,
+    "/users": _users,
+    "/switch": _switch,
+    "/history": _history,
+    "/accept": _accept,
+    "/decline": _decline,
+    "/verify": _verify,
+    "/retry": _retry,
+    "/quit": _quit,
+    "/exit": _quit,
     **GROUP_COMMANDS,
 }

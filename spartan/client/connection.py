@@ -5,6 +5,7 @@ uses one at a time; when it becomes unavailable the next call or the stream move
 the next address, logs in again if needed, and carries on. Logging in is proving
 possession of the identity key: the gateway's challenge is signed with Ed25519.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -26,8 +27,15 @@ TOKEN_REFRESH_MARGIN_US = 60_000_000
 
 
 class Connection:
-    def __init__(self, addresses: Sequence[str], identity: Identity, tls: TlsConfig,
-                 enrolment_code: str = "", *, server_name: str = "") -> None:
+    def __init__(
+        self,
+        addresses: Sequence[str],
+        identity: Identity,
+        tls: TlsConfig,
+        enrolment_code: str = "",
+        *,
+        server_name: str = "",
+    ) -> None:
         if not addresses:
             raise ValueError("at least one server address is needed")
         self.addresses = list(addresses)
@@ -72,8 +80,9 @@ class Connection:
         if self.channel is None:
             # Each client gets its own TCP connection even when one process runs many
             # (bots, tests): HTTP/2 flow control must not couple their streams.
-            self.channel = open_channel(self.address, self.tls, [("grpc.use_local_subchannel_pool", 1)],
-                                        server_name=self.server_name)
+            self.channel = open_channel(
+                self.address, self.tls, [("grpc.use_local_subchannel_pool", 1)], server_name=self.server_name
+            )
             self.stub = rpc.SpartanStub(self.channel)
         await self.login()
 
@@ -83,9 +92,15 @@ class Connection:
         keys = self.identity.public_keys()
         signature = self.identity.sign(login_transcript(self.user, challenge.nonce, keys.identity_key))
         session = await self.stub.Login(
-            pb.LoginRequest(user=self.user, nonce=challenge.nonce, signature=signature, keys=keys,
-                            enrolment_code=self.enrolment_code),
-            timeout=CALL_TIMEOUT_SECONDS)
+            pb.LoginRequest(
+                user=self.user,
+                nonce=challenge.nonce,
+                signature=signature,
+                keys=keys,
+                enrolment_code=self.enrolment_code,
+            ),
+            timeout=CALL_TIMEOUT_SECONDS,
+        )
         self.token = session.token
         self.token_expires_us = session.expires_at_us
 
@@ -137,7 +152,7 @@ class Connection:
                     continue
                 if exc.code() not in RETRYABLE or attempt == attempts - 1:
                     raise
-                await asyncio.sleep(min(0.2 * 2 ** attempt, 2.0))
+                await asyncio.sleep(min(0.2 * 2**attempt, 2.0))
                 try:
                     await self.failover(generation)
                 except grpc.aio.AioRpcError:

@@ -5,6 +5,7 @@ a key that differs from the pinned one is accepted only with a loud warning (the
 peer reinstalled, or someone is in the middle), and `/verify` shows the safety
 number to compare out of band. Nothing here ever sends plaintext anywhere.
 """
+
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
@@ -48,8 +49,10 @@ class ClientCrypto:
             raise
         result = self.pins.pin(peer, keys.identity_key)
         if result is PinResult.CHANGED:
-            self.warn(f"WARNING: {peer}'s security key has changed! If you did not expect this, someone may be "
-                      f"intercepting your messages. Compare safety numbers with /verify {peer}.")
+            self.warn(
+                f"WARNING: {peer}'s security key has changed! If you did not expect this, someone may be "
+                f"intercepting your messages. Compare safety numbers with /verify {peer}."
+            )
         self.keys[peer] = keys
         return keys
 
@@ -59,14 +62,20 @@ class ClientCrypto:
 
     async def seal(self, peer: str, text: str, message_id: str) -> bytes:
         cipher = self.ciphers.get(peer, await self.peer_keys(peer))
-        return cipher.encrypt(text.encode("utf-8"), message_id=message_id, sender=self.user, recipient=peer,
-                              conversation=dm_conversation(self.user, peer))
+        return cipher.encrypt(
+            text.encode("utf-8"),
+            message_id=message_id,
+            sender=self.user,
+            recipient=peer,
+            conversation=dm_conversation(self.user, peer),
+        )
 
     async def open(self, message: pb.Message) -> str | None:
         """The plaintext of a 1:1 message, or None if it cannot be authenticated."""
         peer = message.sender if message.sender != self.user else message.recipient
-        fields = dict(message_id=message.id, sender=message.sender, recipient=message.recipient,
-                      conversation=message.conversation)
+        fields = dict(
+            message_id=message.id, sender=message.sender, recipient=message.recipient, conversation=message.conversation
+        )
         for refresh in (False, True):  # a failure may mean the peer has new keys: fetch once more
             try:
                 cipher = self.ciphers.get(peer, await self.peer_keys(peer, refresh=refresh))

@@ -5,6 +5,7 @@ Why a module of its own: the same gRPC status reaches the client from many place
 gRPC's internal text ("failed to connect to all addresses; ... Connection refused").
 Only the standard library, grpc and `spartan.errors` are imported here, so anything may use it.
 """
+
 from __future__ import annotations
 
 import grpc
@@ -52,8 +53,9 @@ def action_failed(action: str, exc: grpc.aio.AioRpcError) -> str:
     """`action` ("/leave group1", "Listing users") did not happen: why, and what to do next."""
     wait = retry_after(exc)
     if wait is not None:
-        return (f"Not done: {action} (rate limit: the server allows it again in {max(1, round(wait))}s). "
-                "Type /retry then.")
+        return (
+            f"Not done: {action} (rate limit: the server allows it again in {max(1, round(wait))}s). Type /retry then."
+        )
     if exc.code() in OUTAGE:
         return f"Not done: {action} (the server is not reachable right now). Type /retry once it is back."
     return f"Not done: {action}: {exc.details() or exc.code().name.lower()}."
@@ -69,7 +71,7 @@ def users_unreachable() -> str:
 # with one server "reconnecting to another one" was not true).
 STREAM_NOTICES: dict[str, str | None] = {
     "Reconnecting…": "Lost the connection to the server; waiting for it to come back (what you type waits and goes "
-                     "out then).",
+    "out then).",
     "Reconnected.": "Connected again.",
     "this gateway is shutting down; reconnecting to another one": None,
 }

@@ -17,6 +17,7 @@ against the directory key, so neither the server nor another member can forge on
 one); `GroupChatView` is how the terminal client shows groups and runs the group
 commands.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -31,7 +32,14 @@ import grpc
 from spartan import naming
 from spartan.client.e2e import ClientCrypto, PeerHasNoKeys
 from spartan.crypto import DecryptError
-from spartan.crypto.sender_keys import SenderKey, SenderKeyRing, decrypt_group, encrypt_group, open_sender_key, seal_sender_key
+from spartan.crypto.sender_keys import (
+    SenderKey,
+    SenderKeyRing,
+    decrypt_group,
+    encrypt_group,
+    open_sender_key,
+    seal_sender_key,
+)
 from spartan.v1 import pb
 
 if TYPE_CHECKING:
@@ -102,7 +110,9 @@ class ClientGroups:
         try:
             await self._distribute(group, key)
         except grpc.aio.AioRpcError as exc:
-            self.warn(f"Could not send your new key for {group} yet ({exc.details()}); will retry on your next message.")
+            self.warn(
+                f"Could not send your new key for {group} yet ({exc.details()}); will retry on your next message."
+            )
 
     async def _distribute(self, group: str, key: SenderKey, only: set[str] | None = None) -> None:
         self._undistributed.add(group)
@@ -116,8 +126,9 @@ class ClientGroups:
                 missing.add(member)  # sent when their key shows up (KEY_UPDATE)
                 continue
             message_id = uuid.uuid4().hex
-            sealed.append(pb.Message(id=message_id, recipient=member,
-                                     body=seal_sender_key(cipher, key, message_id=message_id)))
+            sealed.append(
+                pb.Message(id=message_id, recipient=member, body=seal_sender_key(cipher, key, message_id=message_id))
+            )
         if sealed:
             await self.call("SendSenderKeys", pb.SenderKeyBatch(group=group, keys=sealed))
         if only is None:
@@ -177,8 +188,13 @@ class ClientGroups:
             return GroupOpened(None, NO_KEY)
         try:
             identity_key = (await self.crypto.peer_keys(message.sender)).identity_key
-            plain = decrypt_group(message.body, sender_identity_key=identity_key, sender_key=key,
-                                  message_id=message.id, group=message.group)
+            plain = decrypt_group(
+                message.body,
+                sender_identity_key=identity_key,
+                sender_key=key,
+                message_id=message.id,
+                group=message.group,
+            )
             return GroupOpened(plain.decode("utf-8"))
         except (DecryptError, PeerHasNoKeys, UnicodeDecodeError):
             return GroupOpened(None, FORGED)
@@ -292,7 +308,9 @@ class GroupChatView:
             if chat.group == message.group:
                 chat.group = ""
                 chat.terminal.refresh()  # the prompt named the group
-                chat.notice(f"You are no longer a member of {message.group}. Pick a chat with /switch USER or /group NAME.")
+                chat.notice(
+                    f"You are no longer a member of {message.group}. Pick a chat with /switch USER or /group NAME."
+                )
 
 
 # ------------------------------------------------------------------ commands
@@ -335,8 +353,9 @@ async def _change_member(chat: Chat, args: list[str], method: str, command: str)
         return
     group = _target_group(chat, args[1:], f"{command} {args[0]} GROUP")
     if group:
-        info = await chat.attempt(f"{command} {args[0]} {group}",
-                                  chat.conn.call(method, pb.GroupRequest(group=group, user=args[0])))
+        info = await chat.attempt(
+            f"{command} {args[0]} {group}", chat.conn.call(method, pb.GroupRequest(group=group, user=args[0]))
+        )
         if info is not None:
             await chat.group_view.keys.apply(info)
 
@@ -379,6 +398,12 @@ GROUP_HELP = [
 ]
 
 GROUP_COMMANDS: dict[str, Callable[[Chat, list[str]], Awaitable[None]]] = {
-    "/group": _group, "/groups": _groups, "/members": _members, "/add": _add, "/invite": _add, "/remove": _remove,
-    "/leave": _leave, "/create": _create,
+    "/group": _group,
+    "/groups": _groups,
+    "/members": _members,
+    "/add": _add,
+    "/invite": _add,
+    "/remove": _remove,
+    "/leave": _leave,
+    "/create": _create,
 }

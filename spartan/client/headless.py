@@ -8,6 +8,7 @@ resumes where the last one stopped. Group messages use the same sender-key
 logic as the CLI (`spartan.client.groups.ClientGroups`); a group message whose key
 arrives after it is recorded at once with `text=None` and filled in when the key comes.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -40,9 +41,17 @@ class Received:
 
 
 class HeadlessClient:
-    def __init__(self, user: str, addresses: Sequence[str], key_dir: str, *, tls: TlsConfig | None = None,
-                 encrypt: bool = True, persist: bool = False,
-                 on_chat: Callable[["Received"], None] | None = None) -> None:
+    def __init__(
+        self,
+        user: str,
+        addresses: Sequence[str],
+        key_dir: str,
+        *,
+        tls: TlsConfig | None = None,
+        encrypt: bool = True,
+        persist: bool = False,
+        on_chat: Callable[[Received], None] | None = None,
+    ) -> None:
         """`on_chat` is called for each new chat message as it is recorded (before its position is kept)."""
         identity, _ = load_or_create(user, key_dir)
         self.user = user
@@ -69,7 +78,7 @@ class HeadlessClient:
     def _cursors(self) -> list[pb.Cursor]:
         return [pb.Cursor(conversation=c, epoch=e, offset=o) for c, (e, o) in self.positions.items()]
 
-    async def start(self, timeout: float = 15.0) -> "HeadlessClient":
+    async def start(self, timeout: float = 15.0) -> HeadlessClient:
         await self.conn.open()
         self.receiver.start()
         self.acks.start()

@@ -13,6 +13,7 @@ change (e.g. no longer a member of the group) drops a line, with one sentence na
 
 Targets are a user name or a group's conversation id (`group:NAME`), as kept on disk.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -46,12 +47,21 @@ def label(target: str) -> str:
 
 
 def preview(text: str) -> str:
-    return text if len(text) <= PREVIEW_CHARS else text[:PREVIEW_CHARS - 1] + "…"
+    return text if len(text) <= PREVIEW_CHARS else text[: PREVIEW_CHARS - 1] + "…"
 
 
 class Outgoing:
-    def __init__(self, state: ClientState, seal: Seal, call: Call, *, status: Say, notice: Say,
-                 countdown: bool, on_sent: Callable[[str], object] = lambda message_id: None) -> None:
+    def __init__(
+        self,
+        state: ClientState,
+        seal: Seal,
+        call: Call,
+        *,
+        status: Say,
+        notice: Say,
+        countdown: bool,
+        on_sent: Callable[[str], object] = lambda message_id: None,
+    ) -> None:
         """`countdown`: the status line may change every second (a real terminal's toolbar); else it
         changes only when the count does (piped: each change is a line on standard error)."""
         self.state = state
@@ -119,8 +129,10 @@ class Outgoing:
         """Never stop sending silently: a failure of the queue itself is said, with what is kept."""
         if task.cancelled() or task.exception() is None:
             return
-        self.notice(f"Sending stopped after an error ({task.exception()!r}); {self.unsent()} unsent message(s) "
-                    "are kept and go out the next time you start the client.")
+        self.notice(
+            f"Sending stopped after an error ({task.exception()!r}); {self.unsent()} unsent message(s) "
+            "are kept and go out the next time you start the client."
+        )
 
     async def settle(self, timeout: float) -> None:
         """Let what can go now go before a quit (a line typed just before Ctrl-D must not be stranded);
@@ -176,8 +188,9 @@ class Outgoing:
                 self._outages += 1
             else:
                 self.state.sent(message_id)  # waiting cannot change this answer: say exactly which line
-                self.notice(f"Not sent to {label(target)}: {exc.details() or exc.code().name.lower()}: "
-                            f"\"{preview(text)}\"")
+                self.notice(
+                    f'Not sent to {label(target)}: {exc.details() or exc.code().name.lower()}: "{preview(text)}"'
+                )
             return
         self._outages = 0
         self.state.sent(message_id)

@@ -8,6 +8,7 @@ ended it on purpose, e.g. a stream that fell behind), fails over to the next add
 backoff, logs in again if the token is refused, and reopens the stream with the
 newest offset seen per conversation; the gateway replays what was missed.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -30,8 +31,13 @@ MAX_RESUME_CURSORS = 1000
 
 
 class Receiver:
-    def __init__(self, conn: Connection, handle: Callable[[pb.Message], Awaitable[None]],
-                 cursors: Callable[[], list[pb.Cursor]], notify: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        conn: Connection,
+        handle: Callable[[pb.Message], Awaitable[None]],
+        cursors: Callable[[], list[pb.Cursor]],
+        notify: Callable[[str], None],
+    ) -> None:
         self.conn = conn
         self.handle = handle
         self.cursors = cursors
@@ -49,9 +55,9 @@ class Receiver:
             await asyncio.gather(self._task, return_exceptions=True)
 
     async def wait_connected(self, timeout: float) -> None:
-        waiter = asyncio.create_task(self.connected.wait())
-        done, _ = await asyncio.wait({waiter, self._task}, timeout=timeout,  # type: ignore[arg-type]
-                                     return_when=asyncio.FIRST_COMPLETED)
+        waiter: asyncio.Task[object] = asyncio.create_task(self.connected.wait())
+        watched: set[asyncio.Task[object]] = {waiter} | ({self._task} if self._task else set())
+        await asyncio.wait(watched, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         waiter.cancel()
         if not self.connected.is_set():
             raise self.failed or TimeoutError("the server did not open the message stream")
@@ -65,8 +71,9 @@ class Receiver:
                 await self.conn.ensure_ready()
                 assert self.conn.stub is not None
                 resume = self.cursors()[:MAX_RESUME_CURSORS]
-                call = self.conn.stub.ReceiveMsg(pb.Message(sender=self.conn.user, resume=resume),
-                                                 metadata=self.conn.metadata)
+                call = self.conn.stub.ReceiveMsg(
+                    pb.Message(sender=self.conn.user, resume=resume), metadata=self.conn.metadata
+                )
                 headers = await call.initial_metadata()
                 # A refused stream also "returns" initial metadata (empty, with the error in the
                 # trailers): only the gateway's header means the subscription is in place.
@@ -87,7 +94,11 @@ class Receiver:
                 self.failed = RuntimeError(details)
                 self.notify(f"The server closed the message stream: {details}")
                 return
-            if not self.connected.is_set() and code != grpc.StatusCode.UNAVAILABLE and code != grpc.StatusCode.UNAUTHENTICATED:
+            if (
+                not self.connected.is_set()
+                and code != grpc.StatusCode.UNAVAILABLE
+                and code != grpc.StatusCode.UNAUTHENTICATED
+            ):
                 self.failed = RuntimeError(details)
                 return
             if not reconnecting and self.connected.is_set():

@@ -10,6 +10,7 @@ messages are plaintext until they can be encrypted.
 Lines: `{"c": conversation, "e": epoch, "o": offset}` (a position),
 `{"q": id, "to": peer, "t": text}` (queued) and `{"sent": id}` (left the outbox).
 """
+
 from __future__ import annotations
 
 import json
@@ -38,7 +39,7 @@ class ClientState:
             self._compact()
 
     @classmethod
-    def for_user(cls, user: str, directory: str | os.PathLike[str] | None = None) -> "ClientState":
+    def for_user(cls, user: str, directory: str | os.PathLike[str] | None = None) -> ClientState:
         return cls(key_dir(directory) / f"{user}.state")
 
     def record(self, conversation: str, epoch: str, offset: int) -> bool:
@@ -69,7 +70,7 @@ class ClientState:
     # ------------------------------------------------------------------ file
     def _apply(self, entry: dict[str, object]) -> None:
         if "c" in entry:
-            offset = int(entry["o"])  # type: ignore[arg-type]
+            offset = int(str(entry["o"]))
             if offset < 0:
                 self.positions.pop(str(entry["c"]), None)
             else:

@@ -9,6 +9,7 @@ after its prompt so the output reads exactly like the interactive transcript.
 Transient state (e.g. messages waiting for a peer's first login) is a status line:
 the bottom toolbar in a real terminal, standard error when piped, never a chat line.
 """
+
 from __future__ import annotations
 
 import asyncio

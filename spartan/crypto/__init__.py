@@ -11,6 +11,7 @@ encoding used for every signed or authenticated transcript) live in `encoding`;
 this module re-exports the public API, so `from spartan.crypto import X` works
 for all of it.
 """
+
 from __future__ import annotations
 
 from spartan.crypto.encoding import DecryptError, encode_fields
@@ -45,10 +46,36 @@ from spartan.crypto.tokens import (
 )
 
 __all__ = [
-    "ChallengeIssuer", "DecryptError", "Identity", "KeyStoreError", "MemoryNonceGuard",
-    "PairwiseCipher", "PairwiseCiphers", "PinConflict", "PinResult", "PinStore", "SenderKey",
-    "SenderKeyRing", "SessionClaims", "TokenIssuer", "decrypt_group", "encode_fields",
-    "encrypt_group", "envelope_key_id", "fingerprint", "key_path", "load", "load_or_create",
-    "login_transcript", "open_sender_key", "redis_seen_nonce", "safety_number", "save", "seal_sender_key",
-    "verify_login", "verify_login_once", "verify_public_keys", "verify_signature",
+    "ChallengeIssuer",
+    "DecryptError",
+    "Identity",
+    "KeyStoreError",
+    "MemoryNonceGuard",
+    "PairwiseCipher",
+    "PairwiseCiphers",
+    "PinConflict",
+    "PinResult",
+    "PinStore",
+    "SenderKey",
+    "SenderKeyRing",
+    "SessionClaims",
+    "TokenIssuer",
+    "decrypt_group",
+    "encode_fields",
+    "encrypt_group",
+    "envelope_key_id",
+    "fingerprint",
+    "key_path",
+    "load",
+    "load_or_create",
+    "login_transcript",
+    "open_sender_key",
+    "redis_seen_nonce",
+    "safety_number",
+    "save",
+    "seal_sender_key",
+    "verify_login",
+    "verify_login_once",
+    "verify_public_keys",
+    "verify_signature",
 ]

@@ -3,6 +3,7 @@
 A module of its own so the submodules import it without importing their package
 (whose `__init__` re-exports them): imports in `spartan.crypto` go one way.
 """
+
 from __future__ import annotations
 
 import struct

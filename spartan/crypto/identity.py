@@ -12,6 +12,7 @@ and a domain label), so a key directory cannot swap in its own agreement key
 for a pinned identity. `verify_public_keys` is what every receiver of a
 `PublicKeys` (gateway, presence, peer client) runs before using it.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -44,8 +45,16 @@ def fingerprint(identity_key: bytes) -> str:
 class Identity:
     """One user's private keys; create with `generate` or load with `spartan.crypto.keystore`."""
 
-    __slots__ = ("user", "_signing_seed", "_agreement_seed", "_signing_key", "_agreement_key",
-                 "identity_key", "agreement_key", "_public_keys")
+    __slots__ = (
+        "user",
+        "_signing_seed",
+        "_agreement_seed",
+        "_signing_key",
+        "_agreement_key",
+        "identity_key",
+        "agreement_key",
+        "_public_keys",
+    )
 
     def __init__(self, user: str, signing_seed: bytes, agreement_seed: bytes) -> None:
         if not user:
@@ -78,16 +87,17 @@ class Identity:
         if self._public_keys is None:
             signature = self.sign(agreement_transcript(self.user, self.agreement_key))
             self._public_keys = pb.PublicKeys(
-                user=self.user, identity_key=self.identity_key,
-                agreement_key=self.agreement_key, agreement_signature=signature,
+                user=self.user,
+                identity_key=self.identity_key,
+                agreement_key=self.agreement_key,
+                agreement_signature=signature,
             ).SerializeToString()
         return pb.PublicKeys.FromString(self._public_keys)
 
     def agree(self, peer_agreement_key: bytes) -> bytes:
         """Raw X25519 shared secret with a peer's agreement key (feed it to a KDF, never use as is)."""
         peer = _import_agreement_key(peer_agreement_key, "peer")
-        shared: bytes = DH.key_agreement(static_priv=self._agreement_key, static_pub=peer,
-                                         kdf=lambda secret: secret)
+        shared: bytes = DH.key_agreement(static_priv=self._agreement_key, static_pub=peer, kdf=lambda secret: secret)
         if not any(shared):
             raise InvalidArgument("the peer's agreement key yields an all-zero shared secret")
         return shared
@@ -116,8 +126,7 @@ def _parse_identity_key(identity_key: bytes) -> EccKey:
 
 def _import_identity_key(identity_key: bytes, user: str) -> EccKey:
     if len(identity_key) != KEY_BYTES:
-        raise InvalidArgument(
-            f"identity key of {user} must be {KEY_BYTES} bytes, got {len(identity_key)}")
+        raise InvalidArgument(f"identity key of {user} must be {KEY_BYTES} bytes, got {len(identity_key)}")
     try:
         return _parse_identity_key(identity_key)
     except ValueError:
@@ -126,8 +135,7 @@ def _import_identity_key(identity_key: bytes, user: str) -> EccKey:
 
 def _import_agreement_key(agreement_key: bytes, user: str) -> EccKey:
     if len(agreement_key) != KEY_BYTES:
-        raise InvalidArgument(
-            f"agreement key of {user} must be {KEY_BYTES} bytes, got {len(agreement_key)}")
+        raise InvalidArgument(f"agreement key of {user} must be {KEY_BYTES} bytes, got {len(agreement_key)}")
     try:
         return DH.import_x25519_public_key(agreement_key)
     except ValueError:
@@ -150,11 +158,9 @@ def verify_public_keys(keys: pb.PublicKeys, *, user: str | None = None) -> None:
     _import_agreement_key(keys.agreement_key, who)
     signature = keys.agreement_signature
     if len(signature) != SIGNATURE_BYTES:
-        raise InvalidArgument(
-            f"agreement key signature of {who} must be {SIGNATURE_BYTES} bytes, got {len(signature)}")
+        raise InvalidArgument(f"agreement key signature of {who} must be {SIGNATURE_BYTES} bytes, got {len(signature)}")
     try:
-        eddsa.new(identity, "rfc8032").verify(agreement_transcript(keys.user, keys.agreement_key),
-                                               signature)
+        eddsa.new(identity, "rfc8032").verify(agreement_transcript(keys.user, keys.agreement_key), signature)
     except ValueError:
         raise InvalidArgument(f"agreement key of {who} is not signed by its identity key") from None
 

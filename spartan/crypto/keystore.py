@@ -10,6 +10,7 @@ private key is a stolen account.
 `private_file_dir`, `write_private_file` and `read_private_file` are also used
 by `spartan.crypto.pins` for the pinned-keys file next to the identity.
 """
+
 from __future__ import annotations
 
 import base64
@@ -103,7 +104,8 @@ def read_private_file(path: Path) -> bytes:
         if mode & 0o077:
             raise KeyStoreError(
                 f"key file {path} has mode {mode:04o}, so other users may read it; "
-                f"it must be readable only by its owner (run: chmod 600 {path})")
+                f"it must be readable only by its owner (run: chmod 600 {path})"
+            )
         if info.st_uid != os.getuid():
             raise KeyStoreError(f"key file {path} belongs to uid {info.st_uid}, not to you")
         return handle.read()

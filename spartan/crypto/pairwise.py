@@ -16,6 +16,7 @@ Every failure to open an envelope raises `DecryptError`, whatever the cause.
 Random 96-bit nonces are safe for far more messages than a conversation sees
 (the GCM bound is about 2**32 messages per key).
 """
+
 from __future__ import annotations
 
 from Crypto.Cipher import AES
@@ -40,8 +41,9 @@ AD_LABEL = b"spartan/v1/dm-message"
 def derive_pairwise_key(me: Identity, peer: str, peer_keys: pb.PublicKeys) -> bytes:
     """The 32-byte AES key `me` shares with `peer` (the peer derives the same one)."""
     shared = me.agree(peer_keys.agreement_key)
-    parties = sorted([(me.user, me.identity_key, me.agreement_key),
-                      (peer, peer_keys.identity_key, peer_keys.agreement_key)])
+    parties = sorted(
+        [(me.user, me.identity_key, me.agreement_key), (peer, peer_keys.identity_key, peer_keys.agreement_key)]
+    )
     info = encode_fields(*(field for party in parties for field in party))
     return HKDF(shared, KEY_BYTES, KDF_SALT, SHA256, context=info)
 
@@ -62,37 +64,39 @@ class PairwiseCipher:
         self._key = derive_pairwise_key(me, peer, peer_keys)
         self._parties = {me.user, peer}
 
-    def encrypt(self, plaintext: bytes, *, message_id: str, sender: str, recipient: str,
-                conversation: str) -> bytes:
+    def encrypt(self, plaintext: bytes, *, message_id: str, sender: str, recipient: str, conversation: str) -> bytes:
         if {sender, recipient} != self._parties:
             raise InvalidArgument(
                 f"a message from {sender} to {recipient} does not belong to the channel "
-                f"between {self.me.user} and {self.peer}")
+                f"between {self.me.user} and {self.peer}"
+            )
         nonce = get_random_bytes(NONCE_BYTES)
         cipher = AES.new(self._key, AES.MODE_GCM, nonce=nonce, mac_len=TAG_BYTES)
-        cipher.update(associated_data(message_id=message_id, sender=sender,
-                                      recipient=recipient, conversation=conversation))
+        cipher.update(
+            associated_data(message_id=message_id, sender=sender, recipient=recipient, conversation=conversation)
+        )
         ciphertext, tag = cipher.encrypt_and_digest(plaintext)
         return bytes((ENVELOPE_VERSION,)) + nonce + ciphertext + tag
 
-    def decrypt(self, envelope: bytes, *, message_id: str, sender: str, recipient: str,
-                conversation: str) -> bytes:
+    def decrypt(self, envelope: bytes, *, message_id: str, sender: str, recipient: str, conversation: str) -> bytes:
         if len(envelope) < OVERHEAD:
             raise DecryptError(f"message from {sender} is truncated ({len(envelope)} bytes)")
         if envelope[0] != ENVELOPE_VERSION:
             raise DecryptError(f"message from {sender} uses unknown envelope version {envelope[0]}")
-        nonce = envelope[1:1 + NONCE_BYTES]
-        ciphertext = envelope[1 + NONCE_BYTES:-TAG_BYTES]
+        nonce = envelope[1 : 1 + NONCE_BYTES]
+        ciphertext = envelope[1 + NONCE_BYTES : -TAG_BYTES]
         tag = envelope[-TAG_BYTES:]
         cipher = AES.new(self._key, AES.MODE_GCM, nonce=nonce, mac_len=TAG_BYTES)
-        cipher.update(associated_data(message_id=message_id, sender=sender,
-                                      recipient=recipient, conversation=conversation))
+        cipher.update(
+            associated_data(message_id=message_id, sender=sender, recipient=recipient, conversation=conversation)
+        )
         try:
             return cipher.decrypt_and_verify(ciphertext, tag)
         except ValueError:
             raise DecryptError(
                 f"message {message_id} from {sender} failed authentication "
-                "(tampered, misrouted, or encrypted under other keys)") from None
+                "(tampered, misrouted, or encrypted under other keys)"
+            ) from None
 
 
 class PairwiseCiphers:
@@ -108,8 +112,11 @@ class PairwiseCiphers:
 
     def get(self, peer: str, peer_keys: pb.PublicKeys) -> PairwiseCipher:
         cached = self._by_peer.get(peer)
-        if (cached is not None and cached.peer_identity_key == peer_keys.identity_key
-                and cached.peer_agreement_key == peer_keys.agreement_key):
+        if (
+            cached is not None
+            and cached.peer_identity_key == peer_keys.identity_key
+            and cached.peer_agreement_key == peer_keys.agreement_key
+        ):
             return cached
         cipher = PairwiseCipher(self.me, peer, peer_keys)
         self._by_peer[peer] = cipher

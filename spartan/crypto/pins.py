@@ -8,6 +8,7 @@ numbers out of band lets the user mark a peer *verified*; a key change resets
 that mark. Keys pinned in configuration (`auth.pinned_keys`) are authoritative:
 they count as verified and can never be re-pinned to another key.
 """
+
 from __future__ import annotations
 
 import enum
@@ -25,8 +26,8 @@ FILE_FORMAT = "spartan-pins-v1"
 
 
 class PinResult(enum.Enum):
-    NEW = "new"          # never seen this peer: trust on first use
-    SAME = "same"        # the pinned key
+    NEW = "new"  # never seen this peer: trust on first use
+    SAME = "same"  # the pinned key
     CHANGED = "changed"  # a different key than the pinned one: warn the user
 
 
@@ -56,8 +57,13 @@ def _hex_key(identity_key: bytes | str) -> str:
 class PinStore:
     """Pinned peer keys of one local user, persisted next to that user's identity file."""
 
-    def __init__(self, owner: str, directory: str | os.PathLike[str] | None = None, *,
-                 configured: Mapping[str, bytes | str] | None = None) -> None:
+    def __init__(
+        self,
+        owner: str,
+        directory: str | os.PathLike[str] | None = None,
+        *,
+        configured: Mapping[str, bytes | str] | None = None,
+    ) -> None:
         self.owner = owner
         self.path: Path = key_path(owner, directory).with_suffix(".pins.json")
         self._configured = {peer: _hex_key(key) for peer, key in (configured or {}).items()}
@@ -76,8 +82,11 @@ class PinStore:
             raise KeyStoreError(f"pin file {self.path} is corrupt: {error}") from None
 
     def _save(self) -> None:
-        document = {"format": FILE_FORMAT, "owner": self.owner,
-                    "peers": {peer: asdict(pin) for peer, pin in sorted(self._pins.items())}}
+        document = {
+            "format": FILE_FORMAT,
+            "owner": self.owner,
+            "peers": {peer: asdict(pin) for peer, pin in sorted(self._pins.items())},
+        }
         write_private_file(self.path, (json.dumps(document, indent=2) + "\n").encode("utf-8"))
 
     def pinned_key(self, peer: str) -> bytes | None:
@@ -105,7 +114,8 @@ class PinStore:
             if self._configured[peer] != key_hex:
                 raise PinConflict(
                     f"the key offered for {peer} ({key_hex[:16]}…) differs from the key pinned "
-                    f"in configuration ({self._configured[peer][:16]}…); refusing it")
+                    f"in configuration ({self._configured[peer][:16]}…); refusing it"
+                )
             return PinResult.SAME
         now_us = time.time_ns() // 1000
         pin = self._pins.get(peer)
@@ -115,8 +125,9 @@ class PinStore:
         elif pin.identity_key == key_hex:
             return PinResult.SAME
         else:
-            self._pins[peer] = Pin(identity_key=key_hex, verified=False,
-                                   first_seen_us=pin.first_seen_us, changed_at_us=now_us)
+            self._pins[peer] = Pin(
+                identity_key=key_hex, verified=False, first_seen_us=pin.first_seen_us, changed_at_us=now_us
+            )
             result = PinResult.CHANGED
         self._save()
         return result

@@ -8,6 +8,7 @@ and any change of either identity key (or name) changes the number.
 The 10,400 SHA-512 rounds use the standard library's hashlib (same function,
 about ten times faster per call than pycryptodome's object API here).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -25,16 +26,16 @@ def _half(user: str, identity_key: bytes) -> str:
     digest = hashlib.sha512(VERSION + identity_key + user.encode("utf-8")).digest()
     for _ in range(ITERATIONS):
         digest = hashlib.sha512(digest + identity_key).digest()
-    return "".join(f"{int.from_bytes(digest[i:i + 5], 'big') % 100000:05d}" for i in range(0, 30, 5))
+    return "".join(f"{int.from_bytes(digest[i : i + 5], 'big') % 100000:05d}" for i in range(0, 30, 5))
 
 
 def safety_number(user_a: str, key_a: bytes, user_b: str, key_b: bytes) -> str:
-    """"12345 67890 …" (12 groups of 5 digits), the same whichever side computes it."""
+    """ "12345 67890 …" (12 groups of 5 digits), the same whichever side computes it."""
     digits = "".join(sorted((_half(user_a, key_a), _half(user_b, key_b))))
-    return " ".join(digits[i:i + 5] for i in range(0, len(digits), 5))
+    return " ".join(digits[i : i + 5] for i in range(0, len(digits), 5))
 
 
 def format_rows(number: str, per_row: int = 4) -> list[str]:
     """Split a safety number into rows for display (3 rows of 4 groups by default)."""
     groups = number.split()
-    return [" ".join(groups[i:i + per_row]) for i in range(0, len(groups), per_row)]
+    return [" ".join(groups[i : i + per_row]) for i in range(0, len(groups), per_row)]

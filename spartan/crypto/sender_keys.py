@@ -18,6 +18,7 @@ only to the current members (`SenderKeyRing.on_membership`), so a removed
 member cannot read anything sent afterwards and a new member cannot read what
 was sent before it joined.
 """
+
 from __future__ import annotations
 
 import secrets
@@ -52,18 +53,24 @@ KEYS_KEPT_PER_SENDER = 8  # older keys of a sender stay readable for in-flight a
 class SenderKey:
     group: str
     owner: str
-    key_id: int      # random, 64-bit
-    version: int     # group membership version the key was made for
-    secret: bytes    # 32 bytes
+    key_id: int  # random, 64-bit
+    version: int  # group membership version the key was made for
+    secret: bytes  # 32 bytes
 
     @classmethod
     def generate(cls, group: str, owner: str, version: int) -> SenderKey:
-        return cls(group=group, owner=owner, key_id=secrets.randbits(64), version=version,
-                   secret=get_random_bytes(SECRET_BYTES))
+        return cls(
+            group=group,
+            owner=owner,
+            key_id=secrets.randbits(64),
+            version=version,
+            secret=get_random_bytes(SECRET_BYTES),
+        )
 
     def to_bytes(self) -> bytes:
         return bytes((KEY_FORMAT_VERSION,)) + encode_fields(
-            self.group, self.owner, self.key_id, self.version, self.secret)
+            self.group, self.owner, self.key_id, self.version, self.secret
+        )
 
     @classmethod
     def from_bytes(cls, data: bytes) -> SenderKey:
@@ -78,20 +85,25 @@ class SenderKey:
                 position += 4
                 if position + length > len(data):
                     raise ValueError("field overruns the data")
-                fields.append(data[position:position + length])
+                fields.append(data[position : position + length])
                 position += length
             group, owner, key_id, version, secret = fields
             if len(key_id) != 8 or len(version) != 8 or len(secret) != SECRET_BYTES:
                 raise ValueError("bad field length")
-            return cls(group=group.decode("utf-8"), owner=owner.decode("utf-8"),
-                       key_id=int.from_bytes(key_id, "big"), version=int.from_bytes(version, "big"),
-                       secret=bytes(secret))
+            return cls(
+                group=group.decode("utf-8"),
+                owner=owner.decode("utf-8"),
+                key_id=int.from_bytes(key_id, "big"),
+                version=int.from_bytes(version, "big"),
+                secret=bytes(secret),
+            )
         except (ValueError, struct.error):
             raise DecryptError("sender key is malformed") from None
 
     def __repr__(self) -> str:  # never print the secret
-        return (f"SenderKey(group={self.group!r}, owner={self.owner!r}, key_id={self.key_id:016x}, "
-                f"version={self.version})")
+        return (
+            f"SenderKey(group={self.group!r}, owner={self.owner!r}, key_id={self.key_id:016x}, version={self.version})"
+        )
 
 
 def _associated_data(group: str, sender: str, key_id: int, message_id: str) -> bytes:
@@ -102,20 +114,21 @@ def _signed_transcript(group: str, sender: str, key_id: int, message_id: str, bo
     return encode_fields(SIGN_LABEL, ENVELOPE_VERSION, group, sender, key_id, message_id, body)
 
 
-def encrypt_group(sender_identity: Identity, sender_key: SenderKey, plaintext: bytes, *,
-                  message_id: str, group: str) -> bytes:
+def encrypt_group(
+    sender_identity: Identity, sender_key: SenderKey, plaintext: bytes, *, message_id: str, group: str
+) -> bytes:
     """Encrypt and sign one group message from `sender_identity` under its own sender key."""
     if sender_key.owner != sender_identity.user or sender_key.group != group:
         raise InvalidArgument(
             f"sender key of {sender_key.owner} for group {sender_key.group} cannot send as "
-            f"{sender_identity.user} to group {group}")
+            f"{sender_identity.user} to group {group}"
+        )
     nonce = get_random_bytes(NONCE_BYTES)
     cipher = AES.new(sender_key.secret, AES.MODE_GCM, nonce=nonce, mac_len=TAG_BYTES)
     cipher.update(_associated_data(group, sender_key.owner, sender_key.key_id, message_id))
     ciphertext, tag = cipher.encrypt_and_digest(plaintext)
     body = bytes((ENVELOPE_VERSION,)) + struct.pack(">Q", sender_key.key_id) + nonce + ciphertext + tag
-    signature = sender_identity.sign(
-        _signed_transcript(group, sender_key.owner, sender_key.key_id, message_id, body))
+    signature = sender_identity.sign(_signed_transcript(group, sender_key.owner, sender_key.key_id, message_id, body))
     return body + signature
 
 
@@ -126,18 +139,19 @@ def envelope_key_id(envelope: bytes) -> int:
     return int.from_bytes(envelope[1:9], "big")
 
 
-def decrypt_group(envelope: bytes, *, sender_identity_key: bytes, sender_key: SenderKey,
-                  message_id: str, group: str) -> bytes:
+def decrypt_group(
+    envelope: bytes, *, sender_identity_key: bytes, sender_key: SenderKey, message_id: str, group: str
+) -> bytes:
     """Verify the sender's signature, then decrypt; `DecryptError` on any failure."""
     key_id = envelope_key_id(envelope)
     sender = sender_key.owner
     body, signature = envelope[:-SIGNATURE_BYTES], envelope[-SIGNATURE_BYTES:]
-    if not verify_signature(sender_identity_key,
-                            _signed_transcript(group, sender, key_id, message_id, body), signature):
+    if not verify_signature(
+        sender_identity_key, _signed_transcript(group, sender, key_id, message_id, body), signature
+    ):
         raise DecryptError(f"group message {message_id} does not carry a valid signature of {sender}")
     if sender_key.group != group or key_id != sender_key.key_id:
-        raise DecryptError(f"group message {message_id} from {sender} uses a sender key this "
-                           "device does not have")
+        raise DecryptError(f"group message {message_id} from {sender} uses a sender key this device does not have")
     nonce = body[9:HEADER_BYTES]
     ciphertext, tag = body[HEADER_BYTES:-TAG_BYTES], body[-TAG_BYTES:]
     cipher = AES.new(sender_key.secret, AES.MODE_GCM, nonce=nonce, mac_len=TAG_BYTES)
@@ -152,14 +166,24 @@ def seal_sender_key(cipher: PairwiseCipher, sender_key: SenderKey, *, message_id
     """Encrypt my sender key for one member (the body of a SENDER_KEY message to `cipher.peer`)."""
     if sender_key.owner != cipher.me.user:
         raise InvalidArgument(f"only {sender_key.owner} may distribute their own sender key")
-    return cipher.encrypt(sender_key.to_bytes(), message_id=message_id, sender=cipher.me.user,
-                          recipient=cipher.peer, conversation=group_conversation(sender_key.group))
+    return cipher.encrypt(
+        sender_key.to_bytes(),
+        message_id=message_id,
+        sender=cipher.me.user,
+        recipient=cipher.peer,
+        conversation=group_conversation(sender_key.group),
+    )
 
 
 def open_sender_key(cipher: PairwiseCipher, body: bytes, *, message_id: str, group: str) -> SenderKey:
     """Decrypt a SENDER_KEY message from `cipher.peer` for `group`; checks owner and group."""
-    plain = cipher.decrypt(body, message_id=message_id, sender=cipher.peer, recipient=cipher.me.user,
-                           conversation=group_conversation(group))
+    plain = cipher.decrypt(
+        body,
+        message_id=message_id,
+        sender=cipher.peer,
+        recipient=cipher.me.user,
+        conversation=group_conversation(group),
+    )
     key = SenderKey.from_bytes(plain)
     if key.owner != cipher.peer or key.group != group:
         raise DecryptError(f"sender key from {cipher.peer} is for {key.owner} in group {key.group}")
@@ -202,8 +226,8 @@ class SenderKeyRing:
         known = self._members.get(key.group)
         if known is not None and key.owner not in known[1]:
             return False
-        existing = self._keys.get((key.group, key.owner), {})
-        if existing.get(key.key_id) == key:
+        existing = self._keys.get((key.group, key.owner))
+        if existing is not None and existing.get(key.key_id) == key:
             return False
         self._remember(key)
         return True
@@ -216,7 +240,8 @@ class SenderKeyRing:
             keys.popitem(last=False)
 
     def get(self, group: str, sender: str, key_id: int) -> SenderKey | None:
-        return self._keys.get((group, sender), {}).get(key_id)
+        keys = self._keys.get((group, sender))
+        return keys.get(key_id) if keys is not None else None
 
     def latest(self, group: str, sender: str) -> SenderKey | None:
         keys = self._keys.get((group, sender))
@@ -239,7 +264,7 @@ class SenderKeyRing:
         if self.owner not in member_set:
             self.forget_group(group)
             return None
-        for (key_group, sender) in list(self._keys):
+        for key_group, sender in list(self._keys):
             if key_group == group and sender != self.owner and sender not in member_set:
                 del self._keys[(key_group, sender)]
         own = self._own.get(group)

@@ -21,6 +21,7 @@ HMAC-SHA256 comes from the standard library (`hmac`, `hashlib`): the same
 function as pycryptodome's, but token checks run on every RPC and the stdlib
 call costs a few µs instead of ~70 µs here (see `python3 -m bench.crypto`).
 """
+
 from __future__ import annotations
 
 import base64
@@ -100,8 +101,12 @@ class TokenIssuer:
     def issue(self, user: str, identity_key: bytes) -> tuple[str, int]:
         """A token for `user` logged in with `identity_key`; returns (token, expires_at_us)."""
         expires_at_us = _now_us(self._clock) + int(self.ttl_seconds * 1_000_000)
-        payload = (bytes((TOKEN_VERSION,)) + struct.pack(">q", expires_at_us)
-                   + bytes.fromhex(fingerprint(identity_key)) + user.encode("utf-8"))
+        payload = (
+            bytes((TOKEN_VERSION,))
+            + struct.pack(">q", expires_at_us)
+            + bytes.fromhex(fingerprint(identity_key))
+            + user.encode("utf-8")
+        )
         return f"{_b64encode(payload)}.{_b64encode(_mac(self._key, payload))}", expires_at_us
 
     def verify(self, token: str) -> SessionClaims:
@@ -115,19 +120,16 @@ class TokenIssuer:
         if len(payload) <= header or len(mac) != 32 or payload[0] != TOKEN_VERSION:
             raise Unauthenticated("session token is malformed; log in again")
         if not hmac.compare_digest(_mac(self._key, payload), mac):
-            raise Unauthenticated(
-                "session token signature is invalid (forged, altered, or issued with another secret)")
+            raise Unauthenticated("session token signature is invalid (forged, altered, or issued with another secret)")
         (expires_at_us,) = struct.unpack_from(">q", payload, 1)
         now_us = _now_us(self._clock)
         if now_us >= expires_at_us:
-            raise Unauthenticated(
-                f"session token expired {(now_us - expires_at_us) / 1e6:.0f} s ago; log in again")
+            raise Unauthenticated(f"session token expired {(now_us - expires_at_us) / 1e6:.0f} s ago; log in again")
         try:
             user = payload[header:].decode("utf-8")
         except UnicodeDecodeError:
             raise Unauthenticated("session token is malformed; log in again") from None
-        return SessionClaims(user=user, identity_key_fingerprint=payload[9:header].hex(),
-                             expires_at_us=expires_at_us)
+        return SessionClaims(user=user, identity_key_fingerprint=payload[9:header].hex(), expires_at_us=expires_at_us)
 
 
 class ChallengeIssuer:
@@ -156,8 +158,7 @@ class ChallengeIssuer:
         body, mac = nonce[:-NONCE_MAC_BYTES], nonce[-NONCE_MAC_BYTES:]
         expected = self._nonce_mac(user, body)
         if not hmac.compare_digest(expected, mac):
-            raise Unauthenticated(
-                f"login challenge was not issued by this service for {user}; request a new one")
+            raise Unauthenticated(f"login challenge was not issued by this service for {user}; request a new one")
         (expires_at_us,) = struct.unpack_from(">q", body, 1)
         if _now_us(self._clock) >= expires_at_us:
             raise Unauthenticated("login challenge expired; request a new one")
@@ -172,8 +173,15 @@ def login_transcript(user: str, nonce: bytes, identity_key: bytes) -> bytes:
     return encode_fields(LOGIN_LABEL, user, nonce, identity_key)
 
 
-def verify_login(challenges: ChallengeIssuer, *, user: str, nonce: bytes, signature: bytes,
-                 identity_key: bytes, registered_key: bytes | None = None) -> int:
+def verify_login(
+    challenges: ChallengeIssuer,
+    *,
+    user: str,
+    nonce: bytes,
+    signature: bytes,
+    identity_key: bytes,
+    registered_key: bytes | None = None,
+) -> int:
     """Check a login; returns the nonce expiry (µs) or raises `Unauthenticated`.
 
     `registered_key` is the identity key the directory (or configuration) holds
@@ -184,16 +192,23 @@ def verify_login(challenges: ChallengeIssuer, *, user: str, nonce: bytes, signat
         raise Unauthenticated(
             f"the key presented for {user} ({fingerprint(identity_key)[:16]}) is not the key "
             f"registered for {user} ({fingerprint(registered_key)[:16]}); an administrator "
-            "must reset the keys of a user who lost theirs")
+            "must reset the keys of a user who lost theirs"
+        )
     if not verify_signature(identity_key, login_transcript(user, nonce, identity_key), signature):
-        raise Unauthenticated(
-            f"login signature of {user} does not verify: wrong challenge or wrong key")
+        raise Unauthenticated(f"login signature of {user} does not verify: wrong challenge or wrong key")
     return expires_at_us
 
 
-async def verify_login_once(challenges: ChallengeIssuer, *, user: str, nonce: bytes, signature: bytes,
-                            identity_key: bytes, registered_key: bytes | None = None,
-                            seen_nonce: SeenNonce) -> int:
+async def verify_login_once(
+    challenges: ChallengeIssuer,
+    *,
+    user: str,
+    nonce: bytes,
+    signature: bytes,
+    identity_key: bytes,
+    registered_key: bytes | None = None,
+    seen_nonce: SeenNonce,
+) -> int:
     """`verify_login` plus a replay guard: each nonce is tried at most once.
 
     Cheap checks first: the nonce's MAC and expiry (an HMAC), then the replay guard,
@@ -206,8 +221,14 @@ async def verify_login_once(challenges: ChallengeIssuer, *, user: str, nonce: by
     expires_at_us = challenges.check(user, nonce)
     if await seen_nonce(nonce, max(challenges.remaining_seconds(expires_at_us), 0.001)):
         raise Unauthenticated("login challenge was already used; request a new one")
-    return verify_login(challenges, user=user, nonce=nonce, signature=signature,
-                        identity_key=identity_key, registered_key=registered_key)
+    return verify_login(
+        challenges,
+        user=user,
+        nonce=nonce,
+        signature=signature,
+        identity_key=identity_key,
+        registered_key=registered_key,
+    )
 
 
 def redis_seen_nonce(redis: Any, prefix: str = "sp:login-nonce:") -> SeenNonce:
@@ -215,9 +236,9 @@ def redis_seen_nonce(redis: Any, prefix: str = "sp:login-nonce:") -> SeenNonce:
 
     Any replica may then accept a given nonce once; the key expires with the nonce.
     """
+
     async def seen_nonce(nonce: bytes, ttl_seconds: float) -> bool:
-        first_use = await redis.set(prefix + nonce.hex(), b"1", nx=True,
-                                    px=max(int(ttl_seconds * 1000), 1))
+        first_use = await redis.set(prefix + nonce.hex(), b"1", nx=True, px=max(int(ttl_seconds * 1000), 1))
         return not first_use
 
     return seen_nonce

@@ -7,6 +7,7 @@
 
 See docs/RATE_LIMITING.md for the algorithm, the config rules and measured costs.
 """
+
 from spartan.ratelimit.bucket import BucketCheck, RateDecision, RateLimiter, bucket_key, settle, unanswered
 from spartan.ratelimit.decorator import enforce_rate, rate
 from spartan.ratelimit.policy import DEFAULT_API, RatePolicy, policies_from_config, policy_for, with_overrides

@@ -11,6 +11,7 @@ that cannot decide never lets a call through. Nothing is cached between calls
 except the script's SHA (redis-py reloads it on NOSCRIPT), and the client's pool
 opens fresh connections, so checks succeed again as soon as Redis is back.
 """
+
 from __future__ import annotations
 
 import math
@@ -72,8 +73,12 @@ class RateDecision:
     def enforce(self, api: str) -> None:
         """Raise `RateLimited` (RESOURCE_EXHAUSTED with retry-after trailers) unless allowed."""
         if not self.allowed:
-            raise RateLimited(rejection_message(api, self.retry_after), retry_after=self.retry_after,
-                              limit=self.limit, remaining=self.remaining)
+            raise RateLimited(
+                rejection_message(api, self.retry_after),
+                retry_after=self.retry_after,
+                limit=self.limit,
+                remaining=self.remaining,
+            )
 
 
 @dataclass(frozen=True)
@@ -113,8 +118,9 @@ class RateLimiter:
         """
         if cost < 1 or cost > policy.burst:
             raise ValueError(f"cost must be between 1 and the burst ({policy.burst}), got {cost}")
-        return BucketCheck(bucket_key(user, api, self.key_prefix), api,
-                           (repr(policy.tokens_per_second), policy.burst, cost))
+        return BucketCheck(
+            bucket_key(user, api, self.key_prefix), api, (repr(policy.tokens_per_second), policy.burst, cost)
+        )
 
     async def check(self, user: str, api: str, policy: RatePolicy, cost: int = 1) -> RateDecision:
         """Take `cost` tokens from the (user, api) bucket if it holds them.

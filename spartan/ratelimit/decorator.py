@@ -19,6 +19,7 @@ A rejected call raises `spartan.errors.RateLimited` (RESOURCE_EXHAUSTED, with
 `retry-after`, `ratelimit-limit` and `ratelimit-remaining` trailers once the server
 plumbing converts it); a Redis outage raises `Unavailable`. Neither lets the call run.
 """
+
 from __future__ import annotations
 
 import functools
@@ -74,6 +75,7 @@ def rate(
 
     def decorate(handler: Handler) -> Handler:
         if inspect.isasyncgenfunction(handler):
+
             @functools.wraps(handler)
             async def streaming(self: Any, request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
                 await enforce(self, request, context)
@@ -82,6 +84,7 @@ def rate(
 
             return streaming  # type: ignore[return-value]
         if inspect.iscoroutinefunction(handler):
+
             @functools.wraps(handler)
             async def unary(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
                 await enforce(self, request, context)
@@ -93,8 +96,9 @@ def rate(
     return decorate
 
 
-async def enforce_rate(servicer: Any, api: str, owner: str, *, cost: int = 1, limit: float | None = None,
-                       period: float | None = None) -> None:
+async def enforce_rate(
+    servicer: Any, api: str, owner: str, *, cost: int = 1, limit: float | None = None, period: float | None = None
+) -> None:
     """What `@rate(api)` does before a handler, for handlers that take their tokens themselves:
     `SendMsg` takes most of its tokens inside the script that stores the message, and
     `SendSenderKeys` takes one per key (`cost`), known only once the request is read."""

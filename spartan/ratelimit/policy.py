@@ -14,12 +14,14 @@ per-API overrides; the resolution rule is documented in docs/RATE_LIMITING.md:
   `burst` equals the override's rate (rounded up, at least 1) when it sets `rate`,
   and the default's burst otherwise.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from spartan.config import Config, ConfigError
 
@@ -101,7 +103,7 @@ def with_overrides(
     """
     if limit is None and period is None and burst is None:
         return policy
-    changes: dict[str, float | int] = {}
+    changes: dict[str, Any] = {}
     if limit is not None:
         changes["rate"] = float(limit)
         changes["burst"] = burst_for_rate(limit)

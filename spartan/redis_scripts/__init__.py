@@ -7,6 +7,7 @@ Redis restart never breaks a caller. Bound to a `Redis` client it is redis-py's
 `AsyncScript` (one pooled connection per call); bound to an `AutoPipeline` it shares
 that pipeline's connection with every other concurrent call (the send path's scripts).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -20,7 +21,6 @@ from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError
 
 from spartan.redis_pipeline import AutoPipeline
-
 
 INCLUDE = "--!include "
 
@@ -42,7 +42,7 @@ def expand(name: str, read: Callable[[str], str] = _read, included: set[str] | N
         if not line.startswith(INCLUDE):
             pieces.append(line)
             continue
-        part = line[len(INCLUDE):].strip()
+        part = line[len(INCLUDE) :].strip()
         if part not in included:
             included.add(part)
             pieces.append(expand(part, read, included))

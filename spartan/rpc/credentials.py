@@ -6,6 +6,7 @@ clients and gateways verify peers against `tls.ca` (or the system roots).
 by an address their certificate does not list. `explain_connect_error` turns gRPC's
 connect failures into a hint about the TLS setting that is probably wrong.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -27,9 +28,14 @@ def channel_credentials(tls: TlsConfig) -> grpc.ChannelCredentials | None:
     return grpc.ssl_channel_credentials(root_certificates=Path(tls.ca).read_bytes() if tls.ca else None)
 
 
-def open_channel(address: str, tls: TlsConfig, options: list[tuple[str, object]] | None = None, *,
-                 server_name: str = "", interceptors: list[grpc.aio.ClientInterceptor] | None = None
-                 ) -> grpc.aio.Channel:
+def open_channel(
+    address: str,
+    tls: TlsConfig,
+    options: list[tuple[str, object]] | None = None,
+    *,
+    server_name: str = "",
+    interceptors: list[grpc.aio.ClientInterceptor] | None = None,
+) -> grpc.aio.Channel:
     """An aio channel to `address`, TLS when configured (checking `server_name` instead of the host if given);
     `interceptors` sign calls to internal services (spartan.rpc.service_auth)."""
     options = list(options or []) + [
@@ -49,11 +55,15 @@ def open_channel(address: str, tls: TlsConfig, options: list[tuple[str, object]]
 def explain_connect_error(details: str, tls: TlsConfig) -> str:
     """A hint for a failed connection, or "" when nothing points at TLS."""
     if "CERTIFICATE_VERIFY_FAILED" in details:
-        return ("the server's TLS certificate is not signed by a trusted CA: pass the CA that signed it "
-                "(client: --ca FILE; services: tls.ca)")
+        return (
+            "the server's TLS certificate is not signed by a trusted CA: pass the CA that signed it "
+            "(client: --ca FILE; services: tls.ca)"
+        )
     if "Hostname Verification" in details or ("Peer name" in details and "not in peer certificate" in details):
-        return ("the server's TLS certificate is not for this host name: connect by a name the certificate lists "
-                "or set the expected name (client: --server-name)")
+        return (
+            "the server's TLS certificate is not for this host name: connect by a name the certificate lists "
+            "or set the expected name (client: --server-name)"
+        )
     if not (tls.enabled or tls.ca) and ("Socket closed" in details or "Connection reset" in details):
         return "if the server uses TLS, pass its CA certificate (client: --ca FILE; services: tls.ca)"
     if (tls.enabled or tls.ca) and ("WRONG_VERSION_NUMBER" in details or "handshake" in details.lower()):

@@ -9,6 +9,7 @@ so no traceback ever reaches a client and no handler crashes the server. A reque
 that did not parse (`spartan.rpc.malformed.Malformed`) is refused with
 INVALID_ARGUMENT before the handler runs, and logged at most once a second per caller.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -35,9 +36,14 @@ UnaryHandler = Callable[[Any, Req, grpc.aio.ServicerContext], Awaitable[Resp]]
 StreamHandler = Callable[[Any, Req, grpc.aio.ServicerContext], AsyncIterator[Resp]]
 
 _PASSED_ON = {
-    grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND, grpc.StatusCode.ALREADY_EXISTS,
-    grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.FAILED_PRECONDITION,
-    grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.OUT_OF_RANGE,
+    grpc.StatusCode.INVALID_ARGUMENT,
+    grpc.StatusCode.NOT_FOUND,
+    grpc.StatusCode.ALREADY_EXISTS,
+    grpc.StatusCode.PERMISSION_DENIED,
+    grpc.StatusCode.UNAUTHENTICATED,
+    grpc.StatusCode.FAILED_PRECONDITION,
+    grpc.StatusCode.RESOURCE_EXHAUSTED,
+    grpc.StatusCode.OUT_OF_RANGE,
 }
 
 
@@ -90,7 +96,8 @@ def unary(service: str) -> Callable[[UnaryHandler[Req, Resp]], UnaryHandler[Req,
                 if _is_abort(exc):
                     code = context.code() or grpc.StatusCode.UNKNOWN
                     raise
-                code = translate(exc).code if translate(exc) else grpc.StatusCode.INTERNAL
+                translated = translate(exc)
+                code = translated.code if translated else grpc.StatusCode.INTERNAL
                 await _abort(context, exc, service, method)
                 raise  # pragma: no cover
             finally:
@@ -121,7 +128,8 @@ def stream(service: str) -> Callable[[StreamHandler[Req, Resp]], StreamHandler[R
                 if _is_abort(exc):
                     code = context.code() or grpc.StatusCode.UNKNOWN
                     raise
-                code = translate(exc).code if translate(exc) else grpc.StatusCode.INTERNAL
+                translated = translate(exc)
+                code = translated.code if translated else grpc.StatusCode.INTERNAL
                 await _abort(context, exc, service, method)
             finally:
                 RPCS.labels(service, method, _code_name(code)).inc()

@@ -7,6 +7,7 @@ a bad request becomes a `Malformed` value that the handler decorators answer wit
 INVALID_ARGUMENT and one sentence, and `report` logs one line per second at most per
 caller address and method (plus a global ceiling), counting what it left out.
 """
+
 from __future__ import annotations
 
 import logging

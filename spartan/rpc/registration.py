@@ -8,6 +8,7 @@ Requests are parsed by `spartan.rpc.malformed.parse_request`, which turns bytes 
 do not parse (or, on the public service, an over-long string field) into a value the
 handler decorators refuse with INVALID_ARGUMENT, instead of grpc's logged traceback.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -32,9 +33,14 @@ def add_servicer(server: grpc.aio.Server, servicer: Any, service: str, max_strin
     for method in descriptor.methods:
         request_type = getattr(pb, method.input_type.name)
         behaviour = getattr(servicer, method.name)
-        factory = grpc.unary_stream_rpc_method_handler if method.server_streaming else grpc.unary_unary_rpc_method_handler
-        handlers[method.name] = factory(behaviour, request_deserializer=parse_request(request_type, max_string_chars),
-                                        response_serializer=_serialize)
+        factory = (
+            grpc.unary_stream_rpc_method_handler if method.server_streaming else grpc.unary_unary_rpc_method_handler
+        )
+        handlers[method.name] = factory(
+            behaviour,
+            request_deserializer=parse_request(request_type, max_string_chars),
+            response_serializer=_serialize,
+        )
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(descriptor.full_name, handlers),))
 
 

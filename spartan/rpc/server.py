@@ -6,6 +6,7 @@ Kubernetes stop routing new calls), the service's `on_drain` hook runs (the gate
 tells open streams to reconnect elsewhere), the server stops accepting calls and
 waits up to the grace period for in-flight calls, then the process exits.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -25,6 +26,7 @@ from spartan.rpc.credentials import server_credentials
 from spartan.rpc.registration import add_servicer, full_name
 
 log = logging.getLogger("spartan.server")
+
 
 @dataclass
 class ServiceSpec:
@@ -63,14 +65,18 @@ def server_options(config: Config, *, public: bool) -> list[tuple[str, object]]:
 
 async def serve(spec: ServiceSpec, config: Config, *, ready: Callable[[int], None] | None = None) -> None:
     """Run the service until SIGTERM/SIGINT, then drain and return."""
-    server = grpc.aio.server(options=spec.options or server_options(config, public=False),
-                             maximum_concurrent_rpcs=spec.max_concurrent_rpcs, interceptors=spec.interceptors)
+    server = grpc.aio.server(
+        options=spec.options or server_options(config, public=False),
+        maximum_concurrent_rpcs=spec.max_concurrent_rpcs,
+        interceptors=spec.interceptors,
+    )
     add_servicer(server, spec.servicer, spec.service, spec.max_string_chars)
     full_names = [full_name(spec.service)]
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
-    reflection.enable_server_reflection([*full_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-                                         reflection.SERVICE_NAME], server)
+    reflection.enable_server_reflection(
+        [*full_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME], server
+    )
     address = f"{spec.host}:{spec.port}"
     credentials = server_credentials(config.tls)
     port = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)

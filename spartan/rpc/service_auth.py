@@ -13,6 +13,7 @@ the secret. Health and
 reflection stay open (load balancers and probes use them). Channels sign through a
 client interceptor, so call sites only set `x-spartan-user`.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -55,8 +56,10 @@ def resolve(auth: AuthConfig) -> str:
     elif auth.service_secret:
         secret, where = auth.service_secret, "auth.service_secret"
     else:
-        raise ServiceSecretError("auth.service_secret is not set; gateways, presence and history must share one "
-                                 f"(SPARTAN_AUTH__SERVICE_SECRET or SPARTAN_AUTH__SERVICE_SECRET_FILE; {HOW_TO})")
+        raise ServiceSecretError(
+            "auth.service_secret is not set; gateways, presence and history must share one "
+            f"(SPARTAN_AUTH__SERVICE_SECRET or SPARTAN_AUTH__SERVICE_SECRET_FILE; {HOW_TO})"
+        )
     reason = refusal(secret) if secret else f"is empty; {HOW_TO}"
     if reason:
         raise ServiceSecretError(f"{where} {reason}")
@@ -86,8 +89,10 @@ def check(secret: str, method: str, credential: str, user: str, now: float | Non
         return "the service credential does not match (a different auth.service_secret, or a forged call)"
     skew = abs((time.time() if now is None else now) - millis / 1000)
     if skew > CALL_WINDOW_SECONDS:
-        return (f"the service credential is {skew:.0f} s away from this server's clock "
-                f"(more than {CALL_WINDOW_SECONDS:.0f} s); check the clocks")
+        return (
+            f"the service credential is {skew:.0f} s away from this server's clock "
+            f"(more than {CALL_WINDOW_SECONDS:.0f} s); check the clocks"
+        )
     return None
 
 
@@ -105,20 +110,24 @@ class CallerCheck(grpc.aio.ServerInterceptor):
         self.secret = secret
 
     async def intercept_service(
-            self, continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-            details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
         handler = await continuation(details)
         method = details.method
         if handler is None or method.startswith(OPEN_PREFIXES):
             return handler
         metadata = details.invocation_metadata
-        reason = check(self.secret, method, _metadata_value(metadata, CALLER_HEADER),
-                       _metadata_value(metadata, USER_HEADER))
+        reason = check(
+            self.secret, method, _metadata_value(metadata, CALLER_HEADER), _metadata_value(metadata, USER_HEADER)
+        )
         return handler if reason is None else _refusal(handler, reason)
 
 
 def _refusal(handler: grpc.RpcMethodHandler, reason: str) -> grpc.RpcMethodHandler:
     """A handler of the same shape as `handler` that answers UNAUTHENTICATED with `reason`."""
+
     async def refuse(request: Any, context: grpc.aio.ServicerContext) -> Any:
         await context.abort(grpc.StatusCode.UNAUTHENTICATED, reason)
 
@@ -134,25 +143,31 @@ def _refusal(handler: grpc.RpcMethodHandler, reason: str) -> grpc.RpcMethodHandl
     }
     streaming = handler.response_streaming
     make = shapes[(handler.request_streaming, streaming)]
-    return make(refuse_stream if streaming else refuse, request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer)
+    return make(
+        refuse_stream if streaming else refuse,
+        request_deserializer=handler.request_deserializer,
+        response_serializer=handler.response_serializer,
+    )
 
 
 def _signed(secret: str, details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
     method = details.method.decode() if isinstance(details.method, bytes) else details.method
     metadata = [(k, v) for k, v in (details.metadata or ()) if k != CALLER_HEADER]
     metadata.append((CALLER_HEADER, sign(secret, method, _metadata_value(metadata, USER_HEADER))))
-    return grpc.aio.ClientCallDetails(method=details.method, timeout=details.timeout,
-                                      metadata=grpc.aio.Metadata(*metadata), credentials=details.credentials,
-                                      wait_for_ready=details.wait_for_ready)
+    return grpc.aio.ClientCallDetails(
+        method=details.method,
+        timeout=details.timeout,
+        metadata=grpc.aio.Metadata(*metadata),
+        credentials=details.credentials,
+        wait_for_ready=details.wait_for_ready,
+    )
 
 
 class _SignUnary(grpc.aio.UnaryUnaryClientInterceptor):
     def __init__(self, secret: str) -> None:
         self.secret = secret
 
-    async def intercept_unary_unary(self, continuation: Any, details: grpc.aio.ClientCallDetails,
-                                    request: Any) -> Any:
+    async def intercept_unary_unary(self, continuation: Any, details: grpc.aio.ClientCallDetails, request: Any) -> Any:
         return await continuation(_signed(self.secret, details), request)
 
 
@@ -160,8 +175,7 @@ class _SignUnaryStream(grpc.aio.UnaryStreamClientInterceptor):
     def __init__(self, secret: str) -> None:
         self.secret = secret
 
-    async def intercept_unary_stream(self, continuation: Any, details: grpc.aio.ClientCallDetails,
-                                     request: Any) -> Any:
+    async def intercept_unary_stream(self, continuation: Any, details: grpc.aio.ClientCallDetails, request: Any) -> Any:
         return await continuation(_signed(self.secret, details), request)
 
 

@@ -3,6 +3,7 @@
 Import `pb` (messages) and `rpc` (stubs and servicers) from here. In a source
 checkout that was never installed the stubs are generated on first import.
 """
+
 from spartan.v1 import codegen
 
 if codegen.stubs_stale():

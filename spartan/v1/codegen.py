@@ -3,6 +3,7 @@
 Called by the install hook in `setup.py`, and on first import from a source
 checkout that was never installed, so the generated code never lives in git.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -36,7 +37,7 @@ def built_with() -> tuple[str, str]:
 
     header = (PACKAGE_DIR / "spartan_pb2.py").read_text(encoding="utf-8").splitlines()[:10]
     marker = "# Protobuf Python Version: "
-    protobuf = next((line[len(marker):].strip() for line in header if line.startswith(marker)), "")
+    protobuf = next((line[len(marker) :].strip() for line in header if line.startswith(marker)), "")
     if not protobuf:
         raise RuntimeError("spartan_pb2.py does not name the protobuf version that generated it")
     return version("grpcio-tools"), protobuf
@@ -44,9 +45,8 @@ def built_with() -> tuple[str, str]:
 
 def generate() -> None:
     """Run protoc (from grpcio-tools) over the project's proto file."""
-    from grpc_tools import protoc  # imported late: only needed when building
-
     import grpc_tools
+    from grpc_tools import protoc  # imported late: only needed when building
 
     include = Path(grpc_tools.__file__).resolve().parent / "_proto"
     args = [
