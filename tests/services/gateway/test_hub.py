@@ -244,5 +244,26 @@ async def test_a_second_outage_is_told_again(hub: PubSubHub, redis_server: Redis
     assert box.ids == ["after two outages"]
 
 
+async def test_a_restart_shorter_than_the_retry_window_still_accounts_for_every_message(
+        hub: PubSubHub, redis_server: RedisServer, redis: Redis) -> None:
+    """A publish made after Redis is back but before the hub resubscribed reaches no one: the
+    mailbox must then be told of a gap (so its stream replays the delivery log), whoever noticed
+    the dropped connection first, the hub or the Redis client's own retries."""
+    box = RecordingMailbox()
+    await hub.subscribe(box, ["sp:user:{bob}"])
+    redis_server.kill()
+    await asyncio.to_thread(redis_server.start)  # back within a few tens of milliseconds
+    reached = await redis.publish("sp:user:{bob}", chat("right after the restart"))
+    await eventually(lambda: _equals(subscribers(redis, "sp:user:{bob}"), 1), "resubscribed")
+    await redis.publish("sp:user:{bob}", chat("once resubscribed"))
+    await box.wait_for(1)
+    assert box.ids[-1] == "once resubscribed"
+    if reached == 0:
+        assert box.gaps >= 1, ("a message published while the hub was not subscribed was neither delivered "
+                               "nor announced as a gap")
+    else:
+        assert box.ids == ["right after the restart", "once resubscribed"]
+
+
 async def _equals(value: Awaitable[int], expected: int) -> bool:
     return await value == expected
