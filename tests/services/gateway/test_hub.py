@@ -5,7 +5,8 @@ it is delivered; subscriptions are counted across mailboxes (the channel stays s
 until its last mailbox leaves, and Redis then drops it); one mailbox subscribed twice
 gets each message once; every mailbox on a channel gets each message, parsed once;
 order per channel holds through batches larger than the hub's yield interval; an
-undecodable publish is dropped without stopping the next ones; while Redis is down a
+undecodable publish is dropped without stopping the next ones; other tasks run between the
+messages of a burst that fans out to many mailboxes; closing the hub releases its subscriptions; while Redis is down a
 subscription times out with a ConnectionError; a Redis outage tells every mailbox once
 that it is lost and once, after the reconnect, that it may have missed messages, and the
 hub resubscribes every channel, including ones asked for during the outage.
@@ -145,6 +146,50 @@ async def test_order_per_channel_holds_through_large_batches(hub: PubSubHub, red
     await box.wait_for(2 * count, timeout=30)
     assert [i for i in box.ids if i.startswith("dm ")] == [f"dm {i}" for i in range(count)]
     assert [i for i in box.ids if i.startswith("group ")] == [f"group {i}" for i in range(count)]
+
+
+async def test_other_tasks_run_between_the_messages_of_a_large_fan_out(hub: PubSubHub, redis: Redis) -> None:
+    ticks = 0
+    seen: list[int] = []  # the ticker's count at each delivery
+
+    class Watching(RecordingMailbox):
+        def deliver(self, message: pb.Message, raw: bytes) -> None:
+            seen.append(ticks)
+            super().deliver(message, raw)
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0)
+            ticks += 1
+
+    boxes = [Watching(f"box{i}") for i in range(4 * YIELD_EVERY)]
+    for box in boxes:
+        await hub.subscribe(box, ["sp:group:{big}"])
+    running = asyncio.ensure_future(ticker())
+    try:
+        async with redis.pipeline(transaction=False) as pipe:
+            for i in range(10):
+                pipe.publish("sp:group:{big}", chat(f"m{i}", "group:big"))
+            await pipe.execute()
+        for box in boxes:
+            await box.wait_for(10, timeout=60)
+    finally:
+        running.cancel()
+    assert len(seen) == 10 * len(boxes)
+    assert all(box.ids == [f"m{i}" for i in range(10)] for box in boxes)
+    # One message reaches all its mailboxes in one go (a delivery is a non-blocking append);
+    # between messages, after YIELD_EVERY deliveries, the owner task lets other tasks run.
+    assert seen[-1] > seen[0], "the event loop ran nothing else while ten messages fanned out"
+
+
+async def test_closing_the_hub_releases_its_redis_subscriptions(gateway_redis: Redis, redis: Redis) -> None:
+    hub = PubSubHub(gateway_redis)
+    hub.start()
+    await hub.subscribe(RecordingMailbox(), ["sp:user:{bob}"], timeout=15)
+    assert await subscribers(redis, "sp:user:{bob}") == 1
+    await hub.close()
+    await eventually(lambda: _equals(subscribers(redis, "sp:user:{bob}"), 0), "the subscription is released")
 
 
 async def test_an_undecodable_publish_is_dropped_and_the_next_one_delivered(hub: PubSubHub, redis: Redis) -> None:
