@@ -56,5 +56,5 @@ class RecordingMailbox:
                 raise TimeoutError(what())
             try:
                 await asyncio.wait_for(self._changed.wait(), remaining)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 raise TimeoutError(what()) from None

@@ -280,9 +280,9 @@ async def test_a_second_outage_is_told_again(hub: PubSubHub, redis_server: Redis
     await hub.subscribe(box, ["sp:user:{bob}"])
     for round_ in (1, 2):
         redis_server.kill()
-        await box.until(lambda: box.outages == round_, 30, lambda: f"outage {round_} not told")
+        await box.until(lambda n=round_: box.outages == n, 30, lambda n=round_: f"outage {n} not told")
         redis_server.start()
-        await box.until(lambda: box.gaps == round_, 30, lambda: f"gap {round_} not told")
+        await box.until(lambda n=round_: box.gaps == n, 30, lambda n=round_: f"gap {n} not told")
     await eventually(lambda: _equals(subscribers(redis, "sp:user:{bob}"), 1), "resubscribed")
     await redis.publish("sp:user:{bob}", chat("after two outages"))
     await box.wait_for(1)

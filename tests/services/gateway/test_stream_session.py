@@ -20,7 +20,11 @@ from prometheus_client import REGISTRY
 from redis.asyncio import Redis
 
 from services.gateway.hub import PubSubHub
-from services.gateway.stream_session import SLOW_STREAM, STUCK_WRITE_SECONDS, StreamSession
+from services.gateway.stream_session import (
+    SLOW_STREAM,
+    STUCK_WRITE_SECONDS,
+    StreamSession,
+)
 from spartan import redis_conn
 from spartan.config import RedisConfig
 from spartan.v1 import pb

@@ -22,7 +22,13 @@ from services.presence.groups import GroupStore
 from spartan import naming
 from spartan.config import DeliveryConfig
 from spartan.delivery_log import DeliveryLog
-from spartan.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
+from spartan.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+)
 from spartan.v1 import pb
 
 USERS = ["alice", "bob", "charlie", "eve", "foo", "bar", "baz", "qux"]
