@@ -1,0 +1,210 @@
+"""Group membership against a real private redis-server, with the real delivery log.
+
+Proven here: a created group holds its creator and members, sorted, at version 1, is in
+each member's group list and is announced in each member's inbox; a name taken, a user's
+name, an unknown member, a bad name or too many members are refused with the project's
+error and one sentence; adding and removing bump the version by one, update both indexes
+and are announced to the members and to the user concerned (and to the gateways' caches);
+a non-member cannot change a group, a member cannot be added twice, a full group refuses
+one more, and the last member cannot leave; a member who joins starts after the group's
+newest message; config groups are seeded once, and a restart does not re-add a member
+removed at run time; concurrent changes each get their own version, and what is announced
+for a change is the group as that change left it.
+"""
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from redis.asyncio import Redis
+
+from services.presence.groups import GroupStore
+from spartan import naming
+from spartan.config import DeliveryConfig
+from spartan.delivery_log import DeliveryLog
+from spartan.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+)
+from spartan.v1 import pb
+
+USERS = ["alice", "bob", "charlie", "eve", "foo", "bar", "baz", "qux"]
+
+
+def make(redis: Redis, max_members: int = 256) -> GroupStore:
+    return GroupStore(redis, USERS, DeliveryLog(redis, DeliveryConfig()), max_members)
+
+
+async def inbox(store: GroupStore, user: str) -> list[pb.Message]:
+    """The membership messages kept for `user` (what a stream replays), oldest first."""
+    page = await store.log.read(naming.inbox_conversation(user), 0, 1000)
+    return [m for m in page.messages if m.kind == pb.MEMBERSHIP]
+
+
+async def test_create_holds_everyone_at_version_one_and_announces_it(redis: Redis) -> None:
+    store = make(redis)
+    info = await store.create("team", "charlie", ["alice", "bob", "alice"])
+    assert info == pb.GroupInfo(group="team", members=["alice", "bob", "charlie"], version=1)
+    assert await store.get("team") == info
+    for user in ("alice", "bob", "charlie"):
+        assert await store.groups_of(user) == ["team"]
+        (announced,) = await inbox(store, user)
+        assert (announced.sender, announced.recipient, announced.group) == ("charlie", user, "team")
+        assert (list(announced.members), announced.version) == (["alice", "bob", "charlie"], 1)
+        assert announced.text == "charlie created team"
+    assert await store.groups_of("eve") == []
+    assert await inbox(store, "eve") == []
+
+
+@pytest.mark.parametrize(("group", "creator", "members", "error", "sentence"), [
+    ("team", "alice", ["bob"], AlreadyExists, "group 'team' already exists"),
+    ("bob", "alice", [], InvalidArgument, "'bob' is a user name; pick another group name"),
+    ("new", "alice", ["mallory"], NotFound, "unknown user 'mallory'"),
+    ("new", "mallory", [], NotFound, "unknown user 'mallory'"),
+    ("Bad Name", "alice", [], InvalidArgument, "group name Bad Name is not valid"),
+    ("", "alice", [], InvalidArgument, "group name is empty"),
+    ("big", "alice", ["bob", "charlie", "eve"], InvalidArgument, "a group has at most 3 members, you included"),
+])
+async def test_create_refuses_with_one_sentence(redis: Redis, group: str, creator: str, members: list[str],
+                                                error: type[Exception], sentence: str) -> None:
+    store = make(redis, max_members=3)
+    await store.create("team", "alice", ["bob"])
+    with pytest.raises(error, match="^" + sentence.replace("(", r"\(")):
+        await store.create(group, creator, members)
+    assert await store.get("team") == pb.GroupInfo(group="team", members=["alice", "bob"], version=1)
+    if group not in ("team", "bob"):
+        with pytest.raises(NotFound if group == "new" or group == "big" else InvalidArgument):
+            await store.get(group)  # nothing half-made
+
+
+async def test_add_and_remove_bump_the_version_and_update_both_indexes(redis: Redis) -> None:
+    store = make(redis)
+    await store.create("team", "alice", ["bob"])
+    added = await store.add("team", actor="bob", user="charlie")
+    assert added == pb.GroupInfo(group="team", members=["alice", "bob", "charlie"], version=2)
+    assert await store.groups_of("charlie") == ["team"]
+
+    removed = await store.remove("team", actor="charlie", user="alice")
+    assert removed == pb.GroupInfo(group="team", members=["bob", "charlie"], version=3)
+    assert await store.groups_of("alice") == []
+    left = await store.remove("team", actor="bob", user="bob")
+    assert left == pb.GroupInfo(group="team", members=["charlie"], version=4)
+    assert await store.get("team") == left
+
+
+async def test_changes_are_announced_to_members_and_to_the_user_concerned(redis: Redis) -> None:
+    store = make(redis)
+    await store.create("team", "alice", ["bob"])
+    changes = redis.pubsub()
+    await changes.subscribe(naming.GROUP_CHANGES_CHANNEL)
+    confirmed = await changes.get_message(timeout=10)  # the gateways' cache channel is listened to from here
+    assert confirmed is not None and confirmed["type"] == "subscribe"
+    await store.add("team", actor="alice", user="charlie")
+    await store.remove("team", actor="alice", user="bob")
+    await store.remove("team", actor="charlie", user="charlie")
+
+    texts = {user: [m.text for m in await inbox(store, user)] for user in ("alice", "bob", "charlie")}
+    assert texts["alice"] == ["alice created team", "alice added charlie", "alice removed bob", "charlie left"]
+    assert texts["bob"] == ["alice created team", "alice added charlie", "alice removed bob"]  # told, then no more
+    assert texts["charlie"] == ["alice added charlie", "alice removed bob", "charlie left"]
+    (removal,) = [m for m in await inbox(store, "bob") if m.version == 3]
+    assert (removal.recipient, list(removal.members)) == ("bob", ["alice", "charlie"])
+
+    published = []
+    while len(published) < 3:
+        item = await changes.get_message(timeout=10)
+        assert item is not None, f"only {len(published)} of 3 changes were published for the gateways"
+        published.append(pb.Message.FromString(item["data"]))
+    assert [(m.group, m.version, m.recipient) for m in published] == [
+        ("team", 2, "charlie"), ("team", 3, "bob"), ("team", 4, "charlie")]
+    assert all(m.kind == pb.MEMBERSHIP and m.sent_at_us > 0 for m in published)
+    await changes.aclose()
+
+
+@pytest.mark.parametrize(("op", "actor", "user", "error", "sentence"), [
+    ("add", "eve", "foo", PermissionDenied, "you are not a member of team"),
+    ("remove", "eve", "alice", PermissionDenied, "you are not a member of team"),
+    ("add", "alice", "bob", AlreadyExists, "bob is already a member of team"),
+    ("remove", "alice", "eve", NotFound, "eve is not a member of team"),
+    ("add", "alice", "mallory", NotFound, "unknown user 'mallory'"),
+])
+async def test_changes_by_outsiders_or_of_the_wrong_user_are_refused(redis: Redis, op: str, actor: str, user: str,
+                                                                     error: type[Exception],
+                                                                     sentence: str) -> None:
+    store = make(redis, max_members=3)
+    await store.create("team", "alice", ["bob"])
+    change = store.add if op == "add" else store.remove
+    with pytest.raises(error, match="^" + sentence + "$"):
+        await change("team", actor=actor, user=user)
+    assert await store.get("team") == pb.GroupInfo(group="team", members=["alice", "bob"], version=1)
+
+
+async def test_a_full_group_refuses_one_more_and_the_last_member_cannot_leave(redis: Redis) -> None:
+    store = make(redis, max_members=3)
+    await store.create("team", "alice", ["bob", "charlie"])
+    with pytest.raises(FailedPrecondition, match="team already has the most members a group may have"):
+        await store.add("team", actor="alice", user="eve")
+    with pytest.raises(NotFound, match="unknown group 'nope'"):
+        await store.add("nope", actor="alice", user="eve")
+    await store.remove("team", actor="alice", user="charlie")
+    await store.remove("team", actor="alice", user="bob")
+    with pytest.raises(FailedPrecondition, match="alice is the last member of team; a group cannot be left empty"):
+        await store.remove("team", actor="alice", user="alice")
+    assert await store.get("team") == pb.GroupInfo(group="team", members=["alice"], version=3)
+
+
+async def test_concurrent_adds_never_pass_the_member_limit(redis: Redis) -> None:
+    store = make(redis, max_members=4)
+    await store.create("team", "alice", ["bob"])
+    outcomes = await asyncio.gather(*(store.add("team", actor="alice", user=u) for u in ("charlie", "eve", "foo",
+                                                                                         "bar", "baz")),
+                                    return_exceptions=True)
+    assert sum(isinstance(o, pb.GroupInfo) for o in outcomes) == 2
+    assert all(isinstance(o, (pb.GroupInfo, FailedPrecondition)) for o in outcomes)
+    final = await store.get("team")
+    assert len(final.members) == 4 and final.version == 3
+
+
+async def test_a_member_who_joins_starts_after_the_newest_message(redis: Redis) -> None:
+    store = make(redis)
+    await store.create("team", "alice", ["bob"])
+    conversation = naming.group_conversation("team")
+    for text in ("before 1", "before 2"):
+        message = pb.Message(id=text, kind=pb.CHAT, sender="alice", group="team", conversation=conversation)
+        await store.log.append(conversation, message.SerializeToString(), sender="alice")
+    await store.add("team", actor="alice", user="charlie")
+    assert list((await store.log.read(conversation, -1, 100, "charlie")).messages) == []
+    assert [m.id for m in (await store.log.read(conversation, -1, 100, "bob")).messages] == ["before 1", "before 2"]
+
+
+async def test_config_groups_are_seeded_once_and_keep_run_time_removals(redis: Redis) -> None:
+    store = make(redis)
+    config_groups = {"team": ["alice", "bob", "charlie"], "ops": ["eve"]}
+    await store.seed(config_groups)
+    assert await store.get("team") == pb.GroupInfo(group="team", members=["alice", "bob", "charlie"], version=1)
+    assert await store.groups_of("eve") == ["ops"]
+    await store.remove("team", actor="alice", user="bob")
+
+    await make(redis).seed(config_groups)  # a restart of presence
+    assert await store.get("team") == pb.GroupInfo(group="team", members=["alice", "charlie"], version=2)
+    assert await store.groups_of("bob") == []
+
+
+async def test_concurrent_changes_each_get_their_own_version(redis: Redis) -> None:
+    store = make(redis)
+    await store.create("team", "alice", [])
+    newcomers = ["bob", "charlie", "eve", "foo", "bar"]
+    infos = await asyncio.gather(*(store.add("team", actor="alice", user=u) for u in newcomers))
+    assert (await store.get("team")).version == 1 + len(newcomers)
+    assert sorted(info.version for info in infos) == list(range(2, 2 + len(newcomers))), (
+        "two changes answered with the same version")
+    for user, info in zip(newcomers, infos):
+        assert user in info.members
+        assert len(info.members) == info.version  # one creator plus one member per change so far
+
+    announced = [m for m in await inbox(store, "alice") if m.text.startswith("alice added")]
+    assert len({m.version for m in announced}) == len(newcomers), (
+        "two changes were announced under one version: a client shows only one of them")
