@@ -8,9 +8,9 @@ instead, so a burst of RPCs queues rather than fails. Connection errors surface 
 
 from __future__ import annotations
 
-from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio import BlockingConnectionPool, ConnectionPool, Redis
 from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
+from redis.backoff import ExponentialBackoff, NoBackoff
 
 from spartan.config import RedisConfig
 
@@ -28,6 +28,18 @@ def connect(settings: RedisConfig, url: str | None = None) -> Redis:
         protocol=2,  # RESP3's push handler formats a debug string for every pub/sub message
     )
     return Redis(connection_pool=pool)
+
+
+def without_retries(redis: Redis) -> Redis:
+    """A client on its own pool, like `redis`'s, whose connections never retry or reconnect by themselves.
+
+    For pub/sub: redis-py retries a failed read by reconnecting and resubscribing on its
+    own, so a short Redis restart would pass unnoticed while messages published before
+    the resubscribe reach nobody. The owner must see every drop to report the gap.
+    """
+    pool = redis.connection_pool
+    kwargs = {**pool.connection_kwargs, "retry": Retry(NoBackoff(), 0), "retry_on_error": []}
+    return Redis(connection_pool=ConnectionPool(connection_class=pool.connection_class, max_connections=2, **kwargs))
 
 
 def text(value: bytes | str) -> str:

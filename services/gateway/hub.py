@@ -33,6 +33,7 @@ from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 
 from spartan.metrics import PUBSUB_RECONNECTS, REDIS_ERRORS
+from spartan.redis_conn import without_retries
 from spartan.v1 import pb
 
 log = logging.getLogger("spartan.gateway.hub")
@@ -64,6 +65,7 @@ class _Command:
 class PubSubHub:
     def __init__(self, redis: Redis) -> None:
         self.redis = redis
+        self._listener = without_retries(redis)  # every drop of the pub/sub connection must be seen
         self._routes: dict[str, set[Mailbox]] = defaultdict(set)
         self._commands: asyncio.Queue[_Command] = asyncio.Queue()
         self._awaiting_ack: dict[str, list[asyncio.Future[None]]] = defaultdict(list)
@@ -82,6 +84,7 @@ class PubSubHub:
         if self._task:
             self._task.cancel()
             await asyncio.wait({self._task}, timeout=2 * POLL_SECONDS + 1.0)
+        await self._listener.aclose(close_connection_pool=True)
 
     @property
     def channel_count(self) -> int:
@@ -121,7 +124,7 @@ class PubSubHub:
         delay = 0.1
         first = True
         while not self._closing:
-            pubsub = self.redis.pubsub(ignore_subscribe_messages=False)
+            pubsub = self._listener.pubsub(ignore_subscribe_messages=False)
             try:
                 await self._resubscribe(pubsub)
                 if not first:

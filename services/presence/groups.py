@@ -94,23 +94,26 @@ class GroupStore:
 
     async def get(self, group: str) -> pb.GroupInfo:
         check_name(group, "group name")
-        version = await self.redis.hget(VERSIONS, group)
+        async with self.redis.pipeline(transaction=True) as pipe:  # version and members of one moment
+            pipe.hget(VERSIONS, group)
+            pipe.smembers(members_key(group))
+            version, raw_members = await pipe.execute()
         if version is None:
             raise NotFound(f"unknown group '{group}'")
-        members = sorted(text(m) for m in await self.redis.smembers(members_key(group)))
-        return pb.GroupInfo(group=group, members=members, version=int(version))
+        return pb.GroupInfo(group=group, members=sorted(text(m) for m in raw_members), version=int(version))
 
     async def groups_of(self, user: str) -> list[str]:
         return sorted(text(g) for g in await self.redis.smembers(user_groups_key(user)))
 
     async def _apply(self, op: str, group: str, actor: str, user: str) -> pb.GroupInfo:
         check_name(group, "group name")
-        status, value = await self._change(
+        status, value, *members = await self._change(
             keys=[members_key(group), VERSIONS, user_groups_key(user)], args=[op, group, actor, user, self.max_members]
         )
         if status == b"err":
             raise _REASONS[text(value)](group, user)
-        return await self.get(group)
+        # This change's own version and members: a read after it could see a later change's.
+        return pb.GroupInfo(group=group, members=sorted(text(m) for m in members[0]), version=int(value))
 
     async def _write_members(self, group: str, members: list[str]) -> None:
         async with self.redis.pipeline(transaction=True) as pipe:

@@ -7,7 +7,8 @@
 -- ARGV[3]  acting user (must be a member)
 -- ARGV[4]  user to add or remove
 -- ARGV[5]  most members a group may have ("add" only)
--- Returns  {"ok", version} or {"err", reason} with reason one of
+-- Returns  {"ok", version, members} (the state this change made, read in the same step) or
+--          {"err", reason} with reason one of
 --          "no_group", "not_member", "already_member", "not_in_group", "last_member", "full"
 local version = redis.call('HGET', KEYS[2], ARGV[2])
 if not version then return {'err', 'no_group'} end
@@ -23,4 +24,4 @@ else
   redis.call('SREM', KEYS[1], ARGV[4])
   redis.call('SREM', KEYS[3], ARGV[2])
 end
-return {'ok', redis.call('HINCRBY', KEYS[2], ARGV[2], 1)}
+return {'ok', redis.call('HINCRBY', KEYS[2], ARGV[2], 1), redis.call('SMEMBERS', KEYS[1])}
