@@ -1,6 +1,6 @@
 """One error hierarchy for the whole project, each class mapped to a gRPC status code.
 
-Handlers raise these; the server plumbing (`spartan.rpc.server`) turns them into
+Handlers raise these; the handler wrappers (`spartan.rpc.handlers`) turn them into
 `context.abort(code, message)` so clients get a precise status and a message a
 person can act on, and never a traceback. Anything else that escapes a handler
 is logged and answered as INTERNAL with a generic message.
