@@ -77,9 +77,11 @@ class SendPath:
         check_message_id(request.id)
         check_body(request.body, self.max_message_bytes)
         if request.kind not in SENDABLE:
-            raise InvalidArgument("only chat messages and sender keys can be sent; use the request RPCs for the rest")
+            raise InvalidArgument(
+                "only chat messages and sender keys can be sent; use the request RPCs for the rest", field="kind"
+            )
         if request.kind == pb.SENDER_KEY:
-            sent_at_us = await self._store_sender_keys(user, request.group, [request])
+            sent_at_us = await self._store_sender_keys(user, request.group, [request], batch=False)
             return pb.SendAck(
                 id=request.id, conversation=naming.group_conversation(request.group), sent_at_us=sent_at_us
             )
@@ -115,7 +117,7 @@ class SendPath:
         """`SendSenderKeys`: keep and publish each sealed key; returns how many were stored."""
         if self.draining:
             raise Unavailable(DRAINING)
-        await self._store_sender_keys(user, group, list(keys))
+        await self._store_sender_keys(user, group, list(keys), batch=True)
         return len(keys)
 
     async def _route(self, user: str, request: pb.Message) -> tuple[str, list[str]]:
@@ -123,23 +125,24 @@ class SendPath:
         if request.group:
             if request.recipient not in ("", request.group):
                 raise InvalidArgument(
-                    "a group message has no recipient: leave it empty, the group's members receive it"
+                    "a group message has no recipient: leave it empty, the group's members receive it",
+                    field="recipient",
                 )
             await self.groups.require_member(request.group, user)
             return naming.group_conversation(request.group), [naming.group_channel(request.group)]
         if not request.recipient:
-            raise InvalidArgument("a message needs a recipient (user) or a group")
-        recipient = check_user(request.recipient, self.users, "recipient")
+            raise InvalidArgument("a message needs a recipient (user) or a group", field="recipient")
+        recipient = check_user(request.recipient, self.users, "recipient", field="recipient")
         if recipient == user:
-            raise InvalidArgument("you cannot send messages to yourself")
+            raise InvalidArgument("you cannot send messages to yourself", field="recipient")
         return naming.dm_conversation(user, recipient), [naming.user_channel(recipient)]
 
-    async def _store_sender_keys(self, user: str, group: str, keys: list[pb.Message]) -> int:
+    async def _store_sender_keys(self, user: str, group: str, keys: list[pb.Message], *, batch: bool) -> int:
         """Check the batch (cheap checks first), take one rate token per key, then keep and publish each."""
         if not group:
-            raise InvalidArgument("a sender key belongs to a group: set group and recipient")
+            raise InvalidArgument("a sender key belongs to a group: set group and recipient", field="group")
         if not keys:
-            raise InvalidArgument("no sender keys given")
+            raise InvalidArgument("no sender keys given", field="keys")
         if len(keys) > self.max_keys_per_batch:
             raise InvalidArgument(
                 f"at most {self.max_keys_per_batch} sender keys per batch: one for each other member "
@@ -159,7 +162,7 @@ class SendPath:
         if any(key.recipient not in members for key in keys):
             await self.groups.forget(group)  # a member added a moment ago may not be in the cached list yet
             members = set((await self.groups.require_member(group, user)).members)
-        return await self.key_inbox.store(user, group, members, keys)
+        return await self.key_inbox.store(user, group, members, keys, batch=batch)
 
     async def aclose(self) -> None:
         if self.pipeline is not None:

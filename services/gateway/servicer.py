@@ -81,12 +81,12 @@ class SpartanServicer:
     @unary(SERVICE)
     @public
     async def GetChallenge(self, request: pb.ChallengeRequest, context: grpc.aio.ServicerContext) -> pb.Challenge:
-        return await self.auth.challenge(check_user(request.user, self.users), context.peer())
+        return await self.auth.challenge(check_user(request.user, self.users, field="user"), context.peer())
 
     @unary(SERVICE)
     @public
     async def Login(self, request: pb.LoginRequest, context: grpc.aio.ServicerContext) -> pb.Session:
-        check_user(request.user, self.users)
+        check_user(request.user, self.users, field="user")
         return await self.auth.login(request, context.peer())
 
     @unary(SERVICE)

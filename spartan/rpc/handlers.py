@@ -1,7 +1,8 @@
 """Decorators that turn handler outcomes into precise gRPC statuses and metrics.
 
 Every servicer method is wrapped by `unary` or `stream`. A `SpartanError` becomes
-`context.abort(code, message, trailers)`; a Redis connection failure or an
+`context.abort(code, message, trailers)`, its rich details (RetryInfo, BadRequest) in the
+standard `grpc-status-details-bin` trailer; a Redis connection failure or an
 unreachable internal service becomes UNAVAILABLE; an error status from an internal
 service is passed on unchanged (its message is already meant for people); anything
 else is logged with its traceback and answered as INTERNAL with a generic message,
@@ -73,7 +74,7 @@ async def _abort(context: grpc.aio.ServicerContext, exc: BaseException, service:
         error = errors.SpartanError("internal error; the server logged the details")
     elif error.code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.INTERNAL):
         log.warning("%s/%s: %s (%s)", service, method, error.message, type(exc).__name__)
-    await context.abort(error.code, error.message, trailing_metadata=error.trailers)
+    await context.abort(error.code, error.message, trailing_metadata=error.trailing_metadata())
     return error.code  # not reached: abort raises
 
 
