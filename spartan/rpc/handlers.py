@@ -94,13 +94,10 @@ def unary(service: str) -> Callable[[UnaryHandler[Req, Resp]], UnaryHandler[Req,
                 code = grpc.StatusCode.CANCELLED
                 raise
             except Exception as exc:  # noqa: BLE001 - every failure gets a status
-                if _is_abort(exc):
-                    code = context.code() or grpc.StatusCode.UNKNOWN
-                    raise
-                translated = translate(exc)
-                code = translated.code if translated else grpc.StatusCode.INTERNAL
-                await _abort(context, exc, service, method)
-                raise  # pragma: no cover
+                code = _status_of(exc, context)
+                if not _is_abort(exc):
+                    await _abort(context, exc, service, method)
+                raise
             finally:
                 RPCS.labels(service, method, _code_name(code)).inc()
                 RPC_SECONDS.labels(service, method).observe(time.perf_counter() - started)
@@ -125,13 +122,11 @@ def stream(service: str) -> Callable[[StreamHandler[Req, Resp]], StreamHandler[R
             except asyncio.CancelledError:
                 code = grpc.StatusCode.CANCELLED
                 raise
-            except Exception as exc:  # noqa: BLE001
-                if _is_abort(exc):
-                    code = context.code() or grpc.StatusCode.UNKNOWN
-                    raise
-                translated = translate(exc)
-                code = translated.code if translated else grpc.StatusCode.INTERNAL
-                await _abort(context, exc, service, method)
+            except Exception as exc:  # noqa: BLE001 - every failure gets a status
+                code = _status_of(exc, context)
+                if not _is_abort(exc):
+                    await _abort(context, exc, service, method)
+                raise
             finally:
                 RPCS.labels(service, method, _code_name(code)).inc()
 
@@ -144,6 +139,14 @@ def _refuse_malformed(request: object, context: grpc.aio.ServicerContext, method
     if isinstance(request, malformed.Malformed):
         malformed.report(peer_host(context.peer() or "unknown"), method, request.reason)
         raise errors.InvalidArgument(request.reason)
+
+
+def _status_of(exc: BaseException, context: grpc.aio.ServicerContext) -> grpc.StatusCode:
+    """The status a call that raised `exc` ends with (counted in the metrics)."""
+    if _is_abort(exc):
+        return context.code() or grpc.StatusCode.UNKNOWN
+    translated = translate(exc)
+    return translated.code if translated else grpc.StatusCode.INTERNAL
 
 
 def _is_abort(exc: BaseException) -> bool:
