@@ -26,7 +26,7 @@ import grpc
 from bench.stack import PrivateRedis
 from bench.summary import format_table, percentile
 from spartan.config import RedisConfig
-from spartan.ratelimit import RateLimiter, RatePolicy, rate
+from spartan.ratelimit import RateLimiter, RateLimits, RatePolicy, rate
 from spartan.redis_conn import connect
 from spartan.v1 import pb, rpc
 
@@ -69,8 +69,7 @@ async def measure(name: str, operation: Callable[[], Awaitable[object]], total: 
 
 class BenchServicer(rpc.SpartanServicer):
     def __init__(self, limiter: RateLimiter) -> None:
-        self.rate_limiter = limiter
-        self.rate_policies = {"*": ALWAYS_ALLOWS}
+        self.limits = RateLimits(limiter, {"*": ALWAYS_ALLOWS})
 
     async def ListUsers(self, request: pb.ListUsersRequest, context: grpc.aio.ServicerContext) -> pb.ListUsersResponse:
         return pb.ListUsersResponse()

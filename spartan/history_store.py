@@ -6,8 +6,8 @@ conversations, evicted least recently used. It is a cache: delivery and recovery
 never read it (they read the delivery log, `spartan.delivery_log`). One Lua script
 (`history_append.lua`) assigns the cache's own offset, epoch and `sent_at_us` (Redis
 `TIME`), appends those fields' protobuf encodings to the sender's serialized bytes,
-stores the result and trims the log; it can also publish the stored bytes (callers
-other than the gateway's send path).
+stores the result and trims the log. It publishes nothing: delivery is the delivery
+log's job.
 
 Model (Centrifugo's): offsets start at 1 and only ever grow, also across evictions.
 The epoch is a string that changes whenever history is lost — when the global LRU
@@ -41,7 +41,6 @@ last_offset and any loss of history changes the epoch, so a hit is exactly what
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import redis.exceptions
@@ -93,7 +92,7 @@ def check_conversation(conversation: str) -> None:
 
 
 class HistoryStore:
-    """Append-and-publish and ranged reads over the Redis history (see module docstring)."""
+    """Appends and ranged reads over the Redis history (see module docstring)."""
 
     def __init__(
         self,
@@ -128,24 +127,23 @@ class HistoryStore:
             decode=_copy_response,
         )(self._read_at_position)
 
-    async def append(self, message: pb.Message, channels: Sequence[str] = ()) -> pb.SendAck:
-        """Store `message` at the next offset of `message.conversation` and publish it."""
+    async def append(self, message: pb.Message) -> pb.SendAck:
+        """Store `message` at the next offset of `message.conversation`."""
         if message.offset or message.epoch or message.sent_at_us:
             message = pb.Message.FromString(message.SerializeToString())
             for name in _SERVER_FIELDS:
                 message.ClearField(name)
-        ack = await self.append_raw(message.conversation, message.SerializeToString(), channels)
+        ack = await self.append_raw(message.conversation, message.SerializeToString())
         ack.id = message.id
         return ack
 
-    async def append_raw(self, conversation: str, payload: bytes, channels: Sequence[str] = ()) -> pb.SendAck:
+    async def append_raw(self, conversation: str, payload: bytes) -> pb.SendAck:
         """Store already-serialized message bytes (without offset/epoch/sent_at_us).
 
         The returned ack has `id` empty: the caller knows the message id it sent.
         """
         check_conversation(conversation)
         args: list[Any] = [payload, self.per_conversation, self.max_conversations, conversation, KEY_PREFIX]
-        args.extend(channels)
         offset, epoch, sent_at_us, evicted = await self._call(
             self._append_script, conversation_keys(conversation), args
         )

@@ -11,38 +11,38 @@ from spartan.errors import InvalidArgument, NotFound
 MESSAGE_ID_MAX = 64
 
 
-def check_name(value: str, what: str = "user name") -> str:
-    """A user or group name: lower-case, printable, short."""
+def check_name(value: str, what: str = "user name", *, field: str = "") -> str:
+    """A user or group name: lower-case, printable, short. `field`: the request field it came from."""
     if not value:
-        raise InvalidArgument(f"{what} is empty")
+        raise InvalidArgument(f"{what} is empty", field=field)
     if not NAME_PATTERN.match(value):
         shown = value if value.isprintable() and len(value) <= 40 else repr(value[:40])
         raise InvalidArgument(
-            f"{what} {shown!s} is not valid: use lower-case letters, digits, '_', '.', '-' (up to 32)"
+            f"{what} {shown!s} is not valid: use lower-case letters, digits, '_', '.', '-' (up to 32)", field=field
         )
     return value
 
 
-def check_user(value: str, users: Collection[str], what: str = "user") -> str:
-    check_name(value, f"{what} name")
+def check_user(value: str, users: Collection[str], what: str = "user", *, field: str = "") -> str:
+    check_name(value, f"{what} name", field=field)
     if value not in users:
         raise NotFound(f"unknown user '{value}'")
     return value
 
 
-def check_message_id(value: str) -> str:
+def check_message_id(value: str, *, field: str = "id") -> str:
     if not value:
-        raise InvalidArgument("message id is empty: every message needs a unique id")
+        raise InvalidArgument("message id is empty: every message needs a unique id", field=field)
     if len(value) > MESSAGE_ID_MAX or not value.isascii() or not value.isprintable():
-        raise InvalidArgument(f"message id must be up to {MESSAGE_ID_MAX} printable ASCII characters")
+        raise InvalidArgument(f"message id must be up to {MESSAGE_ID_MAX} printable ASCII characters", field=field)
     return value
 
 
-def check_body(body: bytes, max_bytes: int) -> bytes:
+def check_body(body: bytes, max_bytes: int, *, field: str = "body") -> bytes:
     if not body:
-        raise InvalidArgument("message is empty")
+        raise InvalidArgument("message is empty", field=field)
     if len(body) > max_bytes:
-        raise InvalidArgument(f"message is {len(body)} bytes; the maximum is {max_bytes} bytes")
+        raise InvalidArgument(f"message is {len(body)} bytes; the maximum is {max_bytes} bytes", field=field)
     return body
 
 

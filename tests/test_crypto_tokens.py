@@ -9,7 +9,6 @@ from redis.asyncio import Redis
 from spartan.crypto import (
     ChallengeIssuer,
     Identity,
-    MemoryNonceGuard,
     TokenIssuer,
     fingerprint,
     login_transcript,
@@ -191,9 +190,9 @@ def test_nonces_and_tokens_are_not_interchangeable() -> None:
         ChallengeIssuer(SECRET, 30).check("alice", token.encode())
 
 
-async def test_replay_guard_accepts_each_nonce_once() -> None:
+async def test_replay_guard_accepts_each_nonce_once(redis: Redis) -> None:
     challenges = ChallengeIssuer(SECRET, 30)
-    guard = MemoryNonceGuard()
+    guard = redis_seen_nonce(redis)
     nonce, signature = _login(ALICE, challenges)
     arguments = {"user": "alice", "nonce": nonce, "signature": signature,
                  "identity_key": ALICE.identity_key, "seen_nonce": guard}
@@ -226,15 +225,6 @@ async def test_replay_guard_is_asked_before_the_signature_check() -> None:
     with pytest.raises(Unauthenticated, match="already used"):  # refused before the bad signature is looked at
         await verify_login_once(challenges, user="alice", nonce=nonce, signature=b"\x00" * 64,
                                 identity_key=ALICE.identity_key, seen_nonce=seen_nonce)
-
-
-async def test_memory_guard_forgets_nonces_after_their_ttl() -> None:
-    clock = FakeClock(0)
-    guard = MemoryNonceGuard(clock=clock)
-    assert not await guard(b"n", 5)
-    assert await guard(b"n", 5)
-    clock.now = 5.1
-    assert not await guard(b"n", 5)
 
 
 async def test_redis_guard_accepts_a_nonce_once_across_replicas(redis: Redis) -> None:

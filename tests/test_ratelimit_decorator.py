@@ -23,6 +23,7 @@ from spartan.errors import RateLimited, from_rpc_error, trailers_of
 from spartan.ratelimit import (
     DEFAULT_API,
     RateLimiter,
+    RateLimits,
     RatePolicy,
     bucket_key,
     policies_from_config,
@@ -66,8 +67,7 @@ def authenticated_from_metadata(handler: Callable[..., Any]) -> Callable[..., An
 
 class LimitedSpartan(rpc.SpartanServicer):
     def __init__(self, limiter: RateLimiter, policies: dict[str, RatePolicy]) -> None:
-        self.rate_limiter = limiter
-        self.rate_policies = policies
+        self.limits = RateLimits(limiter, policies)
         self.bodies_run = 0
 
     @unary("Spartan")
@@ -127,7 +127,7 @@ async def start(redis_url: str, cfg: Config) -> Running:
 async def stop(running: Running) -> None:
     await running.channel.close()
     await running.server.stop(None)
-    await running.servicer.rate_limiter.redis.aclose()
+    await running.servicer.limits.limiter.redis.aclose()
 
 
 @pytest.fixture
@@ -316,12 +316,8 @@ async def test_servicer_without_limiter_fails_loudly(redis: Redis) -> None:
         async def SendMsg(self, request: Any, context: Any) -> str:
             return "ran"
 
-    with pytest.raises(AttributeError, match="rate_policies"):
+    with pytest.raises(AttributeError, match="limits"):
         await Bare().SendMsg(None, None)
-    bare = Bare()
-    bare.rate_policies = policies_from_config(LIMITED_CONFIG)  # type: ignore[attr-defined]
-    with pytest.raises(AttributeError, match="rate_limiter"):
-        await bare.SendMsg(None, None)
 
 
 async def test_redis_not_answering_times_out_as_unavailable(redis_server: RedisServer, limited: Running) -> None:

@@ -10,7 +10,8 @@ nonce's MAC, the replay guard) before the key directory and any signature check.
 `authenticated` wraps every other handler: it verifies the bearer token from the call
 metadata without any shared session store and publishes the user in
 `spartan.context.current_user` for rate limiting and logs.
-A nonce logs in at most once (Redis `SET NX` with the nonce's remaining lifetime).
+A nonce logs in at most once (`spartan.crypto.tokens.redis_seen_nonce`: Redis `SET NX`
+with the nonce's remaining lifetime).
 
 Key resets end sessions: every authenticated call also checks that the token's key
 fingerprint is still the directory's key for the user (`SessionClaims.matches_key`).
@@ -24,7 +25,6 @@ gets UNAVAILABLE rather than an unchecked session.
 from __future__ import annotations
 
 import functools
-import hashlib
 import inspect
 import logging
 import time
@@ -41,7 +41,7 @@ from spartan.cache import lru_cache
 from spartan.config import Config
 from spartan.context import current_user
 from spartan.crypto.identity import fingerprint, verify_public_keys
-from spartan.crypto.tokens import ChallengeIssuer, SessionClaims, TokenIssuer, verify_login_once
+from spartan.crypto.tokens import ChallengeIssuer, SessionClaims, TokenIssuer, redis_seen_nonce, verify_login_once
 from spartan.enrolment import EnrolmentCodes, Outcome
 from spartan.enrolment import required as enrolment_required
 from spartan.errors import PermissionDenied, Unauthenticated, Unavailable
@@ -51,7 +51,6 @@ from spartan.v1 import pb, rpc
 log = logging.getLogger("spartan.gateway.auth")
 
 F = TypeVar("F", bound=Callable[..., Any])
-NONCE_PREFIX = "sp:auth:nonce:"
 KEY_CHECK_TTL_SECONDS = 5.0  # a key reset ends sessions on every replica within this bound
 KEY_CHECK_CACHE_SIZE = 4096
 CLOCK_SKEW_SECONDS = 30.0  # replicas' clocks may differ this much when judging a token's age
@@ -66,6 +65,7 @@ class Authenticator:
         self.challenges = ChallengeIssuer(secret, config.auth.challenge_ttl_seconds)
         self.presence = presence
         self.redis = redis
+        self.seen_nonce = redis_seen_nonce(redis)
         self.timeout = config.services.call_timeout_seconds
         self.directory_fingerprint = lru_cache(
             maxsize=KEY_CHECK_CACHE_SIZE, ttl=KEY_CHECK_TTL_SECONDS, name="gateway_session_keys"
@@ -101,7 +101,7 @@ class Authenticator:
             signature=request.signature,
             identity_key=request.keys.identity_key,
             registered_key=registered,
-            seen_nonce=self._seen_nonce,
+            seen_nonce=self.seen_nonce,
         )
         verify_public_keys(request.keys, user=user)
         if in_directory is None:
@@ -201,10 +201,6 @@ class Authenticator:
             log.info("enrolment code of %s used", user)
         update = pb.Message(kind=pb.KEY_UPDATE, sender=request.user, id=fingerprint(request.keys.identity_key)[:32])
         await self.redis.publish(BROADCAST_CHANNEL, update.SerializeToString())
-
-    async def _seen_nonce(self, nonce: bytes, ttl_seconds: float) -> bool:
-        key = NONCE_PREFIX + hashlib.sha256(nonce).hexdigest()
-        return not await self.redis.set(key, 1, nx=True, px=max(1, int(ttl_seconds * 1000)))
 
 
 ACCESS = "__spartan_access__"  # "public" or "authenticated": set by the decorators below

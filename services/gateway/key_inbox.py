@@ -30,14 +30,17 @@ class SenderKeyInbox:
         self.users = users
         self.max_message_bytes = max_message_bytes
 
-    async def store(self, user: str, group: str, members: set[str], keys: list[pb.Message]) -> int:
+    async def store(
+        self, user: str, group: str, members: set[str], keys: list[pb.Message], *, batch: bool = False
+    ) -> int:
         """Keep each of `user`'s sealed keys for its recipient and publish it; returns the time stamp (µs)."""
         sent_at_us = time.time_ns() // 1000
         stored: list[tuple[str, bytes]] = []
-        for key in keys:
-            check_message_id(key.id)
-            check_body(key.body, self.max_message_bytes)
-            recipient = check_user(key.recipient, self.users, "recipient")
+        for index, key in enumerate(keys):
+            where = f"keys[{index}]." if batch else ""  # the field at fault: in SendSenderKeys' list, or SendMsg's
+            check_message_id(key.id, field=where + "id")
+            check_body(key.body, self.max_message_bytes, field=where + "body")
+            recipient = check_user(key.recipient, self.users, "recipient", field=where + "recipient")
             if recipient == user:
                 raise InvalidArgument("your own sender key is not sent to yourself")
             if recipient not in members:

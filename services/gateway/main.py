@@ -10,15 +10,12 @@ from services.gateway.auth import Authenticator
 from services.gateway.groups import GroupDirectory
 from services.gateway.hub import PubSubHub
 from services.gateway.leases import LeaseKeeper
+from services.gateway.send_path import open_send_path
 from services.gateway.servicer import SpartanServicer
-from services.history.main import make_store
 from spartan import redis_conn
 from spartan.cli_common import run_async, run_service, service_arguments, wait_for_redis
 from spartan.config import Config
-from spartan.delivery_log import DeliveryLog
 from spartan.fd_limit import RESERVED_FDS, connection_cap, raise_open_files_limit
-from spartan.ratelimit import RateLimiter
-from spartan.redis_pipeline import AutoPipeline
 from spartan.rpc.credentials import open_channel
 from spartan.rpc.server import ServiceSpec, serve, server_options
 from spartan.rpc.service_auth import service_secret_or_exit, signing_interceptors
@@ -71,7 +68,7 @@ async def run(config: Config) -> None:
     leases.start()
     groups = GroupDirectory(presence, config.services.call_timeout_seconds)
     await hub.subscribe(groups, [groups.channel])
-    send_path = AutoPipeline(redis)  # every SendMsg's rate check and append, pipelined on one connection
+    sends = open_send_path(config, redis, groups)  # every send's rate check and appends, pipelined
     servicer = SpartanServicer(
         config=config,
         auth=Authenticator(config, secret, presence, redis),
@@ -79,9 +76,7 @@ async def run(config: Config) -> None:
         leases=leases,
         presence=presence,
         history=history,
-        store=make_store(config, redis, send_path),
-        delivery=DeliveryLog(redis, config.delivery, pipeline=send_path),
-        limiter=RateLimiter(redis, pipeline=send_path),
+        sends=sends,
         groups=groups,
     )
 
@@ -90,7 +85,7 @@ async def run(config: Config) -> None:
         await hub.close()
         await presence_channel.close()
         await history_channel.close()
-        await send_path.aclose()
+        await sends.aclose()
         await redis.aclose()
 
     spec = ServiceSpec(

@@ -2,9 +2,8 @@
 
 Stateless by design: sessions are signed tokens any replica verifies, deliveries
 come from Redis pub/sub and the delivery log, presence lives behind its service, so
-a client may reconnect to any replica. A send takes a token from the sender's bucket,
-then appends to the delivery log (which publishes it) and to the recent-history cache,
-both written in one pipelined Redis round trip. A stream first replays what waits
+a client may reconnect to any replica. Sends are the send path's (`send_path.py`):
+rate decision, checks and appends in one module. A stream first replays what waits
 for its user in the delivery log, says SYNCED, then goes live.
 """
 
@@ -23,31 +22,24 @@ import grpc
 from services.gateway.auth import Authenticator, authenticated, public, require_declared_access
 from services.gateway.groups import GroupDirectory
 from services.gateway.hub import PubSubHub
-from services.gateway.key_inbox import SenderKeyInbox
 from services.gateway.leases import LeaseKeeper
 from services.gateway.replay import DeliveryReplayer
+from services.gateway.send_path import KIND_NAMES, SendPath
 from services.gateway.stream_session import SLOW_STREAM, StreamSession
 from spartan import naming
 from spartan.config import Config
 from spartan.context import current_user
-from spartan.delivery_log import DeliveryLog
 from spartan.errors import InvalidArgument, Overloaded, PermissionDenied, Unavailable
-from spartan.history_store import HistoryStore
-from spartan.metrics import ACTIVE_STREAMS, DELIVERY_SECONDS, MESSAGES_DELIVERED, MESSAGES_SENT
-from spartan.ratelimit import RateLimiter, enforce_rate, policies_from_config, rate
+from spartan.metrics import ACTIVE_STREAMS, DELIVERY_SECONDS, MESSAGES_DELIVERED
+from spartan.ratelimit import rate
 from spartan.rpc.handlers import stream, unary
 from spartan.v1 import pb, rpc
-from spartan.validation import check_body, check_message_id, check_name, check_user
+from spartan.validation import check_name, check_user
 
 SERVICE = "gateway"
 RECONNECTING = "Reconnecting…"  # shown when this gateway loses Redis; the stream stays open
 RECONNECTED = "Reconnected."
-SENDABLE = {pb.CHAT, pb.SENDER_KEY}
-KIND_NAMES = {value: name.lower() for name, value in pb.Kind.items()}
 DELIVERED_BY_KIND = {value: MESSAGES_DELIVERED.labels(name) for value, name in KIND_NAMES.items()}
-# Key distribution follows membership changes, not typing: its own budget, counted in keys (one per
-# recipient) so that one call cannot carry more than many calls may; four full rotations a minute.
-SENDER_KEY_ROTATIONS_PER_MINUTE = 4
 ACK_CALLS_PER_MINUTE = 600  # clients acknowledge at most a few times a second, batched
 MAX_POSITIONS = 1000  # conversations named in one Ack
 
@@ -64,9 +56,7 @@ class SpartanServicer:
         leases: LeaseKeeper,
         presence: rpc.PresenceStub,
         history: rpc.HistoryStub,
-        store: HistoryStore,
-        delivery: DeliveryLog,
-        limiter: RateLimiter,
+        sends: SendPath,
         groups: GroupDirectory,
     ) -> None:
         require_declared_access(type(self), pb.DESCRIPTOR.services_by_name["Spartan"])
@@ -77,29 +67,26 @@ class SpartanServicer:
         self.leases = leases
         self.presence = presence
         self.history = history
-        self.store = store
-        self.delivery = delivery
+        self.sends = sends
+        self.limits = sends.limits  # what @rate takes its tokens from: the send path's limits, one decision
+        self.delivery = sends.delivery
         self.groups = groups
-        self.rate_limiter = limiter
-        self.rate_policies = policies_from_config(config)
         self.timeout = config.services.call_timeout_seconds
         self.sessions: dict[str, StreamSession] = {}
         self.streams_of: Counter[str] = Counter()  # open streams per user on this gateway
-        self.max_keys_per_batch = config.presence.max_group_members - 1  # one key for each other member
         self.draining = False
-        self.replayer = DeliveryReplayer(delivery)
-        self.key_inbox = SenderKeyInbox(store.redis, self.users, config.gateway.max_message_bytes)
+        self.replayer = DeliveryReplayer(sends.delivery)
 
     # ----------------------------------------------------------------- login
     @unary(SERVICE)
     @public
     async def GetChallenge(self, request: pb.ChallengeRequest, context: grpc.aio.ServicerContext) -> pb.Challenge:
-        return await self.auth.challenge(check_user(request.user, self.users), context.peer())
+        return await self.auth.challenge(check_user(request.user, self.users, field="user"), context.peer())
 
     @unary(SERVICE)
     @public
     async def Login(self, request: pb.LoginRequest, context: grpc.aio.ServicerContext) -> pb.Session:
-        check_user(request.user, self.users)
+        check_user(request.user, self.users, field="user")
         return await self.auth.login(request, context.peer())
 
     @unary(SERVICE)
@@ -137,100 +124,15 @@ class SpartanServicer:
     # -------------------------------------------------------------- messages
     @unary(SERVICE)
     @authenticated
-    @rate("send")
     async def SendMsg(self, request: pb.Message, context: grpc.aio.ServicerContext) -> pb.SendAck:
         """Acknowledged means kept in the delivery log (and published) for every recipient."""
-        if self.draining:
-            raise Unavailable("this gateway is shutting down; reconnect and send again")
-        user = current_user.get()
-        check_message_id(request.id)
-        check_body(request.body, self.config.gateway.max_message_bytes)
-        if request.kind not in SENDABLE:
-            raise InvalidArgument("only chat messages and sender keys can be sent; use the request RPCs for the rest")
-        if request.kind == pb.SENDER_KEY:
-            sent_at_us = await self._store_sender_keys(user, request.group, [request])
-            return pb.SendAck(
-                id=request.id, conversation=naming.group_conversation(request.group), sent_at_us=sent_at_us
-            )
-        conversation, channels = await self._route(user, request)
-        recipient = "" if request.group else request.recipient  # a group message reaches the group's members
-        payload = pb.Message(
-            id=request.id,
-            kind=request.kind,
-            sender=user,
-            recipient=recipient,
-            group=request.group,
-            body=request.body,
-            conversation=conversation,
-        ).SerializeToString()
-        # Both appends go out in the same pipelined write: the cache's is not waited for before the log's.
-        cached = asyncio.ensure_future(self.store.append_raw(conversation, payload))
-        try:
-            stored = await self.delivery.append(conversation, payload, channels, sender=user)
-        finally:
-            await _cache_quietly(cached)
-        if stored.offset == 1:
-            await self.delivery.remember_dm(conversation)
-        MESSAGES_SENT.labels(KIND_NAMES[request.kind]).inc()
-        return pb.SendAck(
-            id=request.id,
-            conversation=conversation,
-            offset=stored.offset,
-            epoch=stored.epoch,
-            sent_at_us=stored.sent_at_us,
-        )
-
-    async def _route(self, user: str, request: pb.Message) -> tuple[str, list[str]]:
-        """The conversation a message belongs to and the channels that deliver it."""
-        if request.group:
-            if request.recipient not in ("", request.group):
-                raise InvalidArgument(
-                    "a group message has no recipient: leave it empty, the group's members receive it"
-                )
-            await self.groups.require_member(request.group, user)
-            return naming.group_conversation(request.group), [naming.group_channel(request.group)]
-        if not request.recipient:
-            raise InvalidArgument("a message needs a recipient (user) or a group")
-        recipient = check_user(request.recipient, self.users, "recipient")
-        if recipient == user:
-            raise InvalidArgument("you cannot send messages to yourself")
-        return naming.dm_conversation(user, recipient), [naming.user_channel(recipient)]
+        return await self.sends.send(current_user.get(), request)
 
     @unary(SERVICE)
     @authenticated
     async def SendSenderKeys(self, request: pb.SenderKeyBatch, context: grpc.aio.ServicerContext) -> pb.SenderKeyAck:
-        if self.draining:
-            raise Unavailable("this gateway is shutting down; reconnect and send again")
-        await self._store_sender_keys(current_user.get(), request.group, list(request.keys))
-        return pb.SenderKeyAck(stored=len(request.keys))
-
-    async def _store_sender_keys(self, user: str, group: str, keys: list[pb.Message]) -> int:
-        """Check the batch (cheap checks first), take one rate token per key, then keep and publish each."""
-        if not group:
-            raise InvalidArgument("a sender key belongs to a group: set group and recipient")
-        if not keys:
-            raise InvalidArgument("no sender keys given")
-        if len(keys) > self.max_keys_per_batch:
-            raise InvalidArgument(
-                f"at most {self.max_keys_per_batch} sender keys per batch: one for each other member "
-                f"of a group of at most {self.max_keys_per_batch + 1}"
-            )
-        recipients = [key.recipient for key in keys]
-        if len(set(recipients)) != len(recipients):
-            raise InvalidArgument("a batch names a recipient twice: send one sender key per member")
-        await enforce_rate(
-            self,
-            "sender_keys",
-            user,
-            cost=len(keys),
-            limit=SENDER_KEY_ROTATIONS_PER_MINUTE * (self.max_keys_per_batch + 1),
-            period=60,
-        )
-        members = set((await self.groups.require_member(group, user)).members)
-        if any(key.recipient not in members for key in keys):
-            await self.groups.forget(group)  # a member added a moment ago may not be in the cached list yet
-            members = set((await self.groups.require_member(group, user)).members)
-        return await self.key_inbox.store(user, group, members, keys)
+        stored = await self.sends.send_sender_keys(current_user.get(), request.group, request.keys)
+        return pb.SenderKeyAck(stored=stored)
 
     @unary(SERVICE)
     @authenticated
@@ -359,7 +261,7 @@ class SpartanServicer:
             await self.hub.subscribe(session, channels)
             await self.leases.open(lease)
             await context.send_initial_metadata((("x-spartan-gateway", self.leases.gateway_id),))
-            for raw in await self.key_inbox.pending(user, groups):
+            for raw in await self.sends.key_inbox.pending(user, groups):
                 yield raw
             async for message in self._catch_up(session, groups, resume):
                 yield message
@@ -481,16 +383,9 @@ class SpartanServicer:
     async def drain(self) -> None:
         """Tell every open stream to reconnect elsewhere (SIGTERM)."""
         self.draining = True
+        self.sends.draining = True
         for session in list(self.sessions.values()):
             session.close("this gateway is shutting down; reconnecting to another one")
-
-
-async def _cache_quietly(append: asyncio.Future[pb.SendAck]) -> None:
-    """The recent-history cache is a cache: a failed write there is logged, never a failed send."""
-    try:
-        await append
-    except Exception as error:  # noqa: BLE001 - the delivery log has the message; the cache may miss it
-        log.warning("recent-history cache append failed: %s", error)
 
 
 def notice(text: str) -> pb.Message:

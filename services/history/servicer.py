@@ -1,10 +1,10 @@
-"""The History gRPC service: recent messages per conversation, read (and written) through one store.
+"""The History gRPC service: reads of the recent messages per conversation (`/history`).
 
-Gateways append through the same `HistoryStore` Lua script directly on the send hot
-path (one Redis round trip instead of an extra gRPC hop); this service serves the
-read path (replay on reconnect, `/history`) through an in-process `@lru_cache` keyed
-by the conversation's current epoch and newest offset, so a hit is never stale, and
-offers `Append` for other writers.
+Only reads: gateways append through the same `HistoryStore` Lua script directly on
+the send path (one Redis round trip instead of an extra gRPC hop), and recovery after
+a reconnect reads the delivery log, never this cache. Reads go through an in-process
+`@lru_cache` keyed by the conversation's current epoch and newest offset, so a hit is
+never stale.
 Access control (is the caller part of the conversation?) is the gateway's job: the
 history service is internal and serves only callers that hold the service secret
 (every call is signed, `spartan.rpc.service_auth`).
@@ -24,10 +24,6 @@ SERVICE = "history"
 class HistoryServicer(rpc.HistoryServicer):
     def __init__(self, store: HistoryStore) -> None:
         self.store = store
-
-    @unary(SERVICE)
-    async def Append(self, request: pb.AppendRequest, context: grpc.aio.ServicerContext) -> pb.SendAck:
-        return await self.store.append(request.message, list(request.channels))
 
     @unary(SERVICE)
     async def Read(self, request: pb.HistoryRequest, context: grpc.aio.ServicerContext) -> pb.HistoryResponse:

@@ -10,21 +10,19 @@ from __future__ import annotations
 
 import grpc
 
-from spartan.errors import trailers_of
+from spartan.errors import retry_delay
 
 OUTAGE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 DEFAULT_RETRY_AFTER_SECONDS = 1.0
 
 
 def retry_after(exc: grpc.aio.AioRpcError) -> float | None:
-    """Seconds the server asks to wait (the `retry-after` trailer of RESOURCE_EXHAUSTED), if any."""
+    """Seconds the server asks to wait after RESOURCE_EXHAUSTED: its `google.rpc.RetryInfo`,
+    else its `retry-after` trailer, else a second."""
     if exc.code() != grpc.StatusCode.RESOURCE_EXHAUSTED:
         return None
-    value = trailers_of(exc).get("retry-after")
-    try:
-        return max(0.0, float(value)) if value is not None else DEFAULT_RETRY_AFTER_SECONDS
-    except (TypeError, ValueError):
-        return DEFAULT_RETRY_AFTER_SECONDS
+    delay = retry_delay(exc)
+    return DEFAULT_RETRY_AFTER_SECONDS if delay is None else delay
 
 
 def is_retryable(exc: grpc.aio.AioRpcError) -> bool:

@@ -36,7 +36,6 @@ from spartan.crypto.sender_keys import (
 )
 from spartan.crypto.tokens import (
     ChallengeIssuer,
-    MemoryNonceGuard,
     SessionClaims,
     TokenIssuer,
     login_transcript,
@@ -50,7 +49,6 @@ __all__ = [
     "DecryptError",
     "Identity",
     "KeyStoreError",
-    "MemoryNonceGuard",
     "PairwiseCipher",
     "PairwiseCiphers",
     "PinConflict",

@@ -52,6 +52,7 @@ LOGIN_LABEL = b"spartan/v1/login"
 
 Clock = Callable[[], float]
 SeenNonce = Callable[[bytes, float], Awaitable[bool]]
+LOGIN_NONCE_PREFIX = "sp:login-nonce:"
 
 
 def _subkey(secret: bytes | str, label: bytes) -> bytes:
@@ -231,32 +232,19 @@ async def verify_login_once(
     )
 
 
-def redis_seen_nonce(redis: Any, prefix: str = "sp:login-nonce:") -> SeenNonce:
-    """A `seen_nonce` for all replicas: `SET prefix<nonce> 1 NX PX ttl` on a redis.asyncio client.
+def nonce_key(nonce: bytes) -> str:
+    """`sp:login-nonce:<hex>`: the replay guard's record of a used login nonce (this module owns the key)."""
+    return LOGIN_NONCE_PREFIX + nonce.hex()
+
+
+def redis_seen_nonce(redis: Any) -> SeenNonce:
+    """The replay guard of every gateway: `SET sp:login-nonce:<nonce> 1 NX PX ttl` on a redis.asyncio client.
 
     Any replica may then accept a given nonce once; the key expires with the nonce.
     """
 
     async def seen_nonce(nonce: bytes, ttl_seconds: float) -> bool:
-        first_use = await redis.set(prefix + nonce.hex(), b"1", nx=True, px=max(int(ttl_seconds * 1000), 1))
+        first_use = await redis.set(nonce_key(nonce), b"1", nx=True, px=max(int(ttl_seconds * 1000), 1))
         return not first_use
 
     return seen_nonce
-
-
-class MemoryNonceGuard:
-    """In-process `seen_nonce` for a single gateway (tests, the one-process local server)."""
-
-    def __init__(self, *, clock: Clock = time.monotonic) -> None:
-        self._clock = clock
-        self._seen: dict[bytes, float] = {}
-
-    async def __call__(self, nonce: bytes, ttl_seconds: float) -> bool:
-        now = self._clock()
-        if len(self._seen) > 1024:
-            self._seen = {n: until for n, until in self._seen.items() if until > now}
-        until = self._seen.get(nonce)
-        if until is not None and until > now:
-            return True
-        self._seen[nonce] = now + ttl_seconds
-        return False

@@ -81,21 +81,6 @@ class RateDecision:
             )
 
 
-@dataclass(frozen=True)
-class BucketCheck:
-    """One check, ready to run inside a script that does more than check.
-
-    `history_send.lua` takes a 1:1 send's tokens and stores the message in one round
-    trip; it is handed `key` and `args` (token_bucket.lua's KEYS[1] and ARGV) and its
-    first four reply values go to `settle`, which decodes them and counts them in the
-    same metrics as `RateLimiter.check`.
-    """
-
-    key: str
-    api: str
-    args: tuple[str, int, int]
-
-
 def bucket_key(user: str, api: str, prefix: str = KEY_PREFIX) -> str:
     """`sp:rl:{<user>}:<api>`: the hash tag keeps all of a user's buckets in one cluster slot."""
     return f"{prefix}{{{user}}}:{api}"
@@ -111,49 +96,30 @@ class RateLimiter:
         self.key_prefix = key_prefix
         self._script = script(pipeline or redis, SCRIPT_NAME)
 
-    def prepare(self, user: str, api: str, policy: RatePolicy, cost: int = 1) -> BucketCheck:
-        """The check of `check`, for a script that runs it along with other work.
-
-        Raises `ValueError` for a cost outside 1..burst (such a call could never pass).
-        """
-        if cost < 1 or cost > policy.burst:
-            raise ValueError(f"cost must be between 1 and the burst ({policy.burst}), got {cost}")
-        return BucketCheck(
-            bucket_key(user, api, self.key_prefix), api, (repr(policy.tokens_per_second), policy.burst, cost)
-        )
-
     async def check(self, user: str, api: str, policy: RatePolicy, cost: int = 1) -> RateDecision:
         """Take `cost` tokens from the (user, api) bucket if it holds them.
 
         Raises `ValueError` for a cost outside 1..burst (such a call could never
         pass) and `Unavailable` when Redis cannot answer.
         """
-        bucket = self.prepare(user, api, policy, cost)
+        if cost < 1 or cost > policy.burst:
+            raise ValueError(f"cost must be between 1 and the burst ({policy.burst}), got {cost}")
+        args = (repr(policy.tokens_per_second), policy.burst, cost)
         started = time.perf_counter()
         try:
-            reply = await self._script(keys=[bucket.key], args=bucket.args)
+            reply = await self._script(keys=[bucket_key(user, api, self.key_prefix)], args=args)
         except UNAVAILABLE_ERRORS as exc:
-            unanswered(bucket, started)
+            CHECK_SECONDS.observe(time.perf_counter() - started)
+            CHECKS.labels(api=api, result="error").inc()
             raise Unavailable(f"rate limiter unavailable: {_describe(exc)}") from exc
-        return settle(bucket, reply, started)
-
-
-def settle(bucket: BucketCheck, reply: list[object], started: float) -> RateDecision:
-    """Decode a check's reply (token_bucket.lua's four values) and count it in the metrics."""
-    CHECK_SECONDS.observe(time.perf_counter() - started)
-    decision = _decode(reply)
-    if decision.allowed:
-        CHECKS.labels(api=bucket.api, result="allowed").inc()
-    else:
-        CHECKS.labels(api=bucket.api, result="rejected").inc()
-        REJECTIONS.labels(api=bucket.api).inc()
-    return decision
-
-
-def unanswered(bucket: BucketCheck, started: float) -> None:
-    """Count a check Redis could not answer."""
-    CHECK_SECONDS.observe(time.perf_counter() - started)
-    CHECKS.labels(api=bucket.api, result="error").inc()
+        CHECK_SECONDS.observe(time.perf_counter() - started)
+        decision = _decode(reply)
+        if decision.allowed:
+            CHECKS.labels(api=api, result="allowed").inc()
+        else:
+            CHECKS.labels(api=api, result="rejected").inc()
+            REJECTIONS.labels(api=api).inc()
+        return decision
 
 
 def rejection_message(api: str, retry_after: float) -> str:

@@ -1,9 +1,8 @@
 """`@rate`: the project's rate-limit decorator for async gRPC servicer methods.
 
     class Gateway(rpc.SpartanServicer):
-        def __init__(self, redis, cfg):
-            self.rate_limiter = RateLimiter(redis)
-            self.rate_policies = policies_from_config(cfg)
+        def __init__(self, limits: RateLimits):
+            self.limits = limits  # RateLimits(RateLimiter(redis), policies_from_config(cfg))
 
         @rate("send")
         async def SendMsg(self, request, context): ...
@@ -12,7 +11,8 @@
         async def ReceiveMsg(self, request, context):  # async generator: checked once at start
             yield ...
 
-The check runs before the handler body. The bucket key is the authenticated user
+The check runs before the handler body, through the `limits` the servicer was
+given at construction (the `Limited` protocol): nothing is looked up by name. The bucket key is the authenticated user
 (`spartan.context.current_user`, set by the auth step that wraps the handler, so
 put that decorator *above* `@rate`), or the peer address when nobody is logged in.
 A rejected call raises `spartan.errors.RateLimited` (RESOURCE_EXHAUSTED, with
@@ -24,17 +24,22 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import AsyncIterator, Callable, Mapping
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator, Callable
+from typing import Any, Protocol, TypeVar
 
 import grpc
 
 from spartan.context import current_user
-from spartan.ratelimit.bucket import RateLimiter
-from spartan.ratelimit.policy import RatePolicy, policy_for, with_overrides
+from spartan.ratelimit.limits import RateLimits
 
 KeyFunction = Callable[[Any, grpc.aio.ServicerContext], str]
 Handler = TypeVar("Handler", bound=Callable[..., Any])
+
+
+class Limited(Protocol):
+    """A servicer `@rate` can limit: it was given its `RateLimits` at construction."""
+
+    limits: RateLimits
 
 
 def rate(
@@ -48,8 +53,7 @@ def rate(
 ) -> Callable[[Handler], Handler]:
     """Limit calls to the decorated handler per user under the policy named `api`.
 
-    The servicer instance must provide `rate_limiter` (a `RateLimiter`) and
-    `rate_policies` (the dict from `policies_from_config`). `limit` (tokens per
+    The servicer is `Limited`: its `limits` take the tokens. `limit` (tokens per
     `period` seconds) and `burst` given here replace the configured values for
     this API; a `limit` without `burst` also sets the burst to the limit. With
     `rate.enabled: false` nothing is checked. `key(request, context)` picks the
@@ -66,12 +70,10 @@ def rate(
     if burst is not None and burst < 1:
         raise ValueError(f"@rate burst must be at least 1, got {burst}")
 
-    async def enforce(servicer: Any, request: Any, context: grpc.aio.ServicerContext) -> None:
-        policy = _effective_policy(servicer, api, limit, period, burst)
-        if policy is not None:
-            limiter = _limiter_of(servicer)
-            owner = key(request, context) if key is not None else default_key(context)
-            (await limiter.check(owner, api, policy, cost)).enforce(api)
+    async def enforce(servicer: Limited, request: Any, context: grpc.aio.ServicerContext) -> None:
+        limits = servicer.limits  # a servicer given no limits fails here, before anything runs
+        owner = key(request, context) if key is not None else default_key(context)
+        await limits.take(api, owner, cost=cost, limit=limit, period=period, burst=burst)
 
     def decorate(handler: Handler) -> Handler:
         if inspect.isasyncgenfunction(handler):
@@ -96,17 +98,6 @@ def rate(
     return decorate
 
 
-async def enforce_rate(
-    servicer: Any, api: str, owner: str, *, cost: int = 1, limit: float | None = None, period: float | None = None
-) -> None:
-    """What `@rate(api)` does before a handler, for handlers that take their tokens themselves:
-    `SendMsg` takes most of its tokens inside the script that stores the message, and
-    `SendSenderKeys` takes one per key (`cost`), known only once the request is read."""
-    policy = _effective_policy(servicer, api, limit, period, None)
-    if policy is not None:
-        (await _limiter_of(servicer).check(owner, api, policy, cost)).enforce(api)
-
-
 def default_key(context: grpc.aio.ServicerContext) -> str:
     """The authenticated user, else 'peer:' + the caller's host (e.g. 'peer:ipv4:10.0.0.7').
 
@@ -123,27 +114,3 @@ def peer_host(peer: str) -> str:
         if port.isdigit() and host not in ("ipv4", "ipv6"):
             return host
     return peer
-
-
-def _effective_policy(
-    servicer: Any, api: str, limit: float | None, period: float | None, burst: int | None
-) -> RatePolicy | None:
-    policies: Mapping[str, RatePolicy] | None = getattr(servicer, "rate_policies", None)
-    if policies is None:
-        raise AttributeError(
-            f"{type(servicer).__name__} uses @rate but has no rate_policies "
-            "(set self.rate_policies = policies_from_config(cfg))"
-        )
-    configured = policy_for(policies, api)
-    if configured is None:
-        return None  # rate.enabled is false
-    return with_overrides(configured, limit=limit, period=period, burst=burst)
-
-
-def _limiter_of(servicer: Any) -> RateLimiter:
-    limiter = getattr(servicer, "rate_limiter", None)
-    if limiter is None:
-        raise AttributeError(
-            f"{type(servicer).__name__} uses @rate but has no rate_limiter (set self.rate_limiter = RateLimiter(redis))"
-        )
-    return limiter

@@ -1,4 +1,4 @@
--- history_append: store one message at the next offset of its conversation and publish it.
+-- history_append: store one message at the next offset of its conversation (the recent-history cache).
 --
 -- KEYS[1]  meta hash of the conversation (fields: last, epoch); never evicted
 -- KEYS[2]  log list of the conversation (stored message encodings, oldest first)
@@ -11,7 +11,6 @@
 -- ARGV[5]  key prefix shared by every history key, e.g. "sp:h:{hist}:"; evicted
 --          conversations' keys are "<prefix>meta:<id>" and "<prefix>log:<id>"
 --          (same hash tag, so same cluster slot as KEYS)
--- ARGV[6..] pub/sub channels that receive the stored bytes
 -- Returns {offset, epoch, sent_at_us, evicted_count}
 --
 -- The stored bytes are ARGV[1] followed by the protobuf encodings of field 8
@@ -21,7 +20,7 @@
 --!include _varint
 
 local function append_message(meta, log, lru, clock, payload, per_conversation, max_conversations,
-                              conversation, prefix, channels)
+                              conversation, prefix)
   local time = redis.call('TIME')
   local sent_at_us = tonumber(time[1]) * 1000000 + tonumber(time[2])
   local tick = redis.call('INCR', clock)
@@ -58,12 +57,8 @@ local function append_message(meta, log, lru, clock, payload, per_conversation, 
     end
   end
 
-  for _, channel in ipairs(channels) do
-    redis.call('PUBLISH', channel, stored)
-  end
-
   return {offset, epoch, sent_at_us, evicted}
 end
 
 return append_message(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]),
-                      ARGV[4], ARGV[5], {unpack(ARGV, 6)})
+                      ARGV[4], ARGV[5])

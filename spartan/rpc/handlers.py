@@ -1,7 +1,8 @@
 """Decorators that turn handler outcomes into precise gRPC statuses and metrics.
 
 Every servicer method is wrapped by `unary` or `stream`. A `SpartanError` becomes
-`context.abort(code, message, trailers)`; a Redis connection failure or an
+`context.abort(code, message, trailers)`, its rich details (RetryInfo, BadRequest) in the
+standard `grpc-status-details-bin` trailer; a Redis connection failure or an
 unreachable internal service becomes UNAVAILABLE; an error status from an internal
 service is passed on unchanged (its message is already meant for people); anything
 else is logged with its traceback and answered as INTERNAL with a generic message,
@@ -73,7 +74,7 @@ async def _abort(context: grpc.aio.ServicerContext, exc: BaseException, service:
         error = errors.SpartanError("internal error; the server logged the details")
     elif error.code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.INTERNAL):
         log.warning("%s/%s: %s (%s)", service, method, error.message, type(exc).__name__)
-    await context.abort(error.code, error.message, trailing_metadata=error.trailers)
+    await context.abort(error.code, error.message, trailing_metadata=error.trailing_metadata())
     return error.code  # not reached: abort raises
 
 
@@ -93,13 +94,10 @@ def unary(service: str) -> Callable[[UnaryHandler[Req, Resp]], UnaryHandler[Req,
                 code = grpc.StatusCode.CANCELLED
                 raise
             except Exception as exc:  # noqa: BLE001 - every failure gets a status
-                if _is_abort(exc):
-                    code = context.code() or grpc.StatusCode.UNKNOWN
-                    raise
-                translated = translate(exc)
-                code = translated.code if translated else grpc.StatusCode.INTERNAL
-                await _abort(context, exc, service, method)
-                raise  # pragma: no cover
+                code = _status_of(exc, context)
+                if not _is_abort(exc):
+                    await _abort(context, exc, service, method)
+                raise
             finally:
                 RPCS.labels(service, method, _code_name(code)).inc()
                 RPC_SECONDS.labels(service, method).observe(time.perf_counter() - started)
@@ -124,13 +122,11 @@ def stream(service: str) -> Callable[[StreamHandler[Req, Resp]], StreamHandler[R
             except asyncio.CancelledError:
                 code = grpc.StatusCode.CANCELLED
                 raise
-            except Exception as exc:  # noqa: BLE001
-                if _is_abort(exc):
-                    code = context.code() or grpc.StatusCode.UNKNOWN
-                    raise
-                translated = translate(exc)
-                code = translated.code if translated else grpc.StatusCode.INTERNAL
-                await _abort(context, exc, service, method)
+            except Exception as exc:  # noqa: BLE001 - every failure gets a status
+                code = _status_of(exc, context)
+                if not _is_abort(exc):
+                    await _abort(context, exc, service, method)
+                raise
             finally:
                 RPCS.labels(service, method, _code_name(code)).inc()
 
@@ -143,6 +139,14 @@ def _refuse_malformed(request: object, context: grpc.aio.ServicerContext, method
     if isinstance(request, malformed.Malformed):
         malformed.report(peer_host(context.peer() or "unknown"), method, request.reason)
         raise errors.InvalidArgument(request.reason)
+
+
+def _status_of(exc: BaseException, context: grpc.aio.ServicerContext) -> grpc.StatusCode:
+    """The status a call that raised `exc` ends with (counted in the metrics)."""
+    if _is_abort(exc):
+        return context.code() or grpc.StatusCode.UNKNOWN
+    translated = translate(exc)
+    return translated.code if translated else grpc.StatusCode.INTERNAL
 
 
 def _is_abort(exc: BaseException) -> bool:

@@ -37,7 +37,9 @@ async def flood(address: str, seconds: float, rate: float, users: list[str]) -> 
             except grpc.aio.AioRpcError as exc:
                 counts[exc.code().name] += 1
                 if exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and not refusal:
-                    refusal.update(details=exc.details(), trailers=dict(exc.trailing_metadata() or ()))
+                    # Text trailers only: the binary grpc-status-details-bin has no JSON form.
+                    text = {key: value for key, value in exc.trailing_metadata() or () if isinstance(value, str)}
+                    refusal.update(details=exc.details(), trailers=text)
                 return None
             counts["OK"] += 1
             return reply
