@@ -7,10 +7,15 @@ import grpc
 import pytest
 
 from spartan.v1 import pb
+from tests.support.stack import rates
+
+SENDS = rates(send=100)  # 22 messages sent back to back
+LEASE_SECONDS = 3.0
+LEASE = {"SPARTAN_PRESENCE__LEASE_SECONDS": str(LEASE_SECONDS)}  # waits for a lease to run out, 3 s not 10 s
 
 
 async def test_alice_and_bob_on_different_gateways_chat_both_ways(stack_factory, client_factory) -> None:
-    stack = stack_factory(gateways=2)
+    stack = stack_factory(gateways=2, settings=SENDS)
     alice = await client_factory("alice", [stack.address(1)])
     bob = await client_factory("bob", [stack.address(2)])
 
@@ -55,7 +60,7 @@ async def test_request_waits_for_offline_user_and_reaches_online_user(stack_fact
 
 
 async def test_user_shows_offline_after_their_gateway_is_killed(stack_factory, client_factory) -> None:
-    stack = stack_factory(gateways=2)  # lease 3 s
+    stack = stack_factory(gateways=2, settings=LEASE)
     alice = await client_factory("alice", [stack.address(1)])
     await client_factory("bob", [stack.address(2)])
 

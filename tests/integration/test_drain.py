@@ -13,12 +13,15 @@ import time
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from tests.support.stack import rates
+
 GRACE_SECONDS = 3.0
 # docs/DEPLOY.md: a drain takes up to 1.5 x the grace (reconnect notices, then calls in flight).
 # The extra seconds are for the interpreter to exit on a loaded machine, not for the drain.
 DRAIN_BOUND_SECONDS = 1.5 * GRACE_SECONDS + 10.0
 SETTINGS = {
     "SPARTAN_SHUTDOWN__GRACE_SECONDS": str(GRACE_SECONDS),
+    **rates(send=1000),  # alice sends 100 messages a second through the drain
     # History holds the whole run, so a receiver that moves mid-burst can resume it.
     "SPARTAN_MAX_NUM_MESSAGES_PER_USER": "1000",
 }

@@ -20,8 +20,12 @@ from spartan.crypto import DecryptError
 from spartan.crypto.sender_keys import decrypt_group, envelope_key_id
 from spartan.v1 import pb
 from tests.support.cli import read_until, write
+from tests.support.stack import rates
 
 ROOT = Path(__file__).resolve().parents[2]
+SENDS = rates(send=1000)  # each test sends more than 3 messages (and sender keys) back to back
+# Seven group changes from alice alone, on top of the sends.
+GROUP_CALLS = rates(send=1000, group=100)
 
 
 async def group1_on_three_gateways(stack, client_factory) -> dict:  # type: ignore[no-untyped-def]
@@ -45,7 +49,7 @@ def membership_seen(client, version: int):  # type: ignore[no-untyped-def]
 
 
 async def test_members_on_three_gateways_see_every_message_once_in_order(stack_factory, client_factory) -> None:
-    stack = stack_factory(gateways=3)
+    stack = stack_factory(gateways=3, settings=SENDS)
     clients = await group1_on_three_gateways(stack, client_factory)
     sent: list[tuple[str, str]] = []
     for i in range(12):
@@ -67,7 +71,7 @@ async def test_members_on_three_gateways_see_every_message_once_in_order(stack_f
 
 
 async def test_one_publish_per_group_message_and_one_subscription_per_gateway(stack_factory, client_factory) -> None:
-    stack = stack_factory(gateways=3)
+    stack = stack_factory(gateways=3, settings=SENDS)
     clients = await group1_on_three_gateways(stack, client_factory)
     redis = Redis.from_url(stack.redis.url)
     try:
@@ -90,7 +94,7 @@ async def test_one_publish_per_group_message_and_one_subscription_per_gateway(st
 
 async def test_removed_member_cannot_read_later_messages_and_new_member_cannot_read_earlier(
         stack_factory, client_factory) -> None:
-    stack = stack_factory(gateways=3)
+    stack = stack_factory(gateways=3, settings=SENDS)
     clients = await group1_on_three_gateways(stack, client_factory)
     alice, bob, eve = clients["alice"], clients["bob"], clients["eve"]
     await alice.send_group("group1", "before")
@@ -132,7 +136,7 @@ async def test_removed_member_cannot_read_later_messages_and_new_member_cannot_r
 
 async def test_group_created_at_run_time_reaches_a_member_who_was_offline(stack_factory, client_factory,
                                                                          tmp_path: Path) -> None:
-    stack = stack_factory(gateways=3)
+    stack = stack_factory(gateways=3, settings=SENDS)
     alice = await client_factory("alice", [stack.address(1)])
     bob = await client_factory("bob", [stack.address(2)])
     charlie = await client_factory("charlie", [stack.address(3)])  # registers keys, then goes offline
@@ -161,7 +165,7 @@ async def test_group_created_at_run_time_reaches_a_member_who_was_offline(stack_
 
 
 async def test_member_recovers_group_messages_after_its_gateway_dies(stack_factory, client_factory) -> None:
-    stack = stack_factory(gateways=3)
+    stack = stack_factory(gateways=3, settings=SENDS)
     alice = await client_factory("alice", [stack.address(1)])
     bob = await client_factory("bob", [stack.address(2), stack.address(3)])
     await alice.send_group("group1", "one")
@@ -198,7 +202,7 @@ async def test_member_removed_while_away_reconnects_with_a_stale_group_cursor(st
 
 
 async def test_bad_group_input_is_refused_precisely(stack_factory, client_factory) -> None:
-    stack = stack_factory(gateways=2)
+    stack = stack_factory(gateways=2, settings=GROUP_CALLS)
     alice = await client_factory("alice", [stack.address(1)])
     foo = await client_factory("foo", [stack.address(2)])
 

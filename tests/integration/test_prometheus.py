@@ -17,9 +17,11 @@ import pytest
 
 from spartan.v1 import pb
 from tests.support.prometheus import Exposition, Prometheus, scrape
+from tests.support.stack import rates
 
 SETTINGS = {"SPARTAN_MAX_NUM_MESSAGES_PER_USER": "100"}
 MESSAGES = 12
+SENDS = rates(send=100)  # MESSAGES sent back to back by one user
 
 
 def jobs(stack) -> dict[str, list[str]]:  # type: ignore[no-untyped-def]
@@ -32,7 +34,7 @@ def jobs(stack) -> dict[str, list[str]]:  # type: ignore[no-untyped-def]
 
 async def test_prometheus_scrapes_every_service_and_counts_deliveries(
         stack_factory, client_factory, tmp_path: Path) -> None:
-    stack = stack_factory(gateways=2, settings=SETTINGS)
+    stack = stack_factory(gateways=2, settings={**SETTINGS, **SENDS})
     targets = jobs(stack)
     prometheus = Prometheus(tmp_path / "prometheus", targets, scrape_interval="1s").start()
     try:

@@ -7,10 +7,13 @@ import grpc
 import pytest
 
 from spartan.v1 import pb
+from tests.support.stack import rates
+
+SENDS = rates(send=100)  # 20 messages sent back to back
 
 
 async def test_redis_restart_with_aof_loses_no_acknowledged_message(stack_factory, client_factory) -> None:
-    stack = stack_factory(gateways=2, appendonly=True, settings={"SPARTAN_MAX_NUM_MESSAGES_PER_USER": "100"})
+    stack = stack_factory(gateways=2, appendonly=True, settings={"SPARTAN_MAX_NUM_MESSAGES_PER_USER": "100", **SENDS})
     alice = await client_factory("alice", [stack.address(1)])
     bob = await client_factory("bob", [stack.address(2)])
     bob.follow("alice")

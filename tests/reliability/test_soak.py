@@ -17,6 +17,7 @@ import pytest
 from redis.asyncio import Redis
 
 from spartan.client.headless import HeadlessClient, Received
+from tests.support.stack import rates
 
 pytestmark = pytest.mark.soak
 
@@ -36,7 +37,8 @@ def rss_kib(pid: int) -> int:
 async def test_chat_survives_rolling_gateway_restarts(stack_factory, client_factory) -> None:
     # The shipped history of 5 messages per conversation: recovery must not need more.
     stack = stack_factory(gateways=3, settings={
-        "SPARTAN_USERS": ",".join(USERS), "SPARTAN_GROUPS": "{}", "SPARTAN_SHUTDOWN__GRACE_SECONDS": "2"})
+        "SPARTAN_USERS": ",".join(USERS), "SPARTAN_GROUPS": "{}", "SPARTAN_SHUTDOWN__GRACE_SECONDS": "2",
+        **rates(send=100)})  # each sender sends 20 messages a second
     addresses = stack.addresses
     clients: dict[str, HeadlessClient] = {}
     routes: dict[str, list[str]] = {}
