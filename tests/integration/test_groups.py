@@ -171,11 +171,14 @@ async def test_member_recovers_group_messages_after_its_gateway_dies(stack_facto
     await alice.send_group("group1", "one")
     await bob.wait_for(1)
     stack.kill("gateway-2")
-    for text in ("two", "three", "four"):
+    # More than the shipped 5-message history while bob is away: recovery must read the delivery log.
+    during = [f"during {i}" for i in range(12)]
+    for text in during:
         await alice.send_group("group1", text)
-    await bob.wait_for(4, timeout=30)
-    await asyncio.sleep(0.3)
-    assert bob.texts() == ["one", "two", "three", "four"]
+    await bob.wait_for(13, timeout=30)
+    await alice.send_group("group1", "sentinel")  # anything still to come twice would come before this
+    await bob.wait_for(14, timeout=30)
+    assert bob.texts() == ["one", *during, "sentinel"]
 
 
 async def test_member_removed_while_away_reconnects_with_a_stale_group_cursor(stack_factory, client_factory,
