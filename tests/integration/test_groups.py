@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import subprocess
 import sys
 import uuid
@@ -13,6 +14,7 @@ import grpc
 import pytest
 from redis.asyncio import Redis
 
+from services.gateway.groups import CACHE_TTL_SECONDS
 from spartan import naming
 from spartan.client.headless import HeadlessClient
 from spartan.client.groups import FORGED, NO_KEY
@@ -24,6 +26,9 @@ from tests.support.stack import rates
 
 ROOT = Path(__file__).resolve().parents[2]
 SENDS = rates(send=1000)  # each test sends more than 3 messages (and sender keys) back to back
+# The hub notices a lost pub/sub connection at its next read (every POLL_SECONDS) and reconnects after
+# 0.1 s; a second covers both on a loaded machine and stays well inside the 5 s cache TTL.
+GAP_NOTICED_SECONDS = 1.0
 # Seven group changes from alice alone, on top of the sends.
 GROUP_CALLS = rates(send=1000, group=100)
 
@@ -179,6 +184,45 @@ async def test_member_recovers_group_messages_after_its_gateway_dies(stack_facto
     await alice.send_group("group1", "sentinel")  # anything still to come twice would come before this
     await bob.wait_for(14, timeout=30)
     assert bob.texts() == ["one", *during, "sentinel"]
+
+
+async def test_group_membership_cache_is_dropped_after_a_pubsub_gap(stack_factory, client_factory) -> None:
+    """docs/HISTORY.md: a gateway drops its whole group-membership cache after a pub/sub gap, so a
+    change announced while its pub/sub connection was down is not trusted stale for up to the TTL.
+
+    bob's gateway caches group1 (bob a member); it is frozen while Redis cuts its pub/sub
+    connection and alice removes bob, so the announcement never reaches it. A second after the
+    gateway runs again, bob's next group send is refused, sooner than the cache's TTL would.
+    """
+    stack = stack_factory(gateways=2, settings=SENDS)
+    alice = await client_factory("alice", [stack.address(1)])
+    bob = await client_factory("bob", [stack.address(2)])
+
+    def chat() -> pb.Message:
+        return pb.Message(id=uuid.uuid4().hex, kind=pb.CHAT, group="group1", body=b"\x01ciphertext")
+
+    await bob.call("SendMsg", chat())  # bob's gateway now holds group1's members in its cache
+    cached = asyncio.get_running_loop().time()
+    redis = Redis.from_url(stack.redis.url)
+    try:
+        stack.signal("gateway-2", signal.SIGSTOP)
+        try:
+            assert await redis.client_kill_filter(_type="pubsub") >= 2  # both gateways' connections
+            await alice.call("RemoveMember", pb.GroupRequest(group="group1", user="bob"))
+        finally:
+            stack.signal("gateway-2", signal.SIGCONT)
+    finally:
+        await redis.aclose()
+    await asyncio.sleep(GAP_NOTICED_SECONDS)
+    try:
+        await bob.call("SendMsg", chat())
+    except grpc.aio.AioRpcError as refused:
+        assert refused.code() == grpc.StatusCode.PERMISSION_DENIED, refused
+    else:
+        raise AssertionError(f"a removed member's group send was accepted {GAP_NOTICED_SECONDS}s after the "
+                             f"pub/sub gap: the gateway kept its stale membership cache; its log:\n"
+                             f"{stack.log('gateway-2')[-2000:]}")
+    assert asyncio.get_running_loop().time() - cached < CACHE_TTL_SECONDS, "too slow to tell the gap from the TTL"
 
 
 async def test_member_removed_while_away_reconnects_with_a_stale_group_cursor(stack_factory, client_factory,

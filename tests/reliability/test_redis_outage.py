@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 
 import grpc
 import pytest
+from redis.asyncio import Redis
 
 from spartan.v1 import pb
 from tests.support.stack import rates
@@ -95,3 +97,36 @@ async def eventually(call, seconds: float = 10.0):  # type: ignore[no-untyped-de
             if exc.code() != grpc.StatusCode.UNAVAILABLE or time.monotonic() - started > seconds:
                 raise
             await asyncio.sleep(0.2)
+
+
+async def test_a_message_published_while_a_gateways_pubsub_was_cut_reaches_its_open_stream(
+        stack_factory, client_factory) -> None:
+    """docs/RELIABILITY.md: on a lost pub/sub connection the gateway reconnects, resubscribes and tells
+    every stream to replay from the delivery log, so nothing published meanwhile is missed.
+
+    Redis cuts the pub/sub connection of bob's gateway (CLIENT KILL, as a proxy timeout or a network
+    blip would) while that gateway is frozen, and alice's message is published before it
+    resubscribes: only the replay can bring it to bob's stream, which stays open throughout.
+    """
+    stack = stack_factory(gateways=2)
+    alice = await client_factory("alice", [stack.address(1)])
+    bob = await client_factory("bob", [stack.address(2)])
+    await alice.send("bob", "before the cut")
+    await bob.wait_for(1)
+    redis = Redis.from_url(stack.redis.url)
+    try:
+        stack.signal("gateway-2", signal.SIGSTOP)
+        try:
+            assert await redis.client_kill_filter(_type="pubsub") >= 2  # both gateways' connections
+            await alice.send("bob", "during the cut")  # acknowledged: in the delivery log
+        finally:
+            stack.signal("gateway-2", signal.SIGCONT)
+    finally:
+        await redis.aclose()
+    try:
+        await bob.wait_for(2, timeout=10)
+    except (TimeoutError, asyncio.TimeoutError):
+        raise AssertionError(f"bob's open stream never got the message published while its gateway's pub/sub "
+                             f"connection was cut; notices {bob.notices}; gateway log:\n"
+                             f"{stack.log('gateway-2')[-1500:]}") from None
+    assert bob.texts() == ["before the cut", "during the cut"]
