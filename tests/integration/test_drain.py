@@ -24,8 +24,6 @@ DRAIN_BOUND_SECONDS = 1.5 * GRACE_SECONDS + EXIT_SLACK_SECONDS
 SETTINGS = {
     "SPARTAN_SHUTDOWN__GRACE_SECONDS": str(GRACE_SECONDS),
     **rates(send=1000),  # alice sends 100 messages a second through the drain
-    # History holds the whole run, so a receiver that moves mid-burst can resume it.
-    "SPARTAN_MAX_NUM_MESSAGES_PER_USER": "1000",
 }
 CLOSING_NOTICE = "this gateway is shutting down; reconnecting to another one"
 SERVICE = "spartan.v1.Spartan"
