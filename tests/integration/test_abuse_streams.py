@@ -24,7 +24,9 @@ import grpc
 import pytest
 
 from spartan.v1 import pb
-from tests.support.stack import ROOT
+from tests.support.stack import ROOT, rates
+
+SENDS = rates(send=1000)  # 425 messages sent as fast as the gateway takes them
 
 # The budget the gateway grants: four full key rotations of a group of the largest size, per minute.
 MAX_GROUP_MEMBERS = 256
@@ -155,7 +157,7 @@ def metric(port: int, name: str) -> float:
 async def test_a_stream_that_falls_behind_ends_with_a_status_and_its_client_recovers(stack_factory, client_factory,
                                                                                       tmp_path) -> None:
     # A queue of 50 instead of 1024: the victim falls behind after a few megabytes instead of a few hundred.
-    stack = stack_factory(gateways=1, settings={"SPARTAN_GATEWAY__STREAM_QUEUE_SIZE": "50"})
+    stack = stack_factory(gateways=1, settings={"SPARTAN_GATEWAY__STREAM_QUEUE_SIZE": "50", **SENDS})
     victim = subprocess.Popen([sys.executable, "-c", VICTIM, stack.address(1), "alice", str(tmp_path / "keys")],
                               stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert victim.stdout is not None

@@ -10,9 +10,9 @@ restarted from its AOF; the per-conversation maximum is announced with the exact
 number of messages lost, a Redis that lost its data as a lost epoch; acknowledged
 messages leave Redis.
 
-Every stack raises only the send rate (the stack's FAST_SETTINGS): these tests send
-far more than the shipped 3 calls per 30 s per user. Other settings changed by a test
-say why where they are set.
+Every stack raises only the send rate (SENDS): these tests send far more than the
+shipped 3 calls per 30 s per user. Other settings changed by a test say why where
+they are set.
 """
 from __future__ import annotations
 
@@ -31,9 +31,11 @@ from spartan.client.headless import HeadlessClient
 from spartan.client.state import ClientState
 from spartan.delivery_log import conversation_keys
 from spartan.v1 import pb
+from tests.support.stack import rates
 
 ROOT = Path(__file__).resolve().parents[2]
 DM = naming.dm_conversation("alice", "bob")
+SENDS = rates(send=1000)  # up to 451 messages sent back to back
 
 # argv: address user key_dir. Prints "ready" once its stream is open, then the text of each chat
 # message as it is recorded; its positions live on disk (persist=True), so a new process resumes.
@@ -122,7 +124,7 @@ def assert_exactly(received: list[str | None], expected: list[str]) -> None:
 
 # -------------------------------------------------------------------- tests
 async def test_gateway_sigkill_mid_conversation_loses_nothing_beyond_history(stack_factory, open_client) -> None:
-    stack = stack_factory(gateways=2)
+    stack = stack_factory(gateways=2, settings=SENDS)
     alice = await open_client("alice", [stack.address(1)])
     arrivals: list[pb.Message] = []
     bob = await open_client("bob", [stack.address(2), stack.address(1)], arrivals=arrivals)
@@ -154,7 +156,7 @@ def replayed_on_second_stream(arrivals: list[pb.Message], before_kill: int) -> i
 
 
 async def test_new_client_with_positions_on_disk_gets_only_what_it_lacks(stack_factory, open_client) -> None:
-    stack = stack_factory(gateways=2)
+    stack = stack_factory(gateways=2, settings=SENDS)
     alice = await open_client("alice", [stack.address(1)])
     bob = await open_client("bob", [stack.address(2)], persist=True)
     await alice.send("bob", "before")
@@ -175,7 +177,7 @@ async def test_new_client_with_positions_on_disk_gets_only_what_it_lacks(stack_f
 
 async def test_two_hundred_messages_to_an_offline_user_arrive_in_order_then_synced(
         stack_factory, open_client) -> None:
-    stack = stack_factory(gateways=2)
+    stack = stack_factory(gateways=2, settings=SENDS)
     await register(open_client, "bob", [stack.address(2)])
     alice = await open_client("alice", [stack.address(1)])
     expected = texts("offline", 200)
@@ -194,7 +196,7 @@ async def test_two_hundred_messages_to_an_offline_user_arrive_in_order_then_sync
 async def test_backlog_of_several_replay_pages_while_the_sender_goes_on(stack_factory, open_client) -> None:
     """401 waiting messages are three pages of the gateway's replay (200 each); 50 more are sent
     while bob's stream opens, so replay and live delivery overlap."""
-    stack = stack_factory(gateways=2)
+    stack = stack_factory(gateways=2, settings=SENDS)
     await register(open_client, "bob", [stack.address(2)])
     alice = await open_client("alice", [stack.address(1)])
     backlog, during = texts("backlog", 401), texts("during", 50)
@@ -212,7 +214,7 @@ async def test_backlog_of_several_replay_pages_while_the_sender_goes_on(stack_fa
 
 
 async def test_client_process_sigkilled_and_restarted_prints_each_message_once(stack_factory, tmp_path) -> None:
-    stack = stack_factory(gateways=2)
+    stack = stack_factory(gateways=2, settings=SENDS)
     key_dir = str(tmp_path / "reader-keys")
     errors = tmp_path / "reader.stderr"
     first = await spawn_reader(stack.address(2), "bob", key_dir, errors)
@@ -251,7 +253,7 @@ async def test_client_process_sigkilled_and_restarted_prints_each_message_once(s
 
 
 async def test_offline_group_member_gets_every_group_message_decrypted(stack_factory, open_client) -> None:
-    stack = stack_factory(gateways=2)
+    stack = stack_factory(gateways=2, settings=SENDS)
     await register(open_client, "eve", [stack.address(2)])
     alice = await open_client("alice", [stack.address(1)])
     expected = texts("group", 50)
@@ -269,7 +271,7 @@ async def test_offline_group_member_gets_every_group_message_decrypted(stack_fac
 
 
 async def test_accept_published_while_the_requester_was_away_reaches_them(stack_factory, open_client) -> None:
-    stack = stack_factory(gateways=2)
+    stack = stack_factory(gateways=2, settings=SENDS)
     bob = await open_client("bob", [stack.address(2)])
     alice = await open_client("alice", [stack.address(1)], persist=True)
     await alice.call("RequestChat", pb.ChatRequest(peer="bob"))
@@ -285,7 +287,7 @@ async def test_accept_published_while_the_requester_was_away_reaches_them(stack_
 
 async def test_redis_restarted_from_its_aof_keeps_what_an_offline_user_has_not_had(
         stack_factory, open_client) -> None:
-    stack = stack_factory(gateways=2, appendonly=True)
+    stack = stack_factory(gateways=2, appendonly=True, settings=SENDS)
     await register(open_client, "bob", [stack.address(2)])
     alice = await open_client("alice", [stack.address(1)])
     expected = texts("kept", 10)
@@ -302,7 +304,7 @@ async def test_redis_restarted_from_its_aof_keeps_what_an_offline_user_has_not_h
 
 async def test_redis_that_lost_its_data_is_announced_and_the_new_epoch_delivered(stack_factory, open_client) -> None:
     """Without AOF a restarted Redis is empty: a returning client's cursor names a lost epoch."""
-    stack = stack_factory(gateways=2)
+    stack = stack_factory(gateways=2, settings=SENDS)
     # Unencrypted: the key directory lives in the same Redis and is lost with it.
     alice = await open_client("alice", [stack.address(1)], encrypt=False)
     bob = await open_client("bob", [stack.address(2)], encrypt=False, persist=True)
@@ -335,7 +337,7 @@ async def _sent(client: HeadlessClient, peer: str, text: str) -> bool:
 
 async def test_per_conversation_maximum_is_announced_with_the_exact_count(stack_factory, open_client) -> None:
     # A maximum of 10 per conversation (shipped: 10000) reaches the bound with 15 sends.
-    stack = stack_factory(gateways=2, settings={"SPARTAN_DELIVERY__MAX_PER_CONVERSATION": "10"})
+    stack = stack_factory(gateways=2, settings={**SENDS, "SPARTAN_DELIVERY__MAX_PER_CONVERSATION": "10"})
     await register(open_client, "bob", [stack.address(2)])
     alice = await open_client("alice", [stack.address(1)])
     await send_all(alice, "bob", texts("n", 15, start=1))
@@ -352,7 +354,7 @@ async def test_per_conversation_maximum_is_announced_with_the_exact_count(stack_
 
 
 async def test_acknowledged_messages_leave_redis(stack_factory, open_client) -> None:
-    stack = stack_factory(gateways=2)
+    stack = stack_factory(gateways=2, settings=SENDS)
     bob = await open_client("bob", [stack.address(2)])
     alice = await open_client("alice", [stack.address(1)])
     await send_all(alice, "bob", texts("acked", 12))

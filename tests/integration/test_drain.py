@@ -13,14 +13,17 @@ import time
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from tests.support.stack import rates
+
 GRACE_SECONDS = 3.0
-# docs/DEPLOY.md: a drain takes up to 1.5 x the grace (reconnect notices, then calls in flight).
-# The extra seconds are for the interpreter to exit on a loaded machine, not for the drain.
-DRAIN_BOUND_SECONDS = 1.5 * GRACE_SECONDS + 10.0
+# docs/RELIABILITY.md: a drained gateway exits 0 within 1.5 x the grace (reconnect notices, then
+# calls in flight). Slack, measured on the monotonic clock from SIGTERM to exit: closing the Redis
+# pool and the interpreter's own exit once "gateway stopped" is logged, on a loaded machine.
+EXIT_SLACK_SECONDS = 1.5
+DRAIN_BOUND_SECONDS = 1.5 * GRACE_SECONDS + EXIT_SLACK_SECONDS
 SETTINGS = {
     "SPARTAN_SHUTDOWN__GRACE_SECONDS": str(GRACE_SECONDS),
-    # History holds the whole run, so a receiver that moves mid-burst can resume it.
-    "SPARTAN_MAX_NUM_MESSAGES_PER_USER": "1000",
+    **rates(send=1000),  # alice sends 100 messages a second through the drain
 }
 CLOSING_NOTICE = "this gateway is shutting down; reconnecting to another one"
 SERVICE = "spartan.v1.Spartan"
@@ -29,7 +32,7 @@ SERVICE = "spartan.v1.Spartan"
 def terminate_timed(stack, name: str) -> tuple[int, float]:  # type: ignore[no-untyped-def]
     """SIGTERM `name`, wait for it to exit; (exit status, seconds it took)."""
     started = time.monotonic()
-    status = stack.terminate(name, timeout=DRAIN_BOUND_SECONDS)
+    status = stack.terminate(name, timeout=DRAIN_BOUND_SECONDS + 10.0)  # a wait, not the bound
     return status, time.monotonic() - started
 
 
@@ -85,7 +88,8 @@ async def test_sigterm_while_streaming_and_sending_loses_no_acknowledged_message
     assert drain is not None
     status, seconds = await drain
     assert status == 0, stack.log(drained)
-    assert seconds <= DRAIN_BOUND_SECONDS
+    assert seconds <= DRAIN_BOUND_SECONDS, f"the drain took {seconds:.2f}s"
+    print(f"drain: exited {seconds:.2f}s after SIGTERM")
 
     for receiver in (bob, charlie):
         wanted = acknowledged[receiver.user]
@@ -120,7 +124,8 @@ async def test_health_turns_not_serving_during_drain_and_process_exits_cleanly(s
         assert (await watch.read()).status == health_pb2.HealthCheckResponse.SERVING
 
         started = time.monotonic()
-        exited = asyncio.create_task(asyncio.to_thread(stack.terminate, "gateway-1", 1.5 * grace + 10.0))
+        bound = 1.5 * grace + EXIT_SLACK_SECONDS
+        exited = asyncio.create_task(asyncio.to_thread(stack.terminate, "gateway-1", bound + 10.0))
         change = await asyncio.wait_for(watch.read(), timeout=10)
         assert change.status == health_pb2.HealthCheckResponse.NOT_SERVING
 
@@ -138,8 +143,10 @@ async def test_health_turns_not_serving_during_drain_and_process_exits_cleanly(s
         assert answers and set(answers) <= {"NOT_SERVING", "CANCELLED", "UNAVAILABLE"}, answers
 
         assert await exited == 0, stack.log("gateway-1")
+        took = time.monotonic() - started
         # The open Watch held the server for the grace period, then it was cancelled.
-        assert time.monotonic() - started <= 1.5 * grace + 10.0
+        assert grace <= took <= bound, f"the drain took {took:.2f}s"
+        print(f"drain with a Watch open: exited {took:.2f}s after SIGTERM")
         try:
             ended = await watch.read()
         except grpc.aio.AioRpcError as error:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import subprocess
 import sys
 import uuid
@@ -13,6 +14,7 @@ import grpc
 import pytest
 from redis.asyncio import Redis
 
+from services.gateway.groups import CACHE_TTL_SECONDS
 from spartan import naming
 from spartan.client.headless import HeadlessClient
 from spartan.client.groups import FORGED, NO_KEY
@@ -20,8 +22,15 @@ from spartan.crypto import DecryptError
 from spartan.crypto.sender_keys import decrypt_group, envelope_key_id
 from spartan.v1 import pb
 from tests.support.cli import read_until, write
+from tests.support.stack import rates
 
 ROOT = Path(__file__).resolve().parents[2]
+SENDS = rates(send=1000)  # each test sends more than 3 messages (and sender keys) back to back
+# The hub notices a lost pub/sub connection at its next read (every POLL_SECONDS) and reconnects after
+# 0.1 s; a second covers both on a loaded machine and stays well inside the 5 s cache TTL.
+GAP_NOTICED_SECONDS = 1.0
+# Seven group changes from alice alone, on top of the sends.
+GROUP_CALLS = rates(send=1000, group=100)
 
 
 async def group1_on_three_gateways(stack, client_factory) -> dict:  # type: ignore[no-untyped-def]
@@ -45,7 +54,7 @@ def membership_seen(client, version: int):  # type: ignore[no-untyped-def]
 
 
 async def test_members_on_three_gateways_see_every_message_once_in_order(stack_factory, client_factory) -> None:
-    stack = stack_factory(gateways=3)
+    stack = stack_factory(gateways=3, settings=SENDS)
     clients = await group1_on_three_gateways(stack, client_factory)
     sent: list[tuple[str, str]] = []
     for i in range(12):
@@ -67,7 +76,7 @@ async def test_members_on_three_gateways_see_every_message_once_in_order(stack_f
 
 
 async def test_one_publish_per_group_message_and_one_subscription_per_gateway(stack_factory, client_factory) -> None:
-    stack = stack_factory(gateways=3)
+    stack = stack_factory(gateways=3, settings=SENDS)
     clients = await group1_on_three_gateways(stack, client_factory)
     redis = Redis.from_url(stack.redis.url)
     try:
@@ -90,7 +99,7 @@ async def test_one_publish_per_group_message_and_one_subscription_per_gateway(st
 
 async def test_removed_member_cannot_read_later_messages_and_new_member_cannot_read_earlier(
         stack_factory, client_factory) -> None:
-    stack = stack_factory(gateways=3)
+    stack = stack_factory(gateways=3, settings=SENDS)
     clients = await group1_on_three_gateways(stack, client_factory)
     alice, bob, eve = clients["alice"], clients["bob"], clients["eve"]
     await alice.send_group("group1", "before")
@@ -132,7 +141,7 @@ async def test_removed_member_cannot_read_later_messages_and_new_member_cannot_r
 
 async def test_group_created_at_run_time_reaches_a_member_who_was_offline(stack_factory, client_factory,
                                                                          tmp_path: Path) -> None:
-    stack = stack_factory(gateways=3)
+    stack = stack_factory(gateways=3, settings=SENDS)
     alice = await client_factory("alice", [stack.address(1)])
     bob = await client_factory("bob", [stack.address(2)])
     charlie = await client_factory("charlie", [stack.address(3)])  # registers keys, then goes offline
@@ -161,17 +170,59 @@ async def test_group_created_at_run_time_reaches_a_member_who_was_offline(stack_
 
 
 async def test_member_recovers_group_messages_after_its_gateway_dies(stack_factory, client_factory) -> None:
-    stack = stack_factory(gateways=3)
+    stack = stack_factory(gateways=3, settings=SENDS)
     alice = await client_factory("alice", [stack.address(1)])
     bob = await client_factory("bob", [stack.address(2), stack.address(3)])
     await alice.send_group("group1", "one")
     await bob.wait_for(1)
     stack.kill("gateway-2")
-    for text in ("two", "three", "four"):
+    # More than the shipped 5-message history while bob is away: recovery must read the delivery log.
+    during = [f"during {i}" for i in range(12)]
+    for text in during:
         await alice.send_group("group1", text)
-    await bob.wait_for(4, timeout=30)
-    await asyncio.sleep(0.3)
-    assert bob.texts() == ["one", "two", "three", "four"]
+    await bob.wait_for(13, timeout=30)
+    await alice.send_group("group1", "sentinel")  # anything still to come twice would come before this
+    await bob.wait_for(14, timeout=30)
+    assert bob.texts() == ["one", *during, "sentinel"]
+
+
+async def test_group_membership_cache_is_dropped_after_a_pubsub_gap(stack_factory, client_factory) -> None:
+    """docs/HISTORY.md: a gateway drops its whole group-membership cache after a pub/sub gap, so a
+    change announced while its pub/sub connection was down is not trusted stale for up to the TTL.
+
+    bob's gateway caches group1 (bob a member); it is frozen while Redis cuts its pub/sub
+    connection and alice removes bob, so the announcement never reaches it. A second after the
+    gateway runs again, bob's next group send is refused, sooner than the cache's TTL would.
+    """
+    stack = stack_factory(gateways=2, settings=SENDS)
+    alice = await client_factory("alice", [stack.address(1)])
+    bob = await client_factory("bob", [stack.address(2)])
+
+    def chat() -> pb.Message:
+        return pb.Message(id=uuid.uuid4().hex, kind=pb.CHAT, group="group1", body=b"\x01ciphertext")
+
+    await bob.call("SendMsg", chat())  # bob's gateway now holds group1's members in its cache
+    cached = asyncio.get_running_loop().time()
+    redis = Redis.from_url(stack.redis.url)
+    try:
+        stack.signal("gateway-2", signal.SIGSTOP)
+        try:
+            assert await redis.client_kill_filter(_type="pubsub") >= 2  # both gateways' connections
+            await alice.call("RemoveMember", pb.GroupRequest(group="group1", user="bob"))
+        finally:
+            stack.signal("gateway-2", signal.SIGCONT)
+    finally:
+        await redis.aclose()
+    await asyncio.sleep(GAP_NOTICED_SECONDS)
+    try:
+        await bob.call("SendMsg", chat())
+    except grpc.aio.AioRpcError as refused:
+        assert refused.code() == grpc.StatusCode.PERMISSION_DENIED, refused
+    else:
+        raise AssertionError(f"a removed member's group send was accepted {GAP_NOTICED_SECONDS}s after the "
+                             f"pub/sub gap: the gateway kept its stale membership cache; its log:\n"
+                             f"{stack.log('gateway-2')[-2000:]}")
+    assert asyncio.get_running_loop().time() - cached < CACHE_TTL_SECONDS, "too slow to tell the gap from the TTL"
 
 
 async def test_member_removed_while_away_reconnects_with_a_stale_group_cursor(stack_factory, client_factory,
@@ -198,7 +249,7 @@ async def test_member_removed_while_away_reconnects_with_a_stale_group_cursor(st
 
 
 async def test_bad_group_input_is_refused_precisely(stack_factory, client_factory) -> None:
-    stack = stack_factory(gateways=2)
+    stack = stack_factory(gateways=2, settings=GROUP_CALLS)
     alice = await client_factory("alice", [stack.address(1)])
     foo = await client_factory("foo", [stack.address(2)])
 

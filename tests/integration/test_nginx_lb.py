@@ -13,9 +13,10 @@ from pathlib import Path
 from tests.support.nginx import Nginx
 from tests.support.ports import free_port
 from tests.support.prometheus import scrape
+from tests.support.stack import rates
 
-# History must hold the whole conversation so a client that reconnects mid-way can resume it.
-SETTINGS = {"SPARTAN_MAX_NUM_MESSAGES_PER_USER": "500"}
+# The shipped 5-message history: a client that reconnects mid-way resumes from the delivery log.
+SETTINGS = rates(send=100)  # each client sends 25 messages back to back
 
 
 def open_streams(stack, name: str) -> float:  # type: ignore[no-untyped-def]

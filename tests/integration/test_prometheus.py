@@ -17,9 +17,10 @@ import pytest
 
 from spartan.v1 import pb
 from tests.support.prometheus import Exposition, Prometheus, scrape
+from tests.support.stack import rates
 
-SETTINGS = {"SPARTAN_MAX_NUM_MESSAGES_PER_USER": "100"}
 MESSAGES = 12
+SENDS = rates(send=100)  # MESSAGES sent back to back by one user
 
 
 def jobs(stack) -> dict[str, list[str]]:  # type: ignore[no-untyped-def]
@@ -32,7 +33,7 @@ def jobs(stack) -> dict[str, list[str]]:  # type: ignore[no-untyped-def]
 
 async def test_prometheus_scrapes_every_service_and_counts_deliveries(
         stack_factory, client_factory, tmp_path: Path) -> None:
-    stack = stack_factory(gateways=2, settings=SETTINGS)
+    stack = stack_factory(gateways=2, settings=SENDS)
     targets = jobs(stack)
     prometheus = Prometheus(tmp_path / "prometheus", targets, scrape_interval="1s").start()
     try:
@@ -100,7 +101,7 @@ def check_conventions(exposition: Exposition, where: str) -> None:
 
 async def test_metric_names_and_conventions(stack_factory, client_factory) -> None:
     tight = "{send: {rate: 1, per_seconds: 60, burst: 1}}"
-    stack = stack_factory(gateways=1, settings={**SETTINGS, "SPARTAN_RATE__APIS": tight})
+    stack = stack_factory(gateways=1, settings={"SPARTAN_RATE__APIS": tight})
     alice = await client_factory("alice", [stack.address(1)])
     bob = await client_factory("bob", [stack.address(1)])
     await alice.send("bob", "the only send the bucket allows")

@@ -3,11 +3,14 @@ from __future__ import annotations
 
 import asyncio
 
+from tests.support.stack import rates
+
+SENDS = rates(send=1000)  # 200 messages sent back to back
 
 
 async def test_receiver_survives_gateway_sigkill_and_sees_every_message_once_in_order(
         stack_factory, client_factory) -> None:
-    stack = stack_factory(gateways=2, settings={"SPARTAN_MAX_NUM_MESSAGES_PER_USER": "500"})
+    stack = stack_factory(gateways=2, settings=SENDS)
     alice = await client_factory("alice", [stack.address(1)])
     bob = await client_factory("bob", [stack.address(2), stack.address(1)])
     bob.follow("alice")

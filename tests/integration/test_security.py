@@ -36,9 +36,10 @@ from services.gateway.auth import KEY_CHECK_TTL_SECONDS
 from spartan.delivery_log import conversation_keys as delivery_keys
 from spartan.history_store import KEY_PREFIX
 from spartan.v1 import pb, rpc
-from tests.support.stack import ROOT, Stack
+from tests.support.stack import ROOT, Stack, rates
 
 DEBUG_LOGS = {"SPARTAN_LOG__LEVEL": "DEBUG", "SPARTAN_MAX_NUM_MESSAGES_PER_USER": "20"}  # keep all 8 in history
+SENDS = rates(send=100)  # each side sends 4 messages within seconds
 ENVELOPE_OVERHEAD = 29  # version (1) + nonce (12) + tag (16)
 UNDECRYPTABLE = "[Spartan] A message from alice could not be decrypted."
 
@@ -196,7 +197,7 @@ async def raw_channel(stack_factory) -> AsyncIterator[tuple[Stack, grpc.aio.Chan
 
 # ---------------------------------------------------------------- tests
 async def test_servers_store_and_log_only_ciphertext(stack_factory, client_factory) -> None:  # type: ignore[no-untyped-def]
-    stack = stack_factory(gateways=2, settings=DEBUG_LOGS)
+    stack = stack_factory(gateways=2, settings={**DEBUG_LOGS, **SENDS})
     alice = await client_factory("alice", [stack.address(1)])
     bob = await client_factory("bob", [stack.address(2)])
     from_alice, from_bob = secret_texts(4, "alice"), secret_texts(4, "bob")

@@ -18,6 +18,7 @@ from spartan.client.connection import Connection
 from spartan.config import TlsConfig
 from spartan.crypto.keystore import load_or_create
 from spartan.v1 import pb
+from tests.support.stack import rates
 
 S = grpc.StatusCode
 REFUSED = {S.INVALID_ARGUMENT, S.NOT_FOUND, S.PERMISSION_DENIED, S.RESOURCE_EXHAUSTED}
@@ -90,12 +91,14 @@ def test_every_public_rpc_is_fuzzed() -> None:
     assert set(STRATEGIES) == set(ALLOWED) == set(REQUEST_TYPES)
 
 
+# Hundreds of generated calls must reach the handlers' checks, not stop at the limiter.
+CALLS = rates(send=10000, request=10000, group=10000)
 EVES = {"dm:alice:eve", "dm:bob:eve", "dm:charlie:eve", "dm:eve:foo", "dm:bar:eve", "dm:baz:eve", "dm:eve:qux",
         "group:group1"}
 
 
 def test_public_api_survives_generated_input(stack_factory, tmp_path) -> None:
-    stack = stack_factory(gateways=1, settings={"SPARTAN_MAX_NUM_MESSAGES_PER_USER": "50"})
+    stack = stack_factory(gateways=1, settings={"SPARTAN_MAX_NUM_MESSAGES_PER_USER": "50", **CALLS})
     loop = asyncio.new_event_loop()
     identity, _ = load_or_create("eve", str(tmp_path / "keys"))
     conn = Connection([stack.address(1)], identity, TlsConfig())

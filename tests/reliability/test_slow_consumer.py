@@ -6,6 +6,7 @@ import signal
 import urllib.request
 
 from tests.support.client_processes import READER, STUCK_READER, spawn
+from tests.support.stack import rates
 
 MESSAGES = 3000
 
@@ -17,7 +18,7 @@ def metric(port: int, name: str) -> float:
 
 async def test_stuck_reader_is_disconnected_and_others_keep_flowing(stack_factory, client_factory, tmp_path) -> None:
     stack = stack_factory(gateways=1, settings={"SPARTAN_GATEWAY__STREAM_QUEUE_SIZE": "50",
-                                                "SPARTAN_MAX_NUM_MESSAGES_PER_USER": str(MESSAGES)})
+                                                **rates(send=10000)})  # 3000 messages as fast as they go
     keys = str(tmp_path / "keys")
     alice = await client_factory("alice", [stack.address(1)], encrypt=False)
     charlie = spawn(READER, stack.address(1), "charlie", keys)

@@ -19,12 +19,11 @@ from tests.support.redis_server import RedisServer
 
 ROOT = Path(__file__).resolve().parents[2]
 
-FAST_SETTINGS = {
-    "SPARTAN_PRESENCE__LEASE_SECONDS": "3",
-    "SPARTAN_RATE__RATE": "100000",
-    "SPARTAN_RATE__PER_SECONDS": "1",
-    "SPARTAN_SHUTDOWN__GRACE_SECONDS": "3",
-}
+def rates(**per_second: float) -> dict[str, str]:
+    """Settings raising the limit of the named APIs only (e.g. `rates(send=1000)`): calls per second,
+    with a bucket of one second's worth; every other API keeps the shipped 3 calls per 30 s."""
+    apis = ", ".join(f"{api}: {{rate: {rate}, per_seconds: 1}}" for api, rate in per_second.items())
+    return {"SPARTAN_RATE__APIS": "{" + apis + "}"}
 
 
 def libfaketime() -> str:
@@ -54,8 +53,7 @@ class Stack:
             "SPARTAN_AUTH__TOKEN_SECRET": secrets.token_hex(32),
             "SPARTAN_AUTH__SERVICE_SECRET": secrets.token_hex(32),
             "SPARTAN_GATEWAY__HOST": "127.0.0.1",  # loopback, as the local launcher: no enrolment codes needed
-            **FAST_SETTINGS,
-            **(settings or {}),
+            **(settings or {}),  # the shipped config.yaml, plus what the test itself raises
         }
         self.clock_offsets = clock_offsets or {}  # process name -> faketime offset such as "+300s"
         self.children: dict[str, Child] = {}
