@@ -9,24 +9,11 @@ from __future__ import annotations
 import os
 import subprocess
 import time
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
 
 from tests.support.cli import LocalServer, Pane, register, wait_until
 from tests.support.ports import free_port
 
 USERS = "alice, bob, charlie, eve, foo, bar, baz, qux"  # config.yaml's users
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[LocalServer]:
-    local = LocalServer(tmp_path)
-    try:
-        yield local
-    finally:
-        local.stop()
 
 
 def screen(pane: Pane) -> list[str]:

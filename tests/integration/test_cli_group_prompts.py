@@ -9,21 +9,8 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
 
 from tests.support.cli import LocalServer, Pane, wait_until
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[LocalServer]:
-    local = LocalServer(tmp_path)
-    try:
-        yield local
-    finally:
-        local.stop()
 
 
 def last_line(pane: Pane) -> str:

@@ -10,10 +10,6 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
 
 from tests.support.cli import LocalServer, Pane, wait_until
 
@@ -22,15 +18,6 @@ ROWS = 50  # every line of the test stays on screen
 # The shipped limit lets 3 sends through, then one every 10 s: 17 x 10 s = 170 s for the rest.
 # The bound below is generous (a loaded machine), not a claim about speed.
 ALL_SENT_SECONDS = 400.0
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[LocalServer]:
-    local = LocalServer(tmp_path)
-    try:
-        yield local
-    finally:
-        local.stop()
 
 
 def chat_between(server: LocalServer, suffix: str) -> tuple[Pane, Pane]:

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from tests.support.cli import LocalServer, Pane, read_until, register, wait_until, write
+
 
 def seed_lines(port: int) -> tuple[list[str], list[str]]:
     alice = [
@@ -33,15 +32,6 @@ def seed_lines(port: int) -> tuple[list[str], list[str]]:
         "[bob] > Hi Alice!",
     ]
     return alice, bob
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[LocalServer]:
-    local = LocalServer(tmp_path)
-    try:
-        yield local
-    finally:
-        local.stop()
 
 
 def test_server_prints_the_seed_line(server: LocalServer) -> None:
