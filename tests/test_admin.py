@@ -7,6 +7,7 @@ import secrets
 import subprocess
 import sys
 import time
+import uuid
 
 import grpc
 import pytest
@@ -161,4 +162,53 @@ async def test_an_open_stream_of_a_reset_key_ends_within_the_key_check_bound(sta
         assert took <= RESET_BOUND_SECONDS, f"the old stream ended {took:.2f}s after the reset"
         print(f"key reset: old stream ended {took:.2f}s after the reset")
     finally:
+        await conn.close()
+
+
+async def test_a_stream_opened_just_before_a_reset_ends_with_its_next_delivery_and_carries_nothing(
+        stack_factory, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """docs/SECURITY.md: a stream of the old key opened less than KEY_CHECK_TTL_SECONDS before the new key
+    registers is not ended by that broadcast; it stays open, idle, and the first delivery after the bound
+    ends it with UNAUTHENTICATED instead of being handed over."""
+    stack = stack_factory(gateways=1)
+    old_identity, _ = load_or_create("bob", tmp_path / "old")
+    conn = Connection([stack.address(1)], old_identity, TlsConfig())
+    await conn.open()
+    alice_identity, _ = load_or_create("alice", tmp_path / "alice")
+    alice = Connection([stack.address(1)], alice_identity, TlsConfig())
+    await alice.open()
+    try:
+        assert conn.stub is not None and alice.stub is not None
+        stream = conn.stub.ReceiveMsg(pb.Message(sender="bob"), metadata=conn.metadata)
+        chats: list[pb.Message] = []
+
+        async def read_to_the_end() -> grpc.StatusCode:
+            try:
+                async for message in stream:
+                    if message.kind == pb.CHAT:
+                        chats.append(message)
+            except grpc.aio.AioRpcError as exc:
+                return exc.code()
+            return grpc.StatusCode.OK
+
+        reader = asyncio.create_task(read_to_the_end())
+        await stream.initial_metadata()
+        reset = admin("reset-keys", "bob", env=stack.env)
+        assert reset.returncode == 0, reset.stderr
+        new_identity, _ = load_or_create("bob", tmp_path / "new")
+        fresh = Connection([stack.address(1)], new_identity, TlsConfig(),
+                           reset.stdout.split("--enrolment-code ")[1].strip())
+        await fresh.open()  # the broadcast of the new key reaches a stream checked moments ago
+        try:
+            await asyncio.sleep(KEY_CHECK_TTL_SECONDS + 0.5)
+            assert not reader.done(), "documented: the stream stays open until a delivery"
+            await alice.stub.SendMsg(pb.Message(id=uuid.uuid4().hex, kind=pb.CHAT, recipient="bob", body=b"x"),
+                                     metadata=alice.metadata, timeout=10)
+            code = await asyncio.wait_for(reader, 10)
+        finally:
+            await fresh.close()
+        assert code == grpc.StatusCode.UNAUTHENTICATED, code
+        assert chats == [], "the old key's stream was handed a message after the reset"
+    finally:
+        await alice.close()
         await conn.close()
