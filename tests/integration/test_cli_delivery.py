@@ -163,3 +163,28 @@ async def test_a_message_published_twice_is_shown_once(fast_server: LocalServer)
     read_until(bob, lines, "[alice] and then this")
     lines = finish(bob, lines)
     assert [line for line in lines if line.startswith("[alice]")] == ["[alice] only once", "[alice] and then this"]
+
+
+async def test_after_the_server_restarts_the_replay_and_new_messages_are_each_shown_once(
+        fast_server: LocalServer) -> None:
+    """bob's piped client reads alice's messages, the only server stops and starts again (same folder, its Redis
+    AOF kept), bob's client reconnects and catches up after what it showed: nothing is shown twice, and what
+    alice sends while bob is reconnecting and after is shown once, in order."""
+    server = fast_server
+    register(server, "alice")
+    bob = server.piped("bob")
+    lines: list[str] = []
+    read_until(bob, lines, "User list")
+    write(bob, "alice")
+    read_until(bob, lines, "You are now ready to chat with alice.")
+    await send_as_alice(server, ["before 1", "before 2"])
+    read_until(bob, lines, "[alice] before 2")
+    server.stop()
+    server.start()
+    await send_as_alice(server, ["after 1"])  # may reach bob live or by the catch-up, or both
+    read_until(bob, lines, "[alice] after 1")
+    await send_as_alice(server, ["after 2"])
+    read_until(bob, lines, "[alice] after 2")
+    lines = finish(bob, lines)
+    assert [line for line in lines if line.startswith("[alice]")] == [
+        "[alice] before 1", "[alice] before 2", "[alice] after 1", "[alice] after 2"]
