@@ -64,8 +64,13 @@ async def test_prometheus_scrapes_every_service_and_counts_deliveries(
                        lambda v: v >= MESSAGES + 1) == MESSAGES + 1
         assert settled(prometheus, 'sum(spartan_active_streams{job="gateway"})', lambda v: v == 2) == 2
         # The services' own `service` label arrives as it is exposed, not renamed by a target label.
-        series = prometheus.api("series", **{"match[]": "spartan_rpcs_total"})
-        assert series and all("exported_service" not in labels for labels in series), series
+        # Wait for a scrape of presence after its first RPC (scrapes of each target run on their own clock).
+        def rpc_series() -> list[dict[str, str]] | None:
+            found = prometheus.api("series", **{"match[]": "spartan_rpcs_total"})
+            return found if {labels["service"] for labels in found} >= {"gateway", "presence"} else None
+
+        series = prometheus.wait_until(rpc_series, timeout=60)
+        assert all("exported_service" not in labels for labels in series), series
         assert {labels["service"] for labels in series} == {"gateway", "presence"}, series
     finally:
         prometheus.stop()
