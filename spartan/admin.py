@@ -35,7 +35,7 @@ from spartan.config import Config, ConfigError, load_config
 from spartan.crypto.identity import fingerprint
 from spartan.launcher import SERVICE_SECRET_FILE, data_root
 from spartan.program import argument_parser
-from spartan.rpc.credentials import open_channel
+from spartan.rpc.balancing import PRESENCE, service_channel
 from spartan.rpc.service_auth import ServiceSecretError, signing_interceptors
 from spartan.rpc.service_auth import resolve as resolve_service_secret
 from spartan.token_secret import TokenSecretError, write_new_secret
@@ -144,7 +144,7 @@ async def with_presence(
     secret: str,
     action: Callable[[rpc.PresenceStub], Coroutine[Any, Any, T]],
 ) -> T:
-    channel = open_channel(address, config.tls, interceptors=signing_interceptors(secret))
+    channel = service_channel(address, PRESENCE, config.tls, signing_interceptors(secret))
     try:
         return await action(rpc.PresenceStub(channel))
     except grpc.aio.AioRpcError as exc:

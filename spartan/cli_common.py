@@ -22,6 +22,7 @@ from redis.asyncio import Redis
 from spartan.config import Config, ConfigError, load_config
 from spartan.logs import setup_logging
 from spartan.program import argument_parser
+from spartan.service_addresses import addresses
 
 log = logging.getLogger("spartan")
 
@@ -34,10 +35,6 @@ def service_arguments(prog: str, description: str) -> argparse.ArgumentParser:
     return parser
 
 
-def address_port(address: str) -> int:
-    return int(address.rsplit(":", 1)[1])
-
-
 def apply_flags(service: str, config: Config, args: argparse.Namespace) -> Config:
     if args.metrics_port is not None:
         config = dataclasses.replace(config, metrics=dataclasses.replace(config.metrics, port=args.metrics_port))
@@ -45,8 +42,8 @@ def apply_flags(service: str, config: Config, args: argparse.Namespace) -> Confi
         return config
     if service == "gateway":
         return dataclasses.replace(config, port=args.port)
-    host = getattr(config.services, service).rsplit(":", 1)[0]
-    address: dict[str, Any] = {service: f"{host}:{args.port}"}
+    host = addresses(getattr(config.services, service))[0].rpartition(":")[0]
+    address: dict[str, Any] = {service: f"{host}:{args.port}"}  # this replica's own port
     return dataclasses.replace(config, services=dataclasses.replace(config.services, **address))
 
 

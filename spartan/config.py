@@ -22,6 +22,8 @@ from typing import Any, get_args, get_origin, get_type_hints
 
 import yaml
 
+from spartan.service_addresses import AddressError, addresses
+
 ENV_PREFIX = "SPARTAN_"
 CONFIG_ENV = "SPARTAN_CONFIG"
 # Variables with the prefix that are not settings: the config path, and the client's own.
@@ -44,7 +46,8 @@ class RedisConfig:
 
 @dataclass(frozen=True)
 class ServicesConfig:
-    """Where the internal services listen (host:port) and how gateways reach them."""
+    """Where the internal services listen and how gateways reach them: `host:port` (a name may resolve to
+    every replica) or a comma-separated list of replicas' `ip:port` (spartan.service_addresses)."""
 
     presence: str = "127.0.0.1:3101"
     history: str = "127.0.0.1:3102"
@@ -361,6 +364,7 @@ def _validate(config: Config) -> None:
     if bool(config.tls.cert) != bool(config.tls.key):
         raise ConfigError("tls: cert and key must be given together")
     for address_key in ("presence", "history"):
-        address = getattr(config.services, address_key)
-        if ":" not in address:
-            raise ConfigError(f"services.{address_key}: expected host:port, got {address!r}")
+        try:
+            addresses(getattr(config.services, address_key))
+        except AddressError as exc:
+            raise ConfigError(f"services.{address_key}: {exc}") from None

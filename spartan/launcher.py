@@ -1,8 +1,10 @@
 """`python3 server.py` / `spartan-server`: the whole stack on one machine in one command.
 
 Starts a private `redis-server` (AOF on, data under `redis.data_dir`) unless a Redis
-URL is configured, then the presence and history services and N gateway replicas on
-consecutive ports, each as its own process exactly as in a distributed deployment.
+URL is configured, then the presence and history services (`--replicas` of each, replica
+k on the configured port + 10·(k-1)) and N gateway replicas on consecutive ports, each
+as its own process exactly as in a distributed deployment; gateways balance their calls
+over every presence and history replica (spartan.rpc.balancing).
 It prints `Spartan server started on port 3000.` once every service answers its
 health check, restarts a child that dies, and on Ctrl-C or SIGTERM drains the
 gateways first and stops Redis last. Children log to files under `<data>/logs/`.
@@ -36,10 +38,13 @@ from spartan.local_redis import LocalRedis, RedisNotInstalled
 from spartan.ports import first_busy, wait_for_port
 from spartan.private_files import open_private_append, private_dir, read_or_create_secret
 from spartan.program import argument_parser
+from spartan.service_addresses import port_of
 
 RESTART_DELAY_SECONDS = 1.0
 SERVICE_SECRET_FILE = "service_secret"  # under the data folder; spartan-admin finds it there too
 LOCAL_HOST = "127.0.0.1"
+REPLICA_PORT_STEP = 10  # presence replica k listens on services.presence's port + 10·(k-1); history likewise
+MAX_REPLICAS = 10
 
 
 @dataclass
@@ -95,6 +100,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argument_parser("server.py", "Run the whole Spartan Messenger stack locally.")
     parser.add_argument("--config", help="path to config.yaml (default: ./config.yaml or $SPARTAN_CONFIG)")
     parser.add_argument("--gateways", type=int, default=1, help="gateway replicas on consecutive ports (default 1)")
+    parser.add_argument(
+        "--replicas",
+        type=int,
+        default=1,
+        help=f"presence and history replicas each, on ports {REPLICA_PORT_STEP} apart (default 1)",
+    )
     parser.add_argument("--redis-url", help="use this Redis instead of starting a private one")
     parser.add_argument("--data-dir", help="where the private Redis, logs and the token secret live (default .spartan)")
     parser.add_argument(
@@ -105,6 +116,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.gateways < 1:
         parser.error("--gateways must be at least 1")
+    if not 1 <= args.replicas <= MAX_REPLICAS:
+        parser.error(f"--replicas must be between 1 and {MAX_REPLICAS}")
     return args
 
 
@@ -128,15 +141,23 @@ def service_secret_env(root: Path, config: Config) -> dict[str, str]:
     return {"SPARTAN_AUTH__SERVICE_SECRET_FILE": str(path.resolve())}
 
 
+def replica_ports(setting: str, replicas: int) -> list[int]:
+    """The ports of a service's replicas: the setting's port, then every REPLICA_PORT_STEP above it."""
+    return [port_of(setting) + REPLICA_PORT_STEP * k for k in range(replicas)]
+
+
+def replica_addresses(setting: str, replicas: int) -> str:
+    """What the gateways are told: every replica's loopback address (spartan.service_addresses)."""
+    return ",".join(f"{LOCAL_HOST}:{port}" for port in replica_ports(setting, replicas))
+
+
 def needed_ports(config: Config, args: argparse.Namespace) -> list[tuple[str, int]]:
     """Every (host, port) the children will listen on, in the order they start."""
-    ports = [
-        (LOCAL_HOST, int(config.services.presence.rsplit(":", 1)[1])),
-        (LOCAL_HOST, int(config.services.history.rsplit(":", 1)[1])),
-    ]
+    ports = [(LOCAL_HOST, port) for port in replica_ports(config.services.presence, args.replicas)]
+    ports += [(LOCAL_HOST, port) for port in replica_ports(config.services.history, args.replicas)]
     ports += [(args.host, config.port + i) for i in range(args.gateways)]
     if config.metrics.port:
-        ports += [(config.metrics.host, config.metrics.port + i) for i in range(2 + args.gateways)]
+        ports += [(config.metrics.host, config.metrics.port + i) for i in range(2 * args.replicas + args.gateways)]
     return ports
 
 
@@ -182,12 +203,17 @@ def build_children(config: Config, args: argparse.Namespace, root: Path, env: di
             child_env["SPARTAN_GATEWAY__INSTANCE_ID"] = name
         return Child(name, [python, "-m", module, *flags], port, child_env, logs / f"{name}.log")
 
-    presence_port = int(config.services.presence.rsplit(":", 1)[1])
-    history_port = int(config.services.history.rsplit(":", 1)[1])
-    children.append(child("presence", "services.presence.main", presence_port, 0))
-    children.append(child("history", "services.history.main", history_port, 1))
+    presence_ports = replica_ports(config.services.presence, args.replicas)
+    history_ports = replica_ports(config.services.history, args.replicas)
+    # Metrics ports: presence, history, the gateways, then further replicas (one replica keeps the old layout).
+    children.append(child("presence", "services.presence.main", presence_ports[0], 0))
+    children.append(child("history", "services.history.main", history_ports[0], 1))
     for i in range(args.gateways):
         children.append(child(f"gateway-{i + 1}", "services.gateway.main", config.port + i, 2 + i))
+    for k in range(1, args.replicas):
+        index = 2 + args.gateways + 2 * (k - 1)
+        children.append(child(f"presence-{k + 1}", "services.presence.main", presence_ports[k], index))
+        children.append(child(f"history-{k + 1}", "services.history.main", history_ports[k], index + 1))
     return children
 
 
@@ -215,7 +241,15 @@ async def run(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"server.py: config error: {exc}", file=sys.stderr)
         return 2
-    busy = first_busy(needed_ports(config, args))
+    ports = needed_ports(config, args)
+    if len({port for _, port in ports}) < len(ports):
+        print(
+            "server.py: the gateways', services' and metrics ports overlap with these settings; choose ports further "
+            "apart (port, services.presence, services.history, metrics.port in config.yaml)",
+            file=sys.stderr,
+        )
+        return 2
+    busy = first_busy(ports)
     if busy is not None:  # checked before anything starts, so there is nothing to stop
         print(
             f"server.py: port {busy[1]} is already in use (another Spartan server?); stop it or choose other "
@@ -229,8 +263,10 @@ async def run(argv: list[str] | None = None) -> int:
         **os.environ,
         "PYTHONUNBUFFERED": "1",
         "SPARTAN_GATEWAY__HOST": args.host,
-        "SPARTAN_SERVICES__LISTEN_HOST": LOCAL_HOST,
-    }  # presence and history: this machine only
+        "SPARTAN_SERVICES__LISTEN_HOST": LOCAL_HOST,  # presence and history: this machine only
+        "SPARTAN_SERVICES__PRESENCE": replica_addresses(config.services.presence, args.replicas),
+        "SPARTAN_SERVICES__HISTORY": replica_addresses(config.services.history, args.replicas),
+    }
     env.update(service_secret_env(root, config))
     if not config.auth.token_secret_file:  # a configured file is read by the gateways themselves
         env["SPARTAN_AUTH__TOKEN_SECRET"] = token_secret(root, config.auth.token_secret)
@@ -260,8 +296,14 @@ async def run(argv: list[str] | None = None) -> int:
                 flush=True,
             )
         if args.gateways > 1:
-            ports = ",".join(str(config.port + i) for i in range(args.gateways))
-            print(f"[Spartan] {args.gateways} gateway replicas on ports {ports}.", flush=True)
+            gateway_ports = ",".join(str(config.port + i) for i in range(args.gateways))
+            print(f"[Spartan] {args.gateways} gateway replicas on ports {gateway_ports}.", flush=True)
+        if args.replicas > 1:
+            print(
+                f"[Spartan] {args.replicas} replicas of presence "
+                f"({env['SPARTAN_SERVICES__PRESENCE']}) and of history ({env['SPARTAN_SERVICES__HISTORY']}).",
+                flush=True,
+            )
         await supervise(children, stop)
         return 0
     except RuntimeError as exc:

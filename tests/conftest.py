@@ -35,10 +35,10 @@ def stack_factory(tmp_path):  # type: ignore[no-untyped-def]
     made: list[tuple[Stack, RedisServer]] = []
 
     def make(gateways: int = 2, settings: dict[str, str] | None = None, appendonly: bool = False,
-             clock_offsets: dict[str, str] | None = None) -> Stack:
+             clock_offsets: dict[str, str] | None = None, replicas: int = 1) -> Stack:
         redis_server = RedisServer(appendonly=appendonly).start()
-        stack = Stack(tmp_path / f"stack{len(made)}", redis_server, gateways=gateways, settings=settings,
-                      clock_offsets=clock_offsets)
+        stack = Stack(tmp_path / f"stack{len(made)}", redis_server, gateways=gateways, replicas=replicas,
+                      settings=settings, clock_offsets=clock_offsets)
         made.append((stack, redis_server))
         return stack.start()
 

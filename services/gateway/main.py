@@ -16,7 +16,7 @@ from spartan import redis_conn
 from spartan.cli_common import run_async, run_service, service_arguments, wait_for_redis
 from spartan.config import Config
 from spartan.fd_limit import RESERVED_FDS, connection_cap, raise_open_files_limit
-from spartan.rpc.credentials import open_channel
+from spartan.rpc.balancing import HISTORY, PRESENCE, service_channel
 from spartan.rpc.server import ServiceSpec, serve, server_options
 from spartan.rpc.service_auth import service_secret_or_exit, signing_interceptors
 from spartan.token_secret import TokenSecretError
@@ -58,8 +58,8 @@ async def run(config: Config) -> None:
     gateway_id = config.gateway.instance_id or f"{socket.gethostname()}-{os.getpid()}"
     redis = redis_conn.connect(config.redis)
     await wait_for_redis(redis, "gateway")
-    presence_channel = open_channel(config.services.presence, config.tls, interceptors=signing)
-    history_channel = open_channel(config.services.history, config.tls, interceptors=signing)
+    presence_channel = service_channel(config.services.presence, PRESENCE, config.tls, signing)
+    history_channel = service_channel(config.services.history, HISTORY, config.tls, signing)
     presence = rpc.PresenceStub(presence_channel)
     history = rpc.HistoryStub(history_channel)
     hub = PubSubHub(redis)

@@ -6,12 +6,13 @@ from redis.asyncio import Redis
 
 from services.history.servicer import HistoryServicer
 from spartan import redis_conn
-from spartan.cli_common import address_port, run_async, run_service, service_arguments, wait_for_redis
+from spartan.cli_common import run_async, run_service, service_arguments, wait_for_redis
 from spartan.config import Config
 from spartan.history_store import HistoryStore
 from spartan.redis_pipeline import AutoPipeline
 from spartan.rpc.server import ServiceSpec, serve
 from spartan.rpc.service_auth import CallerCheck, service_secret_or_exit
+from spartan.service_addresses import port_of
 
 
 def make_store(config: Config, redis: Redis, pipeline: AutoPipeline | None = None) -> HistoryStore:
@@ -36,7 +37,7 @@ async def run(config: Config) -> None:
         servicer=servicer,
         service="History",
         host=config.services.listen_host,
-        port=address_port(config.services.history),
+        port=port_of(config.services.history),
         on_stop=redis.aclose,
         interceptors=[CallerCheck(secret)],
     )

@@ -6,12 +6,13 @@ from services.presence.groups import GroupStore
 from services.presence.servicer import PresenceServicer
 from services.presence.store import PresenceStore
 from spartan import redis_conn
-from spartan.cli_common import address_port, run_async, run_service, service_arguments, wait_for_redis
+from spartan.cli_common import run_async, run_service, service_arguments, wait_for_redis
 from spartan.config import Config
 from spartan.delivery_log import DeliveryLog
 from spartan.enrolment import EnrolmentCodes
 from spartan.rpc.server import ServiceSpec, serve
 from spartan.rpc.service_auth import CallerCheck, service_secret_or_exit
+from spartan.service_addresses import port_of
 
 
 async def run(config: Config) -> None:
@@ -27,7 +28,7 @@ async def run(config: Config) -> None:
         servicer=servicer,
         service="Presence",
         host=config.services.listen_host,
-        port=address_port(config.services.presence),
+        port=port_of(config.services.presence),
         on_stop=redis.aclose,
         interceptors=[CallerCheck(secret)],
     )

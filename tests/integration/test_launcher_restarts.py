@@ -7,8 +7,8 @@ import socket
 import time
 from pathlib import Path
 
-from spartan.launcher import RESTART_DELAY_SECONDS
-from tests.support.cli import LocalServer
+from spartan.launcher import REPLICA_PORT_STEP, RESTART_DELAY_SECONDS
+from tests.support.cli import LocalServer, register
 
 # Slack over the launcher's check interval: starting a Python service and binding its port on a
 # loaded machine.
@@ -60,3 +60,24 @@ def test_a_killed_presence_is_restarted_and_the_launcher_says_so(tmp_path: Path)
     assert server.process.stderr is not None
     said = server.process.stderr.read()
     assert "[Spartan] presence stopped unexpectedly; restarting it (see " in said, said
+
+
+def test_replicas_start_two_of_each_service_and_a_login_needs_only_one(tmp_path: Path) -> None:
+    server = LocalServer(tmp_path, args=("--replicas", "2"))
+    try:
+        assert server.first_line.startswith("Spartan server started"), server.first_line
+        assert server.process.stdout is not None
+        told = server.process.stdout.readline().rstrip("\n")
+        presence_port = int(server.env["SPARTAN_SERVICES__PRESENCE"].rsplit(":", 1)[1])
+        history_port = int(server.env["SPARTAN_SERVICES__HISTORY"].rsplit(":", 1)[1])
+        presences = [f"127.0.0.1:{presence_port + k * REPLICA_PORT_STEP}" for k in (0, 1)]
+        histories = [f"127.0.0.1:{history_port + k * REPLICA_PORT_STEP}" for k in (0, 1)]
+        assert told == (f"[Spartan] 2 replicas of presence ({','.join(presences)}) and of history "
+                        f"({','.join(histories)})."), told
+        assert all(listening(address) for address in presences + histories)
+        first, _second = sorted(children(server.process.pid, "services.presence.main"))
+        assert len(children(server.process.pid, "services.history.main")) == 2
+        os.kill(first, signal.SIGKILL)  # a child this test's server started; the other replica serves
+        register(server, "bob")
+    finally:
+        server.stop()

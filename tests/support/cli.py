@@ -18,8 +18,9 @@ ROOT = Path(__file__).resolve().parents[2]
 class LocalServer:
     """`python3 server.py` in a scratch folder holding the shipped config.yaml."""
 
-    def __init__(self, workdir: Path, extra_env: dict[str, str] | None = None) -> None:
+    def __init__(self, workdir: Path, extra_env: dict[str, str] | None = None, args: tuple[str, ...] = ()) -> None:
         self.workdir = workdir
+        self.args = args  # server.py's own flags
         shutil.copy(ROOT / "config.yaml", workdir / "config.yaml")
         self.port = 3000 if _port_free(3000) else free_port()
         self.env = {**os.environ, "PYTHONPATH": str(ROOT), "SPARTAN_KEY_DIR": str(workdir / "keys"),
@@ -30,7 +31,7 @@ class LocalServer:
 
     def start(self) -> None:
         """Start `python3 server.py` (again, after `stop`: same folder, same ports)."""
-        self.process = subprocess.Popen([sys.executable, str(ROOT / "server.py")], cwd=self.workdir, env=self.env,
+        self.process = subprocess.Popen([sys.executable, str(ROOT / "server.py"), *self.args], cwd=self.workdir, env=self.env,
                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         assert self.process.stdout is not None
         self.first_line = self.process.stdout.readline().rstrip("\n")

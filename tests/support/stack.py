@@ -1,4 +1,4 @@
-"""A real multi-process Spartan stack for integration tests: presence, history and N gateways.
+"""A real multi-process Spartan stack for integration tests: presence, history (R replicas each) and N gateways.
 
 Each service is its own OS process started exactly as in a deployment (the console
 modules with `--port` and `SPARTAN_*` environment), against a private redis-server,
@@ -34,12 +34,15 @@ def libfaketime() -> str:
 
 
 class Stack:
-    def __init__(self, workdir: Path, redis: RedisServer, *, gateways: int = 2,
+    def __init__(self, workdir: Path, redis: RedisServer, *, gateways: int = 2, replicas: int = 1,
                  settings: dict[str, str] | None = None, clock_offsets: dict[str, str] | None = None) -> None:
+        """`replicas`: presence and history processes each, named presence, presence-2, …; the gateways
+        are given every replica's address (the list form of services.presence / services.history)."""
         self.workdir = workdir
         self.redis = redis
-        self.presence_port = free_port()
-        self.history_port = free_port()
+        self.presence_ports = [free_port() for _ in range(replicas)]
+        self.history_ports = [free_port() for _ in range(replicas)]
+        self.presence_port, self.history_port = self.presence_ports[0], self.history_ports[0]
         self.gateway_ports = [free_port() for _ in range(gateways)]
         self.metrics_ports: dict[str, int] = {}
         self.env = {
@@ -48,8 +51,8 @@ class Stack:
             "PYTHONUNBUFFERED": "1",
             "SPARTAN_CONFIG": str(ROOT / "config.yaml"),
             "SPARTAN_REDIS__URL": redis.url,
-            "SPARTAN_SERVICES__PRESENCE": f"127.0.0.1:{self.presence_port}",
-            "SPARTAN_SERVICES__HISTORY": f"127.0.0.1:{self.history_port}",
+            "SPARTAN_SERVICES__PRESENCE": ",".join(f"127.0.0.1:{port}" for port in self.presence_ports),
+            "SPARTAN_SERVICES__HISTORY": ",".join(f"127.0.0.1:{port}" for port in self.history_ports),
             "SPARTAN_AUTH__TOKEN_SECRET": secrets.token_hex(32),
             "SPARTAN_AUTH__SERVICE_SECRET": secrets.token_hex(32),
             "SPARTAN_GATEWAY__HOST": "127.0.0.1",  # loopback, as the local launcher: no enrolment codes needed
@@ -58,8 +61,10 @@ class Stack:
         self.clock_offsets = clock_offsets or {}  # process name -> faketime offset such as "+300s"
         self.children: dict[str, Child] = {}
         (workdir / "logs").mkdir(parents=True, exist_ok=True)
-        self._add("presence", "services.presence.main", self.presence_port)
-        self._add("history", "services.history.main", self.history_port)
+        for k, (presence, history) in enumerate(zip(self.presence_ports, self.history_ports)):
+            suffix = f"-{k + 1}" if k else ""
+            self._add(f"presence{suffix}", "services.presence.main", presence)
+            self._add(f"history{suffix}", "services.history.main", history)
         for i, port in enumerate(self.gateway_ports):
             self._add(f"gateway-{i + 1}", "services.gateway.main", port)
 
