@@ -15,6 +15,7 @@ from typing import Any
 
 import grpc
 
+from spartan.client.backoff import Backoff
 from spartan.config import TlsConfig
 from spartan.crypto.identity import Identity
 from spartan.crypto.tokens import login_transcript
@@ -24,6 +25,8 @@ from spartan.v1 import pb, rpc
 CALL_TIMEOUT_SECONDS = 10.0
 RETRYABLE = (grpc.StatusCode.UNAVAILABLE,)
 TOKEN_REFRESH_MARGIN_US = 60_000_000
+FIRST_RETRY_SECONDS = 0.2  # a failed call waits up to this, then up to twice as long, … (spartan.client.backoff)
+MAX_RETRY_SECONDS = 2.0
 
 
 class Connection:
@@ -139,6 +142,7 @@ class Connection:
     async def call(self, method: str, request: Any, *, attempts: int | None = None) -> Any:
         """A unary call with the session token; fails over on UNAVAILABLE, logs in again on an expired token."""
         attempts = attempts or max(3, len(self.addresses) + 1)
+        backoff = Backoff(FIRST_RETRY_SECONDS, MAX_RETRY_SECONDS)
         for attempt in range(attempts):
             generation = self.generation
             try:
@@ -152,7 +156,7 @@ class Connection:
                     continue
                 if exc.code() not in RETRYABLE or attempt == attempts - 1:
                     raise
-                await asyncio.sleep(min(0.2 * 2**attempt, 2.0))
+                await asyncio.sleep(backoff.next())
                 try:
                     await self.failover(generation)
                 except grpc.aio.AioRpcError:

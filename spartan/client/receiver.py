@@ -4,9 +4,10 @@ The stream counts as connected only once the gateway sent its initial metadata,
 which it does after Redis acknowledged the subscription, so nothing published after
 "Connected" can be missed. When the stream breaks (gateway killed, drained, network
 cut, too slow) the receiver says so once (with the server's sentence when the server
-ended it on purpose, e.g. a stream that fell behind), fails over to the next address with
-backoff, logs in again if the token is refused, and reopens the stream with the
-newest offset seen per conversation; the gateway replays what was missed.
+ended it on purpose, e.g. a stream that fell behind), fails over to the next address
+after a jittered wait (spartan.client.backoff; a gateway's `retry-after` is its floor),
+logs in again if the token is refused, and reopens the stream with the newest offset
+seen per conversation; the gateway replays what was missed.
 """
 
 from __future__ import annotations
@@ -17,13 +18,16 @@ from collections.abc import Awaitable, Callable
 
 import grpc
 
+from spartan.client.backoff import Backoff
 from spartan.client.connection import Connection
+from spartan.client.explain import retry_after
 from spartan.v1 import pb
 
 log = logging.getLogger("spartan.client")
 
 FATAL = (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND)
 EXPLAINED = (grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.ABORTED)  # ended by the server with a reason
+FIRST_BACKOFF_SECONDS = 0.2
 MAX_BACKOFF_SECONDS = 3.0
 # Gateways refuse more cursors than `gateway.max_resume_cursors` (1000 by default). Conversations
 # beyond these resume from what the user acknowledged (messages are de-duplicated by id).
@@ -63,7 +67,7 @@ class Receiver:
             raise self.failed or TimeoutError("the server did not open the message stream")
 
     async def _run(self) -> None:
-        delay = 0.2
+        backoff = Backoff(FIRST_BACKOFF_SECONDS, MAX_BACKOFF_SECONDS)
         reconnecting = False
         while True:
             generation = self.conn.generation
@@ -82,12 +86,12 @@ class Receiver:
                     if reconnecting:
                         self.notify("Reconnected.")
                         reconnecting = False
-                    delay = 0.2
+                    backoff.reset()
                 async for message in call:
                     await self.handle(message)
-                code, details = grpc.StatusCode.UNAVAILABLE, "stream ended"
+                code, details, floor = grpc.StatusCode.UNAVAILABLE, "stream ended", 0.0
             except grpc.aio.AioRpcError as exc:
-                code, details = exc.code(), exc.details() or exc.code().name
+                code, details, floor = exc.code(), exc.details() or exc.code().name, retry_after(exc) or 0.0
             except asyncio.CancelledError:
                 raise
             if code in FATAL:
@@ -106,8 +110,7 @@ class Receiver:
                     self.notify(f"The server ended the message stream: {details}")
                 self.notify("Reconnecting…")
                 reconnecting = True
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, MAX_BACKOFF_SECONDS)
+            await asyncio.sleep(backoff.next(floor))
             try:
                 if code == grpc.StatusCode.UNAUTHENTICATED:
                     await self.conn.login()
