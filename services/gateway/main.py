@@ -12,7 +12,7 @@ from services.gateway.hub import PubSubHub
 from services.gateway.leases import LeaseKeeper
 from services.gateway.send_path import open_send_path
 from services.gateway.servicer import SpartanServicer
-from spartan import redis_conn
+from spartan import deployment, redis_conn
 from spartan.cli_common import run_async, run_service, service_arguments, wait_for_redis
 from spartan.config import Config
 from spartan.fd_limit import RESERVED_FDS, connection_cap, raise_open_files_limit
@@ -58,6 +58,8 @@ async def run(config: Config) -> None:
     gateway_id = config.gateway.instance_id or f"{socket.gethostname()}-{os.getpid()}"
     redis = redis_conn.connect(config.redis)
     await wait_for_redis(redis, "gateway")
+    deployment_id = await deployment.resolve(redis, config.auth.deployment_id)
+    log.info("deployment id %s", deployment_id)
     presence_channel = open_channel(config.services.presence, config.tls, interceptors=signing)
     history_channel = open_channel(config.services.history, config.tls, interceptors=signing)
     presence = rpc.PresenceStub(presence_channel)
@@ -71,7 +73,7 @@ async def run(config: Config) -> None:
     sends = open_send_path(config, redis, groups)  # every send's rate check and appends, pipelined
     servicer = SpartanServicer(
         config=config,
-        auth=Authenticator(config, secret, presence, redis),
+        auth=Authenticator(config, secret, presence, redis, deployment_id=deployment_id),
         hub=hub,
         leases=leases,
         presence=presence,
