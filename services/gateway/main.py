@@ -58,7 +58,10 @@ async def run(config: Config) -> None:
     gateway_id = config.gateway.instance_id or f"{socket.gethostname()}-{os.getpid()}"
     redis = redis_conn.connect(config.redis)
     await wait_for_redis(redis, "gateway")
-    deployment_id = await deployment.resolve(redis, config.auth.deployment_id)
+    try:
+        deployment_id = await deployment.resolve(redis, config.auth.deployment_id)
+    except ValueError as exc:  # someone wrote to Redis: refuse to guess
+        raise SystemExit(f"spartan-gateway: {exc}; set auth.deployment_id or delete the key") from None
     log.info("deployment id %s", deployment_id)
     presence_channel = open_channel(config.services.presence, config.tls, interceptors=signing)
     history_channel = open_channel(config.services.history, config.tls, interceptors=signing)
