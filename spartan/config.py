@@ -25,7 +25,9 @@ import yaml
 ENV_PREFIX = "SPARTAN_"
 CONFIG_ENV = "SPARTAN_CONFIG"
 # Variables with the prefix that are not settings: the config path, and the client's own.
-NON_SETTING_ENV = frozenset({CONFIG_ENV, "SPARTAN_KEY_DIR", "SPARTAN_SERVER"})
+NON_SETTING_ENV = frozenset(
+    {CONFIG_ENV, "SPARTAN_KEY_DIR", "SPARTAN_SERVER", "SPARTAN_PASSPHRASE", "SPARTAN_NEW_PASSPHRASE"}
+)
 DEFAULT_CONFIG_PATH = Path("config.yaml")
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,31}$")
 DEPLOYMENT_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")  # auth.deployment_id
