@@ -121,6 +121,9 @@ def _edit(path: Path, change) -> None:  # type: ignore[no-untyped-def]
     (lambda d: d["scrypt"].update(n=2**16), "wrong passphrase"),
     (lambda d: d["scrypt"].update(n=2**30), "scrypt N must be a power of two"),  # would exhaust memory
     (lambda d: d["scrypt"].update(n=2**10), "scrypt N must be a power of two"),  # weakened
+    (lambda d: d["scrypt"].update(n=3 * 2**16), "scrypt N must be a power of two"),
+    (lambda d: d["scrypt"].update(r=17), "scrypt r must be 1 to 16 and p 1 to 4"),
+    (lambda d: d["scrypt"].update(p=5), "scrypt r must be 1 to 16 and p 1 to 4"),
     (lambda d: d["aes_256_gcm"].update(ciphertext="AAAA"), "truncated"),
     (lambda d: d.pop("scrypt"), "corrupt"),
 ])

@@ -97,3 +97,27 @@ def test_a_terminal_asks_for_the_passphrase_without_echo(server: LocalServer) ->
             f"[Spartan] Wrong passphrase for the key file of alice ({path}); nothing was changed.")
     finally:
         wrong.close()
+
+
+def test_set_passphrase_at_a_terminal_asks_twice_and_refuses_two_that_differ(tmp_path: Path) -> None:
+    env = offline_env(tmp_path)
+    path = key_path("alice", tmp_path / "keys")
+    command = [sys.executable, str(ROOT / "client.py"), "alice", "--set-passphrase"]
+    for attempt, (first, second, status) in enumerate((("first-try", "second-try", 2), (PASSPHRASE, PASSPHRASE, 0))):
+        pane = Pane(f"setpass{attempt}{os.getpid()}", command, tmp_path, env)
+        try:
+            wait_until(lambda: pane.shows("New passphrase for alice's key (empty: none):"))
+            pane.type(first)
+            wait_until(lambda: pane.shows("The same again:"))
+            pane.type(second)
+            wait_until(lambda: pane.shows(f"[exited {status}]"))
+            screen = "".join(pane.lines())
+            assert first not in screen and second not in screen  # never echoed
+            if status == 2:
+                assert "[Spartan] The two passphrases differ; nothing was changed." in screen
+                assert not is_protected("alice", tmp_path / "keys")
+            else:
+                assert f"[Spartan] The key file of alice ({path}) is now protected by the new passphrase." in screen
+                assert is_protected("alice", tmp_path / "keys")
+        finally:
+            pane.close()
