@@ -91,11 +91,13 @@ def setup_cases() -> dict[str, Callable[[], object]]:
     alice, bob = Identity.generate("alice"), Identity.generate("bob")
     bob_keys = bob.public_keys()
     secret = b"bench-secret-0123456789abcdef"
-    challenges, tokens = ChallengeIssuer(secret, 60), TokenIssuer(secret, 3600)
+    deployment = "bench"
+    challenges = ChallengeIssuer(secret, 60, deployment_id=deployment)
+    tokens = TokenIssuer(secret, 3600, deployment_id=deployment)
 
     def login() -> None:
         nonce, _ = challenges.issue("alice")  # gateway
-        signature = alice.sign(login_transcript("alice", nonce, alice.identity_key))  # client
+        signature = alice.sign(login_transcript(deployment, "alice", nonce, alice.identity_key))  # client
         verify_login(challenges, user="alice", nonce=nonce, signature=signature,  # gateway
                      identity_key=alice.identity_key, registered_key=alice.identity_key)
         tokens.issue("alice", alice.identity_key)

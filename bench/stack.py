@@ -50,11 +50,14 @@ def rss_kib(pid: int) -> int:
     raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
+BENCH_DEPLOYMENT_ID = "bench"
+
+
 def mint_token(secret: str, user: str, identity_key: bytes) -> str:
     """A session token exactly as `Login` issues it for `identity_key` (which must be the registered key)."""
     from spartan.crypto.tokens import TokenIssuer
 
-    return TokenIssuer(secret, 3600).issue(user, identity_key)[0]
+    return TokenIssuer(secret, 3600, deployment_id=BENCH_DEPLOYMENT_ID).issue(user, identity_key)[0]
 
 
 async def register_keys(presence_address: str, users: list[str], service_secret: str,
@@ -207,6 +210,7 @@ class SpartanStack(ServiceStack):
             "SPARTAN_SERVICES__PRESENCE": f"127.0.0.1:{presence_port}",
             "SPARTAN_SERVICES__HISTORY": f"127.0.0.1:{history_port}",
             "SPARTAN_AUTH__TOKEN_SECRET": self.secret,
+            "SPARTAN_AUTH__DEPLOYMENT_ID": BENCH_DEPLOYMENT_ID,  # what `mint_token` signs for
             "SPARTAN_AUTH__SERVICE_SECRET": secrets.token_hex(32),  # presence checks direct key registration
             "SPARTAN_GATEWAY__HOST": "127.0.0.1",
             "SPARTAN_USERS": ",".join(users),

@@ -27,9 +27,12 @@ from spartan.service_addresses import AddressError, addresses
 ENV_PREFIX = "SPARTAN_"
 CONFIG_ENV = "SPARTAN_CONFIG"
 # Variables with the prefix that are not settings: the config path, and the client's own.
-NON_SETTING_ENV = frozenset({CONFIG_ENV, "SPARTAN_KEY_DIR", "SPARTAN_SERVER"})
+NON_SETTING_ENV = frozenset(
+    {CONFIG_ENV, "SPARTAN_KEY_DIR", "SPARTAN_SERVER", "SPARTAN_PASSPHRASE", "SPARTAN_NEW_PASSPHRASE"}
+)
 DEFAULT_CONFIG_PATH = Path("config.yaml")
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,31}$")
+DEPLOYMENT_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")  # auth.deployment_id
 
 
 class ConfigError(ValueError):
@@ -126,6 +129,8 @@ class AuthConfig:
     service_secret: str = ""  # signs every call between services (gateway, admin -> presence, history)
     service_secret_file: str = ""  # or a file holding it (compose's generated secret, a mounted Secret)
     pinned_keys: dict[str, str] = field(default_factory=dict)  # user -> hex Ed25519 identity key
+    # What logins sign and tokens carry; empty: generated once and kept in the deployment's Redis.
+    deployment_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -355,6 +360,11 @@ def _validate(config: Config) -> None:
     if config.auth.enrolment not in ("auto", "required", "open"):
         raise ConfigError(f"auth.enrolment: must be 'auto', 'required' or 'open', got {config.auth.enrolment!r}")
     positive("auth.enrolment_code_ttl_seconds", config.auth.enrolment_code_ttl_seconds)
+    if config.auth.deployment_id and not DEPLOYMENT_ID_PATTERN.match(config.auth.deployment_id):
+        raise ConfigError(
+            f"auth.deployment_id: {config.auth.deployment_id!r} is not valid "
+            "(1 to 64 letters, digits and . _ : - starting with a letter or digit)"
+        )
     positive("auth.login_attempts_per_minute_per_address", config.auth.login_attempts_per_minute_per_address, True)
     positive("auth.login_attempts_per_minute_per_user", config.auth.login_attempts_per_minute_per_user, True)
     if config.log.format not in ("text", "json"):

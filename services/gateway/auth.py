@@ -10,6 +10,8 @@ nonce's MAC, the replay guard) before the key directory and any signature check.
 `authenticated` wraps every other handler: it verifies the bearer token from the call
 metadata without any shared session store and publishes the user in
 `spartan.context.current_user` for rate limiting and logs.
+Challenges name the deployment (`spartan.deployment`), logins sign it and tokens carry
+it, so a login or token from another deployment is UNAUTHENTICATED here.
 A nonce logs in at most once (`spartan.crypto.tokens.redis_seen_nonce`: Redis `SET NX`
 with the nonce's remaining lifetime).
 
@@ -59,10 +61,13 @@ UNREACHABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 
 
 class Authenticator:
-    def __init__(self, config: Config, secret: str, presence: rpc.PresenceStub, redis: Redis) -> None:
+    def __init__(
+        self, config: Config, secret: str, presence: rpc.PresenceStub, redis: Redis, *, deployment_id: str
+    ) -> None:
         self.config = config
-        self.tokens = TokenIssuer(secret, config.auth.token_ttl_seconds)
-        self.challenges = ChallengeIssuer(secret, config.auth.challenge_ttl_seconds)
+        self.deployment_id = deployment_id  # `spartan.deployment.resolve`: what logins sign and tokens carry
+        self.tokens = TokenIssuer(secret, config.auth.token_ttl_seconds, deployment_id=deployment_id)
+        self.challenges = ChallengeIssuer(secret, config.auth.challenge_ttl_seconds, deployment_id=deployment_id)
         self.presence = presence
         self.redis = redis
         self.seen_nonce = redis_seen_nonce(redis)
@@ -85,7 +90,7 @@ class Authenticator:
         """A fresh nonce; says nothing about the user's keys (that would show which accounts are unclaimed)."""
         await self.limits.take(peer, user)
         nonce, expires_at_us = self.challenges.issue(user)
-        return pb.Challenge(nonce=nonce, expires_at_us=expires_at_us)
+        return pb.Challenge(nonce=nonce, expires_at_us=expires_at_us, deployment_id=self.deployment_id)
 
     async def login(self, request: pb.LoginRequest, peer: str) -> pb.Session:
         user = request.user

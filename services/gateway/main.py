@@ -12,7 +12,7 @@ from services.gateway.hub import PubSubHub
 from services.gateway.leases import LeaseKeeper
 from services.gateway.send_path import open_send_path
 from services.gateway.servicer import SpartanServicer
-from spartan import redis_conn
+from spartan import deployment, redis_conn
 from spartan.cli_common import run_async, run_service, service_arguments, wait_for_redis
 from spartan.config import Config
 from spartan.fd_limit import RESERVED_FDS, connection_cap, raise_open_files_limit
@@ -58,6 +58,11 @@ async def run(config: Config) -> None:
     gateway_id = config.gateway.instance_id or f"{socket.gethostname()}-{os.getpid()}"
     redis = redis_conn.connect(config.redis)
     await wait_for_redis(redis, "gateway")
+    try:
+        deployment_id = await deployment.resolve(redis, config.auth.deployment_id)
+    except ValueError as exc:  # someone wrote to Redis: refuse to guess
+        raise SystemExit(f"spartan-gateway: {exc}; set auth.deployment_id or delete the key") from None
+    log.info("deployment id %s", deployment_id)
     presence_channel = service_channel(config.services.presence, PRESENCE, config.tls, signing)
     history_channel = service_channel(config.services.history, HISTORY, config.tls, signing)
     presence = rpc.PresenceStub(presence_channel)
@@ -71,7 +76,7 @@ async def run(config: Config) -> None:
     sends = open_send_path(config, redis, groups)  # every send's rate check and appends, pipelined
     servicer = SpartanServicer(
         config=config,
-        auth=Authenticator(config, secret, presence, redis),
+        auth=Authenticator(config, secret, presence, redis, deployment_id=deployment_id),
         hub=hub,
         leases=leases,
         presence=presence,

@@ -3,7 +3,9 @@
 The server address comes from `--server host:port[,host:port…]` (several gateways or
 one load balancer), else `SPARTAN_SERVER`, else localhost and the `port` of
 config.yaml when there is one. Keys live under `~/.spartan/keys` (`--key-dir` or
-`SPARTAN_KEY_DIR` to change). Ctrl-D, Ctrl-C and /quit all leave cleanly.
+`SPARTAN_KEY_DIR` to change); a key file protected by a passphrase is unlocked at start
+(`spartan.client.passphrase`; `--set-passphrase` adds, changes or removes one). Ctrl-D,
+Ctrl-C and /quit all leave cleanly.
 """
 
 from __future__ import annotations
@@ -24,11 +26,12 @@ from spartan.client.commands import Quit, run_command
 from spartan.client.connection import Connection
 from spartan.client.e2e import ClientCrypto
 from spartan.client.explain import not_running, refused_connection, unknown_user
+from spartan.client.passphrase import NEW_PASSPHRASE_ENV, PASSPHRASE_ENV, passphrase_source, set_passphrase
 from spartan.client.receiver import Receiver
 from spartan.client.state import ClientState
 from spartan.client.terminal import open_terminal
 from spartan.config import Config, ConfigError, TlsConfig, load_config
-from spartan.crypto.keystore import key_path, load_or_create
+from spartan.crypto.keystore import KeyStoreError, key_path, load_or_create
 from spartan.crypto.pins import PinStore
 from spartan.errors import SpartanError
 from spartan.program import argument_parser
@@ -59,6 +62,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="host name to expect in the server's TLS certificate (default: the host of --server)",
     )
     parser.add_argument("--enrolment-code", default="", help="one-time code from the operator, if the server asks")
+    parser.add_argument(
+        "--passphrase-file",
+        help=f"read your key's passphrase from the first line of this file (else ${PASSPHRASE_ENV}, else a prompt)",
+    )
+    parser.add_argument(
+        "--set-passphrase",
+        action="store_true",
+        help=f"add, change or remove your key's passphrase, then exit (new one typed twice, or ${NEW_PASSPHRASE_ENV})",
+    )
     return parser.parse_args(argv)
 
 
@@ -72,6 +84,12 @@ def server_addresses(args: argparse.Namespace, config: Config | None) -> list[st
     if args.server:
         return [a.strip() for a in args.server.split(",") if a.strip()]
     return [f"localhost:{config.port if config else 3000}"]
+
+
+def sentence(text: str) -> str:
+    """`text` as one sentence: capital first letter, final full stop."""
+    text = text[:1].upper() + text[1:]
+    return text if text.endswith((".", "?", "!")) else text + "."
 
 
 def port_of(address: str) -> str:
@@ -97,11 +115,19 @@ async def run(args: argparse.Namespace) -> int:
     except (SpartanError, ConfigError) as exc:
         print(say(str(exc)), file=sys.stderr)
         return 2
+    try:
+        if args.set_passphrase:
+            print(say(set_passphrase(args.user, args.key_dir, args.passphrase_file)))
+            return 0
+        unlock = passphrase_source(args.user, args.key_dir, args.passphrase_file)
+        identity, created = load_or_create(args.user, args.key_dir, passphrase=unlock)
+    except KeyStoreError as exc:  # a wrong or missing passphrase, a key file others can read: nothing changed
+        print(say(sentence(str(exc))), file=sys.stderr)
+        return 2
     tls = config.tls if config else TlsConfig()
     if args.ca:
         tls = TlsConfig(ca=args.ca)
     addresses = server_addresses(args, config)
-    identity, created = load_or_create(args.user, args.key_dir)
     terminal = open_terminal()
     if args.ca and not Path(args.ca).is_file():
         print(say(f"The CA certificate {args.ca} does not exist."), file=sys.stderr)

@@ -93,7 +93,8 @@ class Connection:
         assert self.stub is not None
         challenge = await self.stub.GetChallenge(pb.ChallengeRequest(user=self.user), timeout=CALL_TIMEOUT_SECONDS)
         keys = self.identity.public_keys()
-        signature = self.identity.sign(login_transcript(self.user, challenge.nonce, keys.identity_key))
+        transcript = login_transcript(challenge.deployment_id, self.user, challenge.nonce, keys.identity_key)
+        signature = self.identity.sign(transcript)
         session = await self.stub.Login(
             pb.LoginRequest(
                 user=self.user,
@@ -106,6 +107,7 @@ class Connection:
         )
         self.token = session.token
         self.token_expires_us = session.expires_at_us
+        self.deployment_id = challenge.deployment_id
 
     async def _advance(self) -> None:
         if self.channel is not None:

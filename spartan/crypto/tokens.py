@@ -5,15 +5,18 @@ Login is a challenge/response with the user's identity key:
 1. `ChallengeIssuer.issue(user)` returns a nonce that carries its own expiry
    and an HMAC over (user, expiry, randomness). Nothing is stored, so any
    replica sharing the secret can check a nonce another replica issued.
-2. The client signs `login_transcript(user, nonce, identity_key)` (a domain
-   label keeps this signature from being valid for anything else).
+2. The client signs `login_transcript(deployment_id, user, nonce, identity_key)`
+   (a domain label keeps this signature from being valid for anything else; the
+   deployment id, which the challenge names, keeps it from being valid at any
+   other deployment).
 3. `verify_login` checks the nonce (ours, for this user, not expired), that the
    key is the one registered for the user, and the signature. It returns the
    nonce's expiry so a gateway can plug in a replay guard (`verify_login_once`
    with a `seen_nonce` callback such as Redis `SET NX PX`).
-4. `TokenIssuer.issue` returns a session token: a compact payload (user, key
-   fingerprint, expiry) and its HMAC-SHA256, base64url. Every replica verifies
-   it with the shared secret alone; no session store.
+4. `TokenIssuer.issue` returns a session token: a compact payload (deployment
+   id, user, key fingerprint, expiry) and its HMAC-SHA256, base64url. Every
+   replica verifies it with the shared secret alone; no session store. A
+   gateway of another deployment refuses it even if it holds the same secret.
 
 Token and challenge MAC keys are derived from the one configured secret with
 different labels, so a nonce can never pass as a token or the other way round.
@@ -39,7 +42,7 @@ from spartan.crypto.encoding import encode_fields
 from spartan.crypto.identity import fingerprint, verify_signature
 from spartan.errors import InvalidArgument, Unauthenticated
 
-TOKEN_VERSION = 1
+TOKEN_VERSION = 2  # 1 carried no deployment id
 NONCE_VERSION = 1
 MIN_SECRET_BYTES = 16
 FINGERPRINT_BYTES = 16
@@ -48,7 +51,8 @@ NONCE_MAC_BYTES = 16
 NONCE_BYTES = 1 + 8 + NONCE_RANDOM_BYTES + NONCE_MAC_BYTES
 TOKEN_LABEL = b"spartan/v1/session-token"
 CHALLENGE_LABEL = b"spartan/v1/login-challenge"
-LOGIN_LABEL = b"spartan/v1/login"
+LOGIN_LABEL = b"spartan/v1/deployment-login"  # "spartan/v1/login" signed no deployment
+MAX_DEPLOYMENT_ID_BYTES = 64
 
 Clock = Callable[[], float]
 SeenNonce = Callable[[bytes, float], Awaitable[bool]]
@@ -74,6 +78,13 @@ def _b64decode(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
+def _deployment_bytes(deployment_id: str) -> bytes:
+    raw = deployment_id.encode("utf-8")
+    if not 1 <= len(raw) <= MAX_DEPLOYMENT_ID_BYTES:
+        raise InvalidArgument(f"a deployment id must be 1 to {MAX_DEPLOYMENT_ID_BYTES} bytes, got {len(raw)}")
+    return raw
+
+
 def _now_us(clock: Clock) -> int:
     return int(clock() * 1_000_000)
 
@@ -83,6 +94,7 @@ class SessionClaims:
     user: str
     identity_key_fingerprint: str  # hex, see spartan.crypto.identity.fingerprint
     expires_at_us: int
+    deployment_id: str
 
     def matches_key(self, identity_key: bytes) -> bool:
         """True if the session was issued for this identity key (False after a key reset)."""
@@ -90,12 +102,19 @@ class SessionClaims:
 
 
 class TokenIssuer:
-    """Issues and verifies session tokens with a secret shared by all gateway replicas."""
+    """Issues and verifies session tokens with a secret shared by all gateway replicas of one deployment.
 
-    def __init__(self, secret: bytes | str, ttl_seconds: float, *, clock: Clock = time.time) -> None:
+    Payload: `version ‖ expiry (8) ‖ key fingerprint (16) ‖ len (1) ‖ deployment id ‖ user`.
+    """
+
+    def __init__(
+        self, secret: bytes | str, ttl_seconds: float, *, deployment_id: str, clock: Clock = time.time
+    ) -> None:
         if ttl_seconds <= 0:
             raise InvalidArgument("session token lifetime must be positive")
         self._key = _subkey(secret, TOKEN_LABEL)
+        self._deployment = _deployment_bytes(deployment_id)
+        self.deployment_id = deployment_id
         self.ttl_seconds = ttl_seconds
         self._clock = clock
 
@@ -106,45 +125,65 @@ class TokenIssuer:
             bytes((TOKEN_VERSION,))
             + struct.pack(">q", expires_at_us)
             + bytes.fromhex(fingerprint(identity_key))
+            + bytes((len(self._deployment),))
+            + self._deployment
             + user.encode("utf-8")
         )
         return f"{_b64encode(payload)}.{_b64encode(_mac(self._key, payload))}", expires_at_us
 
     def verify(self, token: str) -> SessionClaims:
-        """The claims of a valid token; `Unauthenticated` if malformed, forged or expired."""
+        """The claims of a valid token of this deployment; `Unauthenticated` if malformed, forged, foreign, expired."""
         try:
             payload_text, mac_text = token.split(".")
             payload, mac = _b64decode(payload_text), _b64decode(mac_text)
         except (ValueError, binascii.Error):
             raise Unauthenticated("session token is malformed; log in again") from None
         header = 1 + 8 + FINGERPRINT_BYTES
-        if len(payload) <= header or len(mac) != 32 or payload[0] != TOKEN_VERSION:
+        if len(payload) <= header + 1 or len(mac) != 32 or payload[0] != TOKEN_VERSION:
             raise Unauthenticated("session token is malformed; log in again")
         if not hmac.compare_digest(_mac(self._key, payload), mac):
             raise Unauthenticated("session token signature is invalid (forged, altered, or issued with another secret)")
+        deployment_end = header + 1 + payload[header]
+        if len(payload) <= deployment_end:
+            raise Unauthenticated("session token is malformed; log in again")
+        if payload[header + 1 : deployment_end] != self._deployment:
+            raise Unauthenticated("session token was issued by another Spartan deployment; log in again here")
         (expires_at_us,) = struct.unpack_from(">q", payload, 1)
         now_us = _now_us(self._clock)
         if now_us >= expires_at_us:
             raise Unauthenticated(f"session token expired {(now_us - expires_at_us) / 1e6:.0f} s ago; log in again")
         try:
-            user = payload[header:].decode("utf-8")
+            user = payload[deployment_end:].decode("utf-8")
         except UnicodeDecodeError:
             raise Unauthenticated("session token is malformed; log in again") from None
-        return SessionClaims(user=user, identity_key_fingerprint=payload[9:header].hex(), expires_at_us=expires_at_us)
+        return SessionClaims(
+            user=user,
+            identity_key_fingerprint=payload[9:header].hex(),
+            expires_at_us=expires_at_us,
+            deployment_id=self.deployment_id,
+        )
 
 
 class ChallengeIssuer:
-    """Issues login nonces that any replica with the same secret can check, without storing them."""
+    """Issues login nonces that any replica of the deployment can check, without storing them.
 
-    def __init__(self, secret: bytes | str, ttl_seconds: float, *, clock: Clock = time.time) -> None:
+    The nonce's MAC covers the deployment id too, so a nonce is refused by a
+    deployment that holds the same secret by mistake.
+    """
+
+    def __init__(
+        self, secret: bytes | str, ttl_seconds: float, *, deployment_id: str, clock: Clock = time.time
+    ) -> None:
         if ttl_seconds <= 0:
             raise InvalidArgument("login challenge lifetime must be positive")
         self._key = _subkey(secret, CHALLENGE_LABEL)
+        _deployment_bytes(deployment_id)
+        self.deployment_id = deployment_id
         self.ttl_seconds = ttl_seconds
         self._clock = clock
 
     def _nonce_mac(self, user: str, body: bytes) -> bytes:
-        return _mac(self._key, encode_fields(user, body))[:NONCE_MAC_BYTES]
+        return _mac(self._key, encode_fields(self.deployment_id, user, body))[:NONCE_MAC_BYTES]
 
     def issue(self, user: str) -> tuple[bytes, int]:
         """A fresh nonce for `user`; returns (nonce, expires_at_us)."""
@@ -159,7 +198,7 @@ class ChallengeIssuer:
         body, mac = nonce[:-NONCE_MAC_BYTES], nonce[-NONCE_MAC_BYTES:]
         expected = self._nonce_mac(user, body)
         if not hmac.compare_digest(expected, mac):
-            raise Unauthenticated(f"login challenge was not issued by this service for {user}; request a new one")
+            raise Unauthenticated(f"login challenge was not issued by this deployment for {user}; request a new one")
         (expires_at_us,) = struct.unpack_from(">q", body, 1)
         if _now_us(self._clock) >= expires_at_us:
             raise Unauthenticated("login challenge expired; request a new one")
@@ -169,9 +208,13 @@ class ChallengeIssuer:
         return max(expires_at_us - _now_us(self._clock), 0) / 1e6
 
 
-def login_transcript(user: str, nonce: bytes, identity_key: bytes) -> bytes:
-    """What a client signs with its identity key to log in."""
-    return encode_fields(LOGIN_LABEL, user, nonce, identity_key)
+def login_transcript(deployment_id: str, user: str, nonce: bytes, identity_key: bytes) -> bytes:
+    """What a client signs with its identity key to log in to the deployment its challenge names.
+
+    `"spartan/v1/deployment-login" ‖ deployment id ‖ user ‖ nonce ‖ identity key`, each field
+    length-prefixed (`encode_fields`).
+    """
+    return encode_fields(LOGIN_LABEL, deployment_id, user, nonce, identity_key)
 
 
 def verify_login(
@@ -195,8 +238,11 @@ def verify_login(
             f"registered for {user} ({fingerprint(registered_key)[:16]}); an administrator "
             "must reset the keys of a user who lost theirs"
         )
-    if not verify_signature(identity_key, login_transcript(user, nonce, identity_key), signature):
-        raise Unauthenticated(f"login signature of {user} does not verify: wrong challenge or wrong key")
+    transcript = login_transcript(challenges.deployment_id, user, nonce, identity_key)
+    if not verify_signature(identity_key, transcript, signature):
+        raise Unauthenticated(
+            f"login signature of {user} does not verify: wrong challenge, wrong key or another deployment"
+        )
     return expires_at_us
 
 

@@ -66,7 +66,9 @@ async def test_challenge_says_nothing_about_registration(stack_factory, client_f
     async with grpc.aio.insecure_channel(stack.address(1)) as channel:
         stub = rpc.SpartanStub(channel)
         answers = [await stub.GetChallenge(pb.ChallengeRequest(user=user), timeout=5) for user in ("bob", "qux")]
-    assert [sorted(f.name for f, _ in a.ListFields()) for a in answers] == [["expires_at_us", "nonce"]] * 2
+    fields = ["deployment_id", "expires_at_us", "nonce"]  # the deployment id is the same for every user
+    assert [sorted(f.name for f, _ in a.ListFields()) for a in answers] == [fields] * 2
+    assert answers[0].deployment_id == answers[1].deployment_id
     assert len(answers[0].SerializeToString()) == len(answers[1].SerializeToString())
 
 

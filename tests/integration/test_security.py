@@ -266,8 +266,11 @@ async def test_impostors_and_bad_tokens_are_refused(raw_channel, client_factory,
     relabelled = base64.urlsafe_b64encode(payload[:-len(b"alice")] + b"bob").rstrip(b"=").decode()
     secret = stack.env["SPARTAN_AUTH__TOKEN_SECRET"]
     identity_key = alice.conn.identity.public_keys().identity_key
-    foreign, _ = TokenIssuer("another-secret-of-enough-length", 3600).issue("alice", identity_key)
-    expired, _ = TokenIssuer(secret, 60, clock=lambda: time.time() - 3600).issue("alice", identity_key)
+    deployment = alice.conn.deployment_id
+    foreign, _ = TokenIssuer("another-secret-of-enough-length", 3600, deployment_id=deployment).issue(
+        "alice", identity_key)
+    expired, _ = TokenIssuer(secret, 60, deployment_id=deployment, clock=lambda: time.time() - 3600).issue(
+        "alice", identity_key)
     for token, reason in ((f"{relabelled}.{mac_text}", "signature is invalid"), (foreign, "signature is invalid"),
                           (expired, "expired")):
         metadata = (("authorization", f"Bearer {token}"),)
@@ -279,8 +282,8 @@ async def test_impostors_and_bad_tokens_are_refused(raw_channel, client_factory,
     challenge = await stub.GetChallenge(pb.ChallengeRequest(user="alice"), timeout=10)
     keys = alice.conn.identity.public_keys()
     login = pb.LoginRequest(user="alice", nonce=challenge.nonce, keys=keys,
-                            signature=alice.conn.identity.sign(login_transcript("alice", challenge.nonce,
-                                                                                keys.identity_key)))
+                            signature=alice.conn.identity.sign(login_transcript(
+                                challenge.deployment_id, "alice", challenge.nonce, keys.identity_key)))
     session = await stub.Login(login, timeout=10)
     assert session.token
     other = grpc.aio.insecure_channel(stack.address(2))
@@ -295,8 +298,8 @@ async def test_impostors_and_bad_tokens_are_refused(raw_channel, client_factory,
     challenge = await stub.GetChallenge(pb.ChallengeRequest(user="alice"), timeout=10)
     impostor_identity = load_or_create("alice", tmp_path / "impostor")[0]
     forged = pb.LoginRequest(user="alice", nonce=challenge.nonce, keys=keys,
-                             signature=impostor_identity.sign(login_transcript("alice", challenge.nonce,
-                                                                               keys.identity_key)))
+                             signature=impostor_identity.sign(login_transcript(
+                                 challenge.deployment_id, "alice", challenge.nonce, keys.identity_key)))
     assert (await rpc_error(stub.Login(forged, timeout=10))).code() == grpc.StatusCode.UNAUTHENTICATED
 
 
@@ -438,7 +441,8 @@ async def test_session_checks_survive_a_presence_outage(stack_factory, client_fa
     # A session of a user this gateway never checked is not let through unchecked.
     secret = stack.env["SPARTAN_AUTH__TOKEN_SECRET"]
     charlie, _ = load_or_create("charlie", stack.workdir / "charlie")
-    token, _ = TokenIssuer(secret, 600).issue("charlie", charlie.public_keys().identity_key)
+    token, _ = TokenIssuer(secret, 600, deployment_id=alice.conn.deployment_id).issue(
+        "charlie", charlie.public_keys().identity_key)
     channel = grpc.aio.insecure_channel(stack.address(1))
     try:
         error = await rpc_error(rpc.SpartanStub(channel).PendingRequests(
