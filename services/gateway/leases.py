@@ -1,8 +1,10 @@
-"""Keeps the presence leases of the streams open on this gateway alive, in one batched call.
+"""Keeps the presence leases of the streams open on this gateway alive, in batched calls.
 
 Every open stream holds a lease in the presence service; the keeper renews all of
-them with one `Renew` RPC every third of the lease time. If this gateway dies the
-renewals stop and its users show offline once the lease runs out.
+them every third of the lease time, `RENEW_BATCH` leases per `Renew` RPC: one call for
+every lease would outgrow the services' message limit (max_message_bytes + 16 KiB) at
+about 1,500 streams, and every user of the gateway would show offline. If this gateway
+dies the renewals stop and its users show offline once the lease runs out.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import grpc
 from spartan.v1 import pb, rpc
 
 log = logging.getLogger("spartan.gateway.leases")
+
+RENEW_BATCH = 256  # leases per Renew call: ~100 bytes each, far below any message limit
 
 
 class LeaseKeeper:
@@ -54,12 +58,16 @@ class LeaseKeeper:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
 
+    async def renew(self) -> None:
+        """Renew every lease held now, in batches; a failed batch is logged and the others still go."""
+        leases = list(self.leases.values())
+        for start in range(0, len(leases), RENEW_BATCH):
+            try:
+                await self.presence.Renew(pb.LeaseBatch(leases=leases[start : start + RENEW_BATCH]), timeout=self.timeout)
+            except grpc.aio.AioRpcError as exc:
+                log.warning("lease renewal failed (%s); users may briefly show offline", exc.code().name)
+
     async def _renew_forever(self) -> None:
         while True:
             await asyncio.sleep(self.lease_seconds / 3)
-            if not self.leases:
-                continue
-            try:
-                await self.presence.Renew(pb.LeaseBatch(leases=list(self.leases.values())), timeout=self.timeout)
-            except grpc.aio.AioRpcError as exc:
-                log.warning("lease renewal failed (%s); users may briefly show offline", exc.code().name)
+            await self.renew()
