@@ -63,7 +63,9 @@ class LeaseKeeper:
         leases = list(self.leases.values())
         for start in range(0, len(leases), RENEW_BATCH):
             try:
-                await self.presence.Renew(pb.LeaseBatch(leases=leases[start : start + RENEW_BATCH]), timeout=self.timeout)
+                await self.presence.Renew(
+                    pb.LeaseBatch(leases=leases[start : start + RENEW_BATCH]), timeout=self.timeout
+                )
             except grpc.aio.AioRpcError as exc:
                 log.warning("lease renewal failed (%s); users may briefly show offline", exc.code().name)
 
