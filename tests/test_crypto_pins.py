@@ -110,3 +110,15 @@ def test_corrupt_pin_file_is_a_clear_error(tmp_path: Path) -> None:
     pins.path.write_text('{"format": "spartan-pins-v1", "owner": "alice", "peers": {"bob": 3}}')
     with pytest.raises(KeyStoreError, match="corrupt"):
         PinStore("alice", tmp_path)
+
+
+def test_the_complete_pinned_key_set_is_kept_for_use_after_a_restart(tmp_path: Path) -> None:
+    bob = Identity.generate("bob").public_keys()
+    pins = PinStore("alice", tmp_path)
+    pins.pin("bob", bob.identity_key, bob.agreement_key)  # no signature yet: not complete
+    assert pins.pinned_keys("bob") is None
+    pins.pin("bob", bob.identity_key, bob.agreement_key, bob.agreement_signature)
+    assert PinStore("alice", tmp_path).pinned_keys("bob") == (
+        bob.identity_key, bob.agreement_key, bob.agreement_signature)
+    pins.pin("bob", bob.identity_key, bob.agreement_key)  # seen again without one: nothing is dropped
+    assert PinStore("alice", tmp_path).pinned_keys("bob") is not None

@@ -27,6 +27,7 @@ from spartan.crypto.identity import Identity, verify_public_keys
 from spartan.crypto.pairwise import PairwiseCipher, PairwiseCiphers
 from spartan.crypto.pins import PinResult, PinStore
 from spartan.crypto.safety import safety_number
+from spartan.errors import InvalidArgument
 from spartan.naming import dm_conversation
 from spartan.v1 import pb
 
@@ -131,12 +132,28 @@ class ClientCrypto:
             raise
         verify_public_keys(keys, user=peer)
         if self.pins.check(peer, keys.identity_key, keys.agreement_key) is PinResult.CHANGED:
+            self._restore_pinned(peer)
             self._offer(peer, keys)
             raise KeyNotAccepted(peer)
-        self.pins.pin(peer, keys.identity_key, keys.agreement_key)
+        self.pins.pin(peer, keys.identity_key, keys.agreement_key, keys.agreement_signature)
         self.offered.pop(peer, None)  # the directory is back to the pinned keys
         self.keys[peer] = keys
         return keys
+
+    def _restore_pinned(self, peer: str) -> None:
+        """Hold the pinned keys (e.g. after a restart) so messages signed with them still open."""
+        pinned = self.pins.pinned_keys(peer)
+        if peer in self.keys or pinned is None:
+            return
+        identity_key, agreement_key, signature = pinned
+        keys = pb.PublicKeys(
+            user=peer, identity_key=identity_key, agreement_key=agreement_key, agreement_signature=signature
+        )
+        try:
+            verify_public_keys(keys, user=peer)
+        except InvalidArgument:
+            return
+        self.keys[peer] = keys
 
     def _offer(self, peer: str, keys: pb.PublicKeys) -> None:
         previous = self.offered.get(peer)
@@ -164,7 +181,7 @@ class ClientCrypto:
         Raises KeyError if nothing is offered, `PinConflict` for a peer pinned in configuration.
         """
         keys = self.offered[peer]
-        self.pins.accept(peer, keys.identity_key, keys.agreement_key)
+        self.pins.accept(peer, keys.identity_key, keys.agreement_key, keys.agreement_signature)
         del self.offered[peer]
         self.keys[peer] = keys
         self.ciphers.forget(peer)
@@ -201,7 +218,9 @@ class ClientCrypto:
             try:
                 keys = await self._current(peer)
             except KeyNotAccepted:
-                break
+                if peer not in self.keys:
+                    break
+                keys = self.keys[peer]  # the pinned keys, restored: a change waits, they still open
             except PeerHasNoKeys:
                 return Opened(None, FORGED)
             text = self._try_open(self.ciphers.get(peer, keys), message)

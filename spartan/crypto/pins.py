@@ -46,6 +46,7 @@ class Pin:
     identity_key: str  # hex
     verified: bool = False
     agreement_key: str = ""  # hex; "" in pin files written before agreement keys were pinned
+    agreement_signature: str = ""  # hex: with the two keys, a complete PublicKeys (usable after a restart)
     first_seen_us: int = 0
     changed_at_us: int = 0  # 0: never changed
 
@@ -122,7 +123,20 @@ class PinStore:
             return PinResult.CHANGED
         return PinResult.SAME
 
-    def pin(self, peer: str, identity_key: bytes, agreement_key: bytes = b"") -> PinResult:
+    def pinned_keys(self, peer: str) -> tuple[bytes, bytes, bytes] | None:
+        """(identity key, agreement key, agreement signature) as pinned, if all three are known."""
+        pin = self._pins.get(peer)
+        if pin is None or not pin.agreement_key or not pin.agreement_signature:
+            return None
+        return (
+            bytes.fromhex(pin.identity_key),
+            bytes.fromhex(pin.agreement_key),
+            bytes.fromhex(pin.agreement_signature),
+        )
+
+    def pin(
+        self, peer: str, identity_key: bytes, agreement_key: bytes = b"", agreement_signature: bytes = b""
+    ) -> PinResult:
         """Trust on first use: pin the keys of a peer seen for the first time; returns what they were.
 
         A CHANGED key is reported and NOT pinned (that takes `accept`). Raises
@@ -136,16 +150,25 @@ class PinStore:
         if result is PinResult.CHANGED:
             return result
         pin = self._pins.get(peer)
+        signature_hex = agreement_signature.hex()
         if pin is None:
-            self._pins[peer] = Pin(identity_key=key_hex, agreement_key=agreement_hex, first_seen_us=_now_us())
-        elif agreement_hex and not pin.agreement_key:
-            pin.agreement_key = agreement_hex  # a pin file from before agreement keys were pinned
+            self._pins[peer] = Pin(
+                identity_key=key_hex,
+                agreement_key=agreement_hex,
+                agreement_signature=signature_hex,
+                first_seen_us=_now_us(),
+            )
+        elif (agreement_hex and not pin.agreement_key) or (signature_hex and not pin.agreement_signature):
+            pin.agreement_key = pin.agreement_key or agreement_hex  # completes a pin written by an older client
+            pin.agreement_signature = pin.agreement_signature or signature_hex
         else:
             return result
         self._save()
         return result
 
-    def accept(self, peer: str, identity_key: bytes, agreement_key: bytes = b"") -> None:
+    def accept(
+        self, peer: str, identity_key: bytes, agreement_key: bytes = b"", agreement_signature: bytes = b""
+    ) -> None:
         """The user accepted changed keys for `peer`: pin them; the verified mark is cleared."""
         key_hex = _hex_key(identity_key)
         if peer in self._configured:
@@ -155,6 +178,7 @@ class PinStore:
         self._pins[peer] = Pin(
             identity_key=key_hex,
             agreement_key=_hex_optional(agreement_key),
+            agreement_signature=agreement_signature.hex(),
             first_seen_us=previous.first_seen_us if previous else _now_us(),
             changed_at_us=_now_us() if previous else 0,
         )

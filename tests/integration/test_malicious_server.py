@@ -245,6 +245,32 @@ async def test_key_updates_and_bogus_messages_refetch_on_the_clients_schedule(
     assert alice.texts()[-1] == "still readable" and fetched == ["bob", "bob"]
 
 
+async def test_after_a_restart_with_a_change_waiting_the_pinned_key_still_opens_messages(
+        stack_factory, client_factory, keys: Path) -> None:  # type: ignore[no-untyped-def]
+    stack = stack_factory(gateways=1)
+    bob = await client_factory("bob", [stack.address(1)])
+    alice = await client_factory("alice", [stack.address(1)])
+    await alice.send("bob", "pinning bob")
+    await bob.wait_for(1)
+    await alice.close()
+    impostor = Identity.generate("bob")
+    swap_keys(stack.redis.url, impostor)
+    restarted = await client_factory("alice", [stack.address(1)])
+    alice_keys = load_or_create("alice", keys)[0].public_keys()
+    real_bob = load_or_create("bob", keys)[0]
+    messages = []
+    for sender, text in ((real_bob, "signed with the pinned key"), (impostor, "signed with the swapped key")):
+        message_id = uuid.uuid4().hex
+        body = PairwiseCipher(sender, "alice", alice_keys).encrypt(
+            text.encode(), message_id=message_id, sender="bob", recipient="alice", conversation=DM)
+        messages.append(chat_from("bob", "alice", body, message_id))
+    publish(stack.redis.url, "alice", *messages)
+    await restarted.wait_for(2)
+    assert restarted.texts() == ["signed with the pinned key", None]
+    assert sum(n.startswith("WARNING: bob's security key has changed!") for n in restarted.notices) == 1
+    assert restarted.crypto.offered["bob"].identity_key == impostor.identity_key
+
+
 # ---------------------------------------------------------------- KCI and replay
 def forge_with_stolen_key(stolen: Identity, peer_keys: pb.PublicKeys, text: str) -> pb.Message:
     """What a thief holding only alice's key file can build: a perfectly encrypted message "from bob"."""
