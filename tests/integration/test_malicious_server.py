@@ -18,6 +18,7 @@ from pathlib import Path
 
 import redis as redis_sync
 from Crypto.Cipher import AES
+from redis.asyncio import Redis
 
 from services.presence.store import KEYS as KEY_DIRECTORY
 from spartan import naming
@@ -27,6 +28,7 @@ from spartan.crypto.keystore import load_or_create
 from spartan.crypto.pairwise import PairwiseCipher, associated_data, derive_pairwise_key, signed_transcript
 from spartan.crypto.pins import PinStore
 from spartan.crypto.safety import format_rows, safety_number
+from spartan.crypto.sender_keys import decrypt_group, open_sender_key
 from spartan.v1 import pb
 from tests.integration.test_security import PipedCli, keys, stored_messages  # noqa: F401 - keys is a fixture
 from tests.support.stack import Stack
@@ -155,6 +157,57 @@ async def test_a_swapped_key_stops_sending_until_the_user_accepts_it(stack_facto
         assert PinStore("alice", keys).pinned_key("bob") == impostor.identity_key
     finally:
         assert alice.quit() == 0
+
+
+async def test_a_swapped_key_gets_no_group_key_until_accepted(stack_factory, client_factory,
+                                                              keys: Path) -> None:  # type: ignore[no-untyped-def]
+    stack = stack_factory(gateways=1)
+    await client_factory("bob", [stack.address(1)])
+    charlie = await client_factory("charlie", [stack.address(1)])
+    listener = Redis.from_url(stack.redis.url)  # the server reading what is sent to bob
+    to_bob = listener.pubsub()
+    await to_bob.subscribe(naming.user_channel("bob"))
+    alice = Cli("alice", stack, keys)
+    try:
+        alice.read_until("User list")
+        alice.type("/verify bob")  # pins bob's real key
+        alice.read_until("Safety number with bob")
+        impostor = Identity.generate("bob")
+        swap_keys(stack.redis.url, impostor)
+        publish(stack.redis.url, "alice", key_update("bob"))
+        alice.read_until("security key has changed")
+
+        alice.type("/group group1")
+        alice.read_until("You are now in group group1")
+        alice.type("hello group")
+        said = (await charlie.wait_for(1))[0]
+        assert said.text == "hello group"  # alice's sender key went out, to charlie
+        alice_keys = load_or_create("alice", keys)[0].public_keys()
+        impostor_cipher = PairwiseCipher(impostor, "alice", alice_keys)
+
+        async def keys_for_bob(timeout: float) -> list[pb.Message]:
+            found: list[pb.Message] = []
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                raw = await to_bob.get_message(ignore_subscribe_messages=True, timeout=0.1)
+                if raw is not None:
+                    message = pb.Message.FromString(raw["data"])
+                    if message.kind == pb.SENDER_KEY and message.sender == "alice":
+                        found.append(message)
+            return found
+
+        assert await keys_for_bob(2.0) == []  # none sealed to the swapped key, nor to any key of bob's
+        alice.type("/accept-key bob")
+        alice.read_until("Accepted bob's new key")
+        sent = await keys_for_bob(5.0)
+        assert len(sent) == 1
+        key = open_sender_key(impostor_cipher, sent[0].body, message_id=sent[0].id, group="group1")
+        assert decrypt_group(said.message.body, sender_identity_key=alice_keys.identity_key, sender_key=key,
+                             message_id=said.message.id, group="group1") == b"hello group"
+    finally:
+        assert alice.quit() == 0
+        await to_bob.aclose()
+        await listener.aclose()
 
 
 async def test_verify_ok_marks_only_the_number_it_showed(stack_factory, client_factory,
