@@ -130,7 +130,11 @@ class ClientCrypto:
             if exc.code() == grpc.StatusCode.NOT_FOUND:
                 raise PeerHasNoKeys(peer) from None
             raise
-        verify_public_keys(keys, user=peer)
+        try:
+            verify_public_keys(keys, user=peer)
+        except InvalidArgument as exc:
+            self.warn(f"The server sent keys for {peer} that fail their checks ({exc.message}); they were refused.")
+            raise PeerHasNoKeys(peer) from None
         if self.pins.check(peer, keys.identity_key, keys.agreement_key) is PinResult.CHANGED:
             self._restore_pinned(peer)
             self._offer(peer, keys)

@@ -327,6 +327,27 @@ async def test_after_a_restart_with_a_change_waiting_the_pinned_key_still_opens_
     assert restarted.crypto.offered["bob"].identity_key == impostor.identity_key
 
 
+async def test_directory_keys_that_fail_their_checks_are_refused_and_the_pinned_ones_kept(
+        stack_factory, client_factory) -> None:  # type: ignore[no-untyped-def]
+    stack = stack_factory(gateways=1)
+    bob = await client_factory("bob", [stack.address(1)])
+    alice = await client_factory("alice", [stack.address(1)])
+    await alice.send("bob", "hello")
+    await bob.wait_for(1)
+    forged = directory_keys(stack.redis.url, "bob")
+    forged.agreement_key = Identity.generate("bob").agreement_key  # not signed by bob's identity key
+    put_keys(stack.redis.url, forged)
+    publish(stack.redis.url, "alice", key_update("bob"))
+    await alice.wait_until(lambda: any("fail their checks" in n for n in alice.notices))
+    assert "The server sent keys for bob that fail their checks (agreement key of bob is not signed by its " \
+           "identity key); they were refused." in alice.notices
+    await bob.send("alice", "still bob")
+    await alice.wait_for(1)
+    assert alice.texts() == ["still bob"]
+    await alice.send("bob", "still to bob")
+    assert [r.text for r in await bob.wait_for(2)] == ["hello", "still to bob"]
+
+
 # ---------------------------------------------------------------- KCI and replay
 def forge_with_stolen_key(stolen: Identity, peer_keys: pb.PublicKeys, text: str) -> pb.Message:
     """What a thief holding only alice's key file can build: a perfectly encrypted message "from bob"."""
