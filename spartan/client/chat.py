@@ -316,16 +316,17 @@ class Chat:
             self.show(f"[{message.sender}] {opened.text}")
             return
         sender = message.sender
+        count = self.complaints.count(f"{opened.problem}:{sender}")
+        if count is None:
+            return  # said less than 10 s ago: counted for the next line
+        more = f" ({count} since the last such line)" if count > 1 else ""
         if opened.problem == UNACCEPTED:
             self.notice(
                 f"A message signed with {sender}'s new key, which you have not accepted, is not shown as "
-                f"from {sender}. Compare safety numbers (/verify {sender}), then /accept-key {sender}."
+                f"from {sender}{more}. Compare safety numbers (/verify {sender}), then /accept-key {sender}."
             )
-            return
-        assert opened.problem == FORGED
-        count = self.complaints.count(sender)
-        if count is not None:
-            more = f" ({count} since the last such line)" if count > 1 else ""
+        else:
+            assert opened.problem == FORGED
             self.notice(f"A message from {sender} could not be decrypted or verified and was dropped{more}.")
 
     async def accept_key(self, peer: str) -> None:

@@ -137,13 +137,20 @@ async def test_a_swapped_key_stops_sending_until_the_user_accepts_it(stack_facto
         await asyncio.sleep(1.0)
         assert len(stored_messages(stack.redis.url, DM)) == 1  # nothing was encrypted to the swapped key
 
-        # What the impostor sends under the unaccepted key is not shown as bob's.
-        forged = PairwiseCipher(impostor, "alice", me.public_keys()).encrypt(
-            b"impostor speaking as bob", message_id="m-impostor", sender="bob", recipient="alice", conversation=DM)
-        publish(stack.redis.url, "alice", chat_from("bob", "alice", forged, "m-impostor"))
-        shown = alice.read_until("which you have not accepted")
-        assert shown[-1] == ("[Spartan] A message signed with bob's new key, which you have not accepted, is not "
-                             "shown as from bob. Compare safety numbers (/verify bob), then /accept-key bob.")
+        # What the impostor sends under the unaccepted key is not shown as bob's (said once for a burst).
+        impostor_cipher = PairwiseCipher(impostor, "alice", me.public_keys())
+        burst = []
+        for i in range(3):
+            message_id = f"m-impostor-{i}"
+            burst.append(chat_from("bob", "alice", impostor_cipher.encrypt(
+                b"impostor speaking as bob", message_id=message_id, sender="bob", recipient="alice",
+                conversation=DM), message_id))
+        marker = pb.Message(id=uuid.uuid4().hex, kind=pb.CHAT_DECLINE, sender="charlie", recipient="alice")
+        publish(stack.redis.url, "alice", *burst, marker)
+        shown = alice.read_until("charlie declined your chat request.")
+        said = [line for line in shown if "not accepted" in line]
+        assert said == ["[Spartan] A message signed with bob's new key, which you have not accepted, is not "
+                        "shown as from bob. Compare safety numbers (/verify bob), then /accept-key bob."]
         assert not any("impostor speaking" in line for line in alice.lines)
 
         alice.type("/accept-key bob")
