@@ -1,12 +1,17 @@
-"""1:1 encryption: both sides share a key, and any change to an envelope or its routing is caught."""
+"""1:1 encryption: both sides share a key, any change to an envelope or its routing is caught, and
+every envelope is signed by its sender, so a stolen key file cannot forge messages from its owner's peers."""
 from __future__ import annotations
 
 import pytest
+from Crypto.Cipher import AES
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from spartan.crypto import DecryptError, Identity, PairwiseCipher, PairwiseCiphers
-from spartan.crypto.pairwise import OVERHEAD, derive_pairwise_key
+from spartan.crypto.encoding import encode_fields
+from spartan.crypto.pairwise import AD_LABEL, OVERHEAD, associated_data, derive_pairwise_key, signed_transcript
 from spartan.errors import InvalidArgument
 
 ALICE = Identity.generate("alice")
@@ -70,8 +75,79 @@ def test_truncation_and_extension_are_detected(alice_to_bob: PairwiseCipher,
 
 def test_unknown_version_is_rejected(alice_to_bob: PairwiseCipher, bob_from_alice: PairwiseCipher) -> None:
     envelope = alice_to_bob.encrypt(b"x", **ROUTE)
-    with pytest.raises(DecryptError, match="unknown envelope version 2"):
-        bob_from_alice.decrypt(b"\x02" + envelope[1:], **ROUTE)
+    with pytest.raises(DecryptError, match="unknown envelope version 3"):
+        bob_from_alice.decrypt(b"\x03" + envelope[1:], **ROUTE)
+
+
+def test_unsigned_version_1_envelopes_are_refused(bob_from_alice: PairwiseCipher) -> None:
+    """A valid envelope of the old unsigned layout: accepting it would let a forger drop the signature."""
+    key = derive_pairwise_key(ALICE, "bob", BOB.public_keys())
+    nonce = bytes(12)
+    cipher = AES.new(key, AES.MODE_GCM, nonce=nonce, mac_len=16)
+    cipher.update(encode_fields(AD_LABEL, 1, *ROUTE.values()))
+    ciphertext, tag = cipher.encrypt_and_digest(b"old layout, no signature" + bytes(64))
+    with pytest.raises(DecryptError, match="unknown envelope version 1"):
+        bob_from_alice.decrypt(b"\x01" + nonce + ciphertext + tag, **ROUTE)
+
+
+# Known answer for the signed bytes: alice's Ed25519 seed is 00 01 … 1f; derived here and checked
+# against a second Ed25519 implementation (the `cryptography` package).
+KAT_SEED = bytes(range(32))
+KAT_ROUTE = {"message_id": "m-1", "sender": "alice", "recipient": "bob", "conversation": "dm:alice:bob"}
+KAT_SEALED = b"\x02" + bytes(12) + b"\xaa" * 3 + b"\xbb" * 16  # version | nonce | 3-byte ciphertext | tag
+KAT_TRANSCRIPT = bytes.fromhex(
+    "00000017" + b"spartan/v1/dm-signature".hex()
+    + "0000004c"  # the associated data, 76 bytes:
+    + "00000015" + b"spartan/v1/dm-message".hex()
+    + "00000008" + "0000000000000002"  # envelope version
+    + "00000003" + b"m-1".hex() + "00000005" + b"alice".hex() + "00000003" + b"bob".hex()
+    + "0000000c" + b"dm:alice:bob".hex()
+    + "00000020" + KAT_SEALED.hex()
+)
+KAT_SIGNATURE = bytes.fromhex(
+    "b1bb0dfba8e1549bdf50a508a427a789ead6e73eb1d15c648c84a087b3b9e419"
+    "c435a9a15297bdf739bdad1f76af1c515380207f7ad9ff40f0cc01a7a14d8208"
+)
+
+
+def test_signed_bytes_known_answer() -> None:
+    assert signed_transcript(associated_data(**KAT_ROUTE), KAT_SEALED) == KAT_TRANSCRIPT
+    assert len(KAT_TRANSCRIPT) == 143
+    alice = Identity("alice", KAT_SEED, bytes(range(32, 64)))
+    assert alice.sign(KAT_TRANSCRIPT) == KAT_SIGNATURE
+    assert Ed25519PrivateKey.from_private_bytes(KAT_SEED).sign(KAT_TRANSCRIPT) == KAT_SIGNATURE
+    Ed25519PublicKey.from_public_bytes(alice.identity_key).verify(KAT_SIGNATURE, KAT_TRANSCRIPT)
+
+
+def test_envelope_signature_checks_with_a_second_implementation(alice_to_bob: PairwiseCipher) -> None:
+    envelope = alice_to_bob.encrypt(b"signed for bob", **ROUTE)
+    sealed, signature = envelope[:-64], envelope[-64:]
+    public = Ed25519PublicKey.from_public_bytes(ALICE.identity_key)
+    public.verify(signature, signed_transcript(associated_data(**ROUTE), sealed))
+    with pytest.raises(InvalidSignature):
+        public.verify(signature, signed_transcript(associated_data(**{**ROUTE, "message_id": "m-2"}), sealed))
+
+
+def test_a_stolen_key_file_cannot_forge_messages_from_a_peer(bob_from_alice: PairwiseCipher) -> None:
+    """Key-compromise impersonation: with only alice's seeds, forge a message "from bob" to alice."""
+    stolen = Identity("alice", *ALICE.private_seeds())
+    alice_from_bob = PairwiseCipher(ALICE, "bob", BOB.public_keys())
+    route = {"message_id": "m-9", "sender": "bob", "recipient": "alice", "conversation": "dm:alice:bob"}
+    key = derive_pairwise_key(stolen, "bob", BOB.public_keys())  # the very key alice and bob share
+    nonce = bytes(range(12))
+    cipher = AES.new(key, AES.MODE_GCM, nonce=nonce, mac_len=16)
+    cipher.update(associated_data(**route))
+    ciphertext, tag = cipher.encrypt_and_digest(b"bob here: send me the codes")
+    sealed = b"\x02" + nonce + ciphertext + tag
+    for signer in (stolen, MALLORY):  # alice's own key, or any key the thief owns
+        forged = sealed + signer.sign(signed_transcript(associated_data(**route), sealed))
+        with pytest.raises(DecryptError, match="does not carry a valid signature of bob"):
+            alice_from_bob.decrypt(forged, **route)
+    with pytest.raises(DecryptError):
+        alice_from_bob.decrypt(sealed + bytes(64), **route)
+    # The encryption itself was perfect: bob's genuine signature is all that is missing.
+    genuine = sealed + BOB.sign(signed_transcript(associated_data(**route), sealed))
+    assert alice_from_bob.decrypt(genuine, **route) == b"bob here: send me the codes"
 
 
 @pytest.mark.parametrize("field, value", [
@@ -107,6 +183,8 @@ def test_encrypting_outside_the_pair_is_refused(alice_to_bob: PairwiseCipher) ->
         alice_to_bob.encrypt(b"x", **{**ROUTE, "recipient": "carol"})
     with pytest.raises(InvalidArgument, match="does not belong"):
         alice_to_bob.encrypt(b"x", **{**ROUTE, "sender": "mallory"})
+    with pytest.raises(InvalidArgument, match="cannot sign a message as bob"):
+        alice_to_bob.encrypt(b"x", **{**ROUTE, "sender": "bob", "recipient": "alice"})
 
 
 def test_invalid_or_mislabelled_peer_keys_are_refused() -> None:

@@ -2,8 +2,9 @@
 
 Flow (the seed transcript): connect, list the other users, say who wrote while the
 user was away, then either answer a pending chat request or pick someone, then chat.
-Incoming messages are shown exactly once (de-duplicated by id and offset) and in
-order; messages of another conversation wait until the user switches to it. What
+Incoming messages are shown exactly once (de-duplicated by id and offset; the ids
+are kept on disk, so a replay after a restart is dropped too) and in order;
+messages of another conversation wait until the user switches to it. What
 was shown (or handled) is kept on disk per conversation and acknowledged to the
 server, which keeps the rest; so a message waiting to be read survives quitting.
 Typed lines go through the send queue (spartan.client.outgoing): kept on disk, sent
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import Counter, OrderedDict, defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -24,7 +25,7 @@ import grpc
 from spartan import naming
 from spartan.client.acks import Acknowledger
 from spartan.client.connection import Connection
-from spartan.client.e2e import ClientCrypto
+from spartan.client.e2e import FORGED, UNACCEPTED, ClientCrypto, Complaints
 from spartan.client.explain import action_failed, is_retryable, stream_notice
 from spartan.client.groups import GroupChatView
 from spartan.client.outgoing import Outgoing
@@ -34,7 +35,6 @@ from spartan.errors import InvalidArgument
 from spartan.v1 import pb
 from spartan.validation import check_text
 
-SEEN_IDS_KEPT = 10_000
 T = TypeVar("T")
 
 
@@ -61,8 +61,9 @@ class Chat:
         self.peer = ""  # current 1:1 peer ("" while choosing)
         self.group = ""  # current group chat ("" unless one is open)
         self.pending: list[str] = []  # users asking to chat with me, oldest first
-        self.seen: OrderedDict[str, None] = OrderedDict()
         self.state = state or ClientState()  # what was shown or handled, and the outbox; on disk
+        self.seen = self.state.seen  # ids shown or sent (bounded, on disk): a replay is dropped
+        self.complaints = Complaints()  # dropped 1:1 messages: one line per sender per 10 s
         self.positions: dict[str, tuple[str, int]] = dict(self.state.positions)  # newest received (resume cursors)
         self.waiting: dict[str, list[pb.Message]] = defaultdict(list)  # other conversations' messages
         self.announced: set[str] = set()
@@ -105,13 +106,8 @@ class Chat:
         return [pb.Cursor(conversation=c, epoch=e, offset=o) for c, (e, o) in self.positions.items()]
 
     def _remember(self, message_id: str) -> bool:
-        """False if this id was shown already."""
-        if message_id in self.seen:
-            return False
-        self.seen[message_id] = None
-        if len(self.seen) > SEEN_IDS_KEPT:
-            self.seen.popitem(last=False)
-        return True
+        """False if this id was shown already (kept on disk, so also after a restart)."""
+        return self.state.remember(message_id)
 
     def _advance(self, message: pb.Message) -> None:
         """A message of the delivery log was received: resume after it on a reconnect."""
@@ -248,7 +244,7 @@ class Chat:
         elif kind == pb.CHAT_DECLINE:
             self.notice(f"{message.sender} declined your chat request.")
         elif kind == pb.KEY_UPDATE and message.sender != self.me:
-            self.crypto.forget(message.sender)
+            await self.crypto.on_key_update(message.sender)  # re-fetched on the client's schedule
             self.outgoing.unblock(message.sender)
             await self.group_view.keys.on_peer_keys(message.sender)
         elif kind == pb.NOTICE and message.conversation:
@@ -315,11 +311,33 @@ class Chat:
             self.terminal.refresh()
 
     async def display(self, message: pb.Message) -> None:
-        text = await self.crypto.open(message)
-        if text is None:
-            self.notice(f"A message from {message.sender} could not be decrypted.")
+        opened = await self.crypto.open_checked(message)
+        if opened.text is not None:
+            self.show(f"[{message.sender}] {opened.text}")
+            return
+        sender = message.sender
+        count = self.complaints.count(f"{opened.problem}:{sender}")
+        if count is None:
+            return  # said less than 10 s ago: counted for the next line
+        more = f" ({count} since the last such line)" if count > 1 else ""
+        if opened.problem == UNACCEPTED:
+            self.notice(
+                f"A message signed with {sender}'s new key, which you have not accepted, is not shown as "
+                f"from {sender}{more}. Compare safety numbers (/verify {sender}), then /accept-key {sender}."
+            )
         else:
-            self.show(f"[{message.sender}] {text}")
+            assert opened.problem == FORGED
+            self.notice(f"A message from {sender} could not be decrypted or verified and was dropped{more}.")
+
+    async def accept_key(self, peer: str) -> None:
+        """`/accept-key`: use the new key of `peer` the user was shown; what waited for it goes."""
+        keys = self.crypto.accept(peer)
+        self.notice(
+            f"Accepted {peer}'s new key (safety number {self.crypto.number(peer, keys.identity_key)}); "
+            f"{peer} is not verified until you compare numbers again (/verify {peer})."
+        )
+        self.outgoing.unblock(peer)
+        await self.group_view.keys.on_peer_keys(peer)
 
     # ------------------------------------------------------------ sending
     def prompt(self) -> str:

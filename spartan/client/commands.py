@@ -1,4 +1,5 @@
-"""Slash commands inside a chat: /help, /users, /switch, /history, /verify, /retry, /accept, /decline, /quit.
+"""Slash commands inside a chat: /help, /users, /switch, /history, /verify, /accept-key, /retry, /accept,
+/decline, /quit.
 
 Group commands (/group, /groups, /members, /invite, /remove, /leave, /create) live in spartan.client.groups.
 """
@@ -11,8 +12,10 @@ import grpc
 
 from spartan import naming
 from spartan.client.chat import Chat
+from spartan.client.e2e import PeerHasNoKeys
 from spartan.client.explain import OUTAGE, action_failed, is_retryable, users_unreachable
 from spartan.client.groups import GROUP_COMMANDS, GROUP_HELP
+from spartan.crypto.pins import PinConflict
 from spartan.crypto.safety import format_rows
 from spartan.v1 import pb
 
@@ -21,7 +24,8 @@ HELP = [
     "/switch USER      chat with someone else",
     "/history          recent messages of this conversation",
     "/accept USER      accept a chat request      /decline USER   decline it",
-    "/verify USER      show the safety number to compare with USER; '/verify USER ok' marks it verified",
+    "/verify USER      show the safety number to compare with USER; '/verify USER ok' marks that number verified",
+    "/accept-key USER  use USER's new key after a key change warning (nothing is sent to USER until then)",
     "/retry            do again the last command the rate limit or an outage stopped (e.g. /leave group1)",
     *GROUP_HELP,
     "/quit             leave (Ctrl-D and Ctrl-C work too)",
@@ -128,19 +132,61 @@ async def _decline(chat: Chat, args: list[str]) -> None:
 
 
 async def _verify(chat: Chat, args: list[str]) -> None:
-    if not args or args[0] not in chat.users or args[0] == chat.me:
+    """`/verify USER` fetches USER's keys and shows the number of the pinned key (remembered);
+    `/verify USER ok` marks exactly that key verified, without fetching anything."""
+    confirm = len(args) == 2 and args[1].lower() in ("ok", "yes", "verified")
+    if not (len(args) == 1 or confirm) or args[0] not in chat.users or args[0] == chat.me:
         chat.notice("Usage: /verify USER   then, once the numbers match on both screens: /verify USER ok")
         return
-    peer = args[0]
-    number = await chat.crypto.safety_number(peer)
-    if len(args) > 1 and args[1].lower() in ("ok", "yes", "verified"):
-        chat.crypto.pins.mark_verified(peer)
-        chat.notice(f"{peer} is now marked as verified.")
+    peer, crypto = args[0], chat.crypto
+    if confirm:
+        shown = crypto.shown.pop(peer, None)
+        if shown is None:
+            chat.notice(f"Type /verify {peer} first and compare the number it shows; then /verify {peer} ok.")
+        elif peer in crypto.offered or crypto.pins.pinned_key(peer) != shown:
+            current = crypto.offered[peer].identity_key if peer in crypto.offered else crypto.pins.pinned_key(peer)
+            chat.notice(f"{peer}'s key changed after /verify showed you its number, so nothing was marked verified.")
+            _show_number(chat, crypto.number(peer, current or shown), f"{peer}'s new safety number:")
+        else:
+            crypto.pins.mark_verified(peer, shown)
+            chat.notice(f"{peer} is now marked as verified (the number /verify {peer} showed you).")
         return
-    state = "verified" if chat.crypto.pins.is_verified(peer) else "not verified yet"
-    chat.notice(f"Safety number with {peer} ({state}); compare it with what {peer} sees:")
+    try:
+        await crypto.fetch_now(peer)
+    except PeerHasNoKeys:
+        chat.notice(f"{peer} has no keys yet (never logged in); there is no number to compare.")
+        return
+    if peer in crypto.offered:
+        crypto.shown.pop(peer, None)
+        chat.notice(f"{peer}'s key has changed and you have not accepted the new one; nothing is sent to {peer}.")
+        _show_number(chat, crypto.number(peer, crypto.offered[peer].identity_key), "New safety number:")
+        chat.notice(f"If {peer} sees the same, type /accept-key {peer}.")
+        return
+    identity_key = crypto.keys[peer].identity_key
+    crypto.shown[peer] = identity_key
+    state = "verified" if crypto.pins.is_verified(peer) else "not verified yet"
+    title = f"Safety number with {peer} ({state}); compare it with what {peer} sees:"
+    _show_number(chat, crypto.number(peer, identity_key), title)
+
+
+def _show_number(chat: Chat, number: str, title: str) -> None:
+    chat.notice(title)
     for row in format_rows(number):
         chat.notice("    " + row)
+
+
+async def _accept_key(chat: Chat, args: list[str]) -> None:
+    if len(args) != 1:
+        chat.notice("Usage: /accept-key USER (after a warning that USER's key changed)")
+        return
+    peer = args[0]
+    if peer not in chat.crypto.offered:
+        chat.notice(f"{peer} has no new key waiting for you to accept.")
+        return
+    try:
+        await chat.accept_key(peer)
+    except PinConflict as exc:
+        chat.notice(f"Refused: {exc.message}.")
 
 
 async def _retry(chat: Chat, args: list[str]) -> None:
@@ -167,6 +213,7 @@ COMMANDS: dict[str, Callable[[Chat, list[str]], Awaitable[None]]] = {
     "/accept": _accept,
     "/decline": _decline,
     "/verify": _verify,
+    "/accept-key": _accept_key,
     "/retry": _retry,
     "/quit": _quit,
     "/exit": _quit,

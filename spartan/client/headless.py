@@ -3,10 +3,11 @@
 It logs in with the user's key, keeps the stream open with the same receiver the
 CLI uses (failover, resume from cursors), decrypts 1:1 messages and records what
 arrived, once per message id, in order, and acknowledges it. With `persist=True` its
-positions live on disk next to the key (`spartan.client.state`), so a new process
-resumes where the last one stopped. Group messages use the same sender-key
-logic as the CLI (`spartan.client.groups.ClientGroups`); a group message whose key
-arrives after it is recorded at once with `text=None` and filled in when the key comes.
+positions and the ids it recorded live on disk next to the key (`spartan.client.state`),
+so a new process resumes where the last one stopped and drops a replayed old message.
+Group messages use the same sender-key logic as the CLI (`spartan.client.groups.ClientGroups`);
+a group message whose key arrives after it is recorded at once with `text=None` and filled in
+when the key comes.
 """
 
 from __future__ import annotations
@@ -66,7 +67,6 @@ class HeadlessClient:
         self.on_chat = on_chat
         self.synced = asyncio.Event()  # set when the stream replayed everything that waited
         self.acks = Acknowledger(self.conn.call)
-        self._seen: set[str] = set()
         self._arrived = asyncio.Condition()
         self.receiver = Receiver(self.conn, self._handle, self._cursors, self.notices.append)
         self.groups = ClientGroups(self.crypto, self.conn.call, self.notices.append)
@@ -98,7 +98,7 @@ class HeadlessClient:
     async def send(self, peer: str, text: str, message_id: str | None = None) -> pb.SendAck:
         message_id = message_id or uuid.uuid4().hex
         body = await self.crypto.seal(peer, text, message_id) if self.encrypt else text.encode()
-        self._seen.add(message_id)
+        self.state.remember(message_id)
         return await self.conn.call("SendMsg", pb.Message(id=message_id, kind=pb.CHAT, recipient=peer, body=body))
 
     def follow_group(self, group: str) -> None:
@@ -108,7 +108,7 @@ class HeadlessClient:
     async def send_group(self, group: str, text: str, message_id: str | None = None) -> pb.SendAck:
         message_id = message_id or uuid.uuid4().hex
         body = await self.groups.seal(group, text, message_id) if self.encrypt else text.encode()
-        self._seen.add(message_id)
+        self.state.remember(message_id)
         return await self.conn.call("SendMsg", pb.Message(id=message_id, kind=pb.CHAT, group=group, body=body))
 
     def received_in(self, group: str) -> list[Received]:
@@ -126,8 +126,7 @@ class HeadlessClient:
             if self.encrypt:
                 await self._group_control(message)
             self.events.append(message)
-        elif message.id not in self._seen and message.sender != self.user:
-            self._seen.add(message.id)
+        elif message.sender != self.user and self.state.remember(message.id):
             if not self.encrypt:
                 text: str | None = message.body.decode()
             elif message.group:
@@ -161,6 +160,7 @@ class HeadlessClient:
             if self.user not in message.members:
                 self.state.forget(naming.group_conversation(message.group))
         elif message.kind == pb.KEY_UPDATE and message.sender != self.user:
+            await self.crypto.on_key_update(message.sender)  # re-fetched on the client's schedule
             await self.groups.on_peer_keys(message.sender)
         elif message.kind == pb.SENDER_KEY and await self.groups.on_sender_key(message):
             for index in self._parked.pop((message.group, message.sender), []):

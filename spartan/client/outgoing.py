@@ -8,7 +8,9 @@ sends it. While the limit or an outage holds the queue, ONE status line says how
 wait (counting down to the next attempt in a real terminal); the server's
 `retry-after` trailer says how long. A message for someone who never logged in
 waits for their key (a KEY_UPDATE unblocks them) and later lines to that peer wait
-behind it, so each conversation keeps its order. Only a refusal that waiting cannot
+behind it, so each conversation keeps its order. Likewise lines for a peer whose key
+changed wait until the user accepts the new key (`/accept-key`), said in the status
+line. Only a refusal that waiting cannot
 change (e.g. no longer a member of the group) drops a line, with one sentence naming it.
 
 Targets are a user name or a group's conversation id (`group:NAME`), as kept on disk.
@@ -20,13 +22,14 @@ import asyncio
 import math
 import time
 import uuid
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
 
 from spartan import naming
-from spartan.client.e2e import PeerHasNoKeys
+from spartan.client.e2e import KeyNotAccepted, PeerHasNoKeys
 from spartan.client.explain import OUTAGE, retry_after
 from spartan.client.state import ClientState
 from spartan.v1 import pb
@@ -36,6 +39,7 @@ Call = Callable[[str, Any], Awaitable[Any]]
 Say = Callable[[str], None]
 
 WAITING_FOR_KEYS = "{count} message(s) for {peers} will be sent once they log in for the first time."
+WAITING_FOR_ACCEPT = "{count} message(s) for {peer} wait until you accept {peer}'s new key (/accept-key {peer})."
 RATE, SERVER = "the rate limit", "the server"
 OUTAGE_BACKOFF_SECONDS = (1.0, 2.0, 4.0, 8.0)
 PREVIEW_CHARS = 40
@@ -72,6 +76,7 @@ class Outgoing:
         self.countdown = countdown
         self.on_sent = on_sent
         self.blocked: set[str] = set()  # peers without keys yet
+        self.unaccepted: set[str] = set()  # peers whose changed key the user has not accepted
         self.held = ""  # RATE or SERVER while something waited for it, until the queue is empty
         self.sent_after_hold = 0
         self._holding = False  # sleeping until the next attempt
@@ -90,13 +95,15 @@ class Outgoing:
         return message_id
 
     def unblock(self, peer: str) -> None:
-        """`peer` has keys now: what waited for them goes (in order)."""
+        """`peer` has keys now (or the user accepted new ones): what waited for them goes (in order)."""
         self.blocked.discard(peer)
+        self.unaccepted.discard(peer)
         self._wake.set()
 
     def ready(self) -> list[tuple[str, str, str]]:
         """(id, target, text) of every queued line that can go now, oldest first."""
-        return [(i, t, text) for i, (t, text) in self.state.outbox.items() if t not in self.blocked]
+        held = self.blocked | self.unaccepted
+        return [(i, t, text) for i, (t, text) in self.state.outbox.items() if t not in held]
 
     def unsent(self) -> int:
         return len(self.state.outbox)
@@ -115,6 +122,8 @@ class Outgoing:
         if waiting:
             peers = ", ".join(sorted(set(waiting)))
             parts.append(WAITING_FOR_KEYS.format(count=len(waiting), peers=peers))
+        unaccepted = Counter(t for t, _ in self.state.outbox.values() if t in self.unaccepted)
+        parts += [WAITING_FOR_ACCEPT.format(count=count, peer=peer) for peer, count in sorted(unaccepted.items())]
         return " ".join(parts)
 
     def show(self) -> None:
@@ -168,6 +177,10 @@ class Outgoing:
         try:
             message = await self.seal(target, text, message_id)
             await self.call("SendMsg", message)
+        except KeyNotAccepted:
+            self.unaccepted.add(target)
+            self.show()
+            return
         except PeerHasNoKeys:
             self.blocked.add(target)
             self.show()

@@ -1,14 +1,17 @@
-"""What a client keeps on disk next to the user's keys: read positions and unsent messages.
+"""What a client keeps on disk next to the user's keys: read positions, unsent messages, shown ids.
 
 Why: a restarted client must resume where it was, not only a reconnecting one, and
 a message typed for someone who never logged in (no key to encrypt to yet) must
-survive quitting. The file `<key dir>/<user>.state` is a journal of JSON lines, each
+survive quitting. The ids of the newest `SEEN_IDS_KEPT` messages shown (or sent)
+are kept too, so a server replaying an old message to a restarted client is
+caught: it is dropped, not shown again. The file `<key dir>/<user>.state` is a journal of JSON lines, each
 written with one `write` as it happens (a killed process loses nothing it wrote);
 it is rewritten as one snapshot when it grows long. Mode 0600, like the key: unsent
 messages are plaintext until they can be encrypted.
 
 Lines: `{"c": conversation, "e": epoch, "o": offset}` (a position),
-`{"q": id, "to": peer, "t": text}` (queued) and `{"sent": id}` (left the outbox).
+`{"q": id, "to": peer, "t": text}` (queued), `{"sent": id}` (left the outbox) and
+`{"s": id}` (a message id shown or sent).
 """
 
 from __future__ import annotations
@@ -16,13 +19,15 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections import OrderedDict
 from pathlib import Path
 
 from spartan.crypto.keystore import key_dir
 
 log = logging.getLogger("spartan.client")
 
-COMPACT_AFTER_LINES = 5000
+COMPACT_AFTER_LINES = 5000  # journal lines beyond the last snapshot that trigger a new one
+SEEN_IDS_KEPT = 10_000  # newest message ids remembered, over all conversations
 
 
 class ClientState:
@@ -32,7 +37,9 @@ class ClientState:
         self.path = path
         self.positions: dict[str, tuple[str, int]] = {}
         self.outbox: dict[str, tuple[str, str]] = {}  # message id -> (peer, text), oldest first
+        self.seen: OrderedDict[str, None] = OrderedDict()  # ids shown or sent, oldest first
         self._lines = 0
+        self._compact_at = COMPACT_AFTER_LINES
         self._fd: int | None = None
         if path is not None:
             self._load(path)
@@ -62,6 +69,20 @@ class ClientState:
         if self.outbox.pop(message_id, None) is not None:
             self._write({"sent": message_id})
 
+    def remember(self, message_id: str) -> bool:
+        """Record that a message was shown (or sent); False if its id was already known (a replay)."""
+        if message_id in self.seen:
+            return False
+        self._see(message_id)
+        self._write({"s": message_id})
+        return True
+
+    def _see(self, message_id: str) -> None:
+        self.seen[message_id] = None
+        self.seen.move_to_end(message_id)
+        while len(self.seen) > SEEN_IDS_KEPT:
+            self.seen.popitem(last=False)
+
     def close(self) -> None:
         if self._fd is not None:
             os.close(self._fd)
@@ -79,6 +100,8 @@ class ClientState:
             self.outbox[str(entry["q"])] = (str(entry["to"]), str(entry["t"]))
         elif "sent" in entry:
             self.outbox.pop(str(entry["sent"]), None)
+        elif "s" in entry:
+            self._see(str(entry["s"]))
 
     def _load(self, path: Path) -> None:
         try:
@@ -93,24 +116,26 @@ class ClientState:
                 log.warning("%s: ignoring unreadable line %d", path, number)
 
     def _compact(self) -> None:
-        """Rewrite the journal as one line per position and queued message, atomically."""
+        """Rewrite the journal as one line per position, queued message and seen id, atomically."""
         assert self.path is not None
         self.close()
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         entries = [{"c": c, "e": e, "o": o} for c, (e, o) in self.positions.items()]
         entries += [{"q": i, "to": p, "t": t} for i, (p, t) in self.outbox.items()]
+        entries += [{"s": i} for i in self.seen]
         temporary = self.path.with_suffix(".tmp")
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as out:
             out.writelines(json.dumps(entry, ensure_ascii=False) + "\n" for entry in entries)
         os.replace(temporary, self.path)
         self._lines = len(entries)
+        self._compact_at = len(entries) + COMPACT_AFTER_LINES
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND, 0o600)
 
     def _write(self, entry: dict[str, object]) -> None:
         if self.path is None:
             return
-        if self._lines >= COMPACT_AFTER_LINES:
+        if self._lines >= self._compact_at:
             self._compact()
         assert self._fd is not None
         os.write(self._fd, (json.dumps(entry, ensure_ascii=False) + "\n").encode("utf-8"))

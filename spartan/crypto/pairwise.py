@@ -8,10 +8,21 @@ derive the same 32-byte key, and it is bound to who the two parties are.
 Each message: AES-256-GCM with a fresh random 12-byte nonce; the associated
 data are the routing fields (message id, sender, recipient, conversation), so
 the server cannot re-attribute, re-address, or move a message to another
-conversation without the receiver noticing. Envelope layout:
+conversation without the receiver noticing. The sender then signs the
+associated data and the sealed body with its Ed25519 identity key, and the
+receiver checks that signature against the identity key it holds for the
+sender *before* decrypting. Why: the shared key is symmetric, so whoever steals
+alice's key file can derive the key she shares with bob and, without the
+signature, seal messages "from bob" that alice would accept (key-compromise
+impersonation). Envelope layout:
 
-    version (1 byte = 0x01) | nonce (12) | ciphertext (n) | GCM tag (16)
+    version (1 byte = 0x02) | nonce (12) | ciphertext (n) | GCM tag (16) | signature (64)
 
+    signature = Ed25519(sender identity key,
+                        encode_fields(SIGN_LABEL, associated data, version ‖ nonce ‖ ciphertext ‖ tag))
+
+Version 1 envelopes (the same without a signature) are refused: accepting them
+would let a forger simply omit the signature.
 Every failure to open an envelope raises `DecryptError`, whatever the cause.
 Random 96-bit nonces are safe for far more messages than a conversation sees
 (the GCM bound is about 2**32 messages per key).
@@ -25,17 +36,18 @@ from Crypto.Protocol.KDF import HKDF
 from Crypto.Random import get_random_bytes
 
 from spartan.crypto.encoding import DecryptError, encode_fields
-from spartan.crypto.identity import Identity, verify_public_keys
+from spartan.crypto.identity import SIGNATURE_BYTES, Identity, verify_public_keys, verify_signature
 from spartan.errors import InvalidArgument
 from spartan.v1 import pb
 
-ENVELOPE_VERSION = 1
+ENVELOPE_VERSION = 2
 NONCE_BYTES = 12
 TAG_BYTES = 16
 KEY_BYTES = 32
-OVERHEAD = 1 + NONCE_BYTES + TAG_BYTES
+OVERHEAD = 1 + NONCE_BYTES + TAG_BYTES + SIGNATURE_BYTES
 KDF_SALT = b"spartan/v1/pairwise-key"
 AD_LABEL = b"spartan/v1/dm-message"
+SIGN_LABEL = b"spartan/v1/dm-signature"
 
 
 def derive_pairwise_key(me: Identity, peer: str, peer_keys: pb.PublicKeys) -> bytes:
@@ -50,6 +62,11 @@ def derive_pairwise_key(me: Identity, peer: str, peer_keys: pb.PublicKeys) -> by
 
 def associated_data(*, message_id: str, sender: str, recipient: str, conversation: str) -> bytes:
     return encode_fields(AD_LABEL, ENVELOPE_VERSION, message_id, sender, recipient, conversation)
+
+
+def signed_transcript(associated: bytes, sealed: bytes) -> bytes:
+    """What the sender's identity key signs: the associated data and the sealed body (all but the signature)."""
+    return encode_fields(SIGN_LABEL, associated, sealed)
 
 
 class PairwiseCipher:
@@ -70,26 +87,37 @@ class PairwiseCipher:
                 f"a message from {sender} to {recipient} does not belong to the channel "
                 f"between {self.me.user} and {self.peer}"
             )
+        if sender != self.me.user:
+            raise InvalidArgument(f"{self.me.user} cannot sign a message as {sender}")
         nonce = get_random_bytes(NONCE_BYTES)
-        cipher = AES.new(self._key, AES.MODE_GCM, nonce=nonce, mac_len=TAG_BYTES)
-        cipher.update(
-            associated_data(message_id=message_id, sender=sender, recipient=recipient, conversation=conversation)
+        associated = associated_data(
+            message_id=message_id, sender=sender, recipient=recipient, conversation=conversation
         )
+        cipher = AES.new(self._key, AES.MODE_GCM, nonce=nonce, mac_len=TAG_BYTES)
+        cipher.update(associated)
         ciphertext, tag = cipher.encrypt_and_digest(plaintext)
-        return bytes((ENVELOPE_VERSION,)) + nonce + ciphertext + tag
+        sealed = bytes((ENVELOPE_VERSION,)) + nonce + ciphertext + tag
+        return sealed + self.me.sign(signed_transcript(associated, sealed))
 
     def decrypt(self, envelope: bytes, *, message_id: str, sender: str, recipient: str, conversation: str) -> bytes:
         if len(envelope) < OVERHEAD:
             raise DecryptError(f"message from {sender} is truncated ({len(envelope)} bytes)")
         if envelope[0] != ENVELOPE_VERSION:
             raise DecryptError(f"message from {sender} uses unknown envelope version {envelope[0]}")
-        nonce = envelope[1 : 1 + NONCE_BYTES]
-        ciphertext = envelope[1 + NONCE_BYTES : -TAG_BYTES]
-        tag = envelope[-TAG_BYTES:]
-        cipher = AES.new(self._key, AES.MODE_GCM, nonce=nonce, mac_len=TAG_BYTES)
-        cipher.update(
-            associated_data(message_id=message_id, sender=sender, recipient=recipient, conversation=conversation)
+        associated = associated_data(
+            message_id=message_id, sender=sender, recipient=recipient, conversation=conversation
         )
+        sealed, signature = envelope[:-SIGNATURE_BYTES], envelope[-SIGNATURE_BYTES:]
+        signer = self.me.identity_key if sender == self.me.user else self.peer_identity_key
+        if sender not in self._parties or not verify_signature(
+            signer, signed_transcript(associated, sealed), signature
+        ):
+            raise DecryptError(f"message {message_id} does not carry a valid signature of {sender}")
+        nonce = sealed[1 : 1 + NONCE_BYTES]
+        ciphertext = sealed[1 + NONCE_BYTES : -TAG_BYTES]
+        tag = sealed[-TAG_BYTES:]
+        cipher = AES.new(self._key, AES.MODE_GCM, nonce=nonce, mac_len=TAG_BYTES)
+        cipher.update(associated)
         try:
             return cipher.decrypt_and_verify(ciphertext, tag)
         except ValueError:

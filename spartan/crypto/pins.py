@@ -1,12 +1,14 @@
-"""Remembers which identity key each peer had (trust on first use) and whether it was verified.
+"""Remembers which keys each peer had (trust on first use) and whether the user verified them.
 
 The key directory is run by the server, so a server could hand out its own key
-for a peer. The client therefore pins the first identity key it sees for every
-peer in `<user>.pins.json` next to its identity file (mode 0600), and reports a
-later different key as CHANGED so the CLI can warn loudly. Comparing safety
-numbers out of band lets the user mark a peer *verified*; a key change resets
-that mark. Keys pinned in configuration (`auth.pinned_keys`) are authoritative:
-they count as verified and can never be re-pinned to another key.
+for a peer. The client therefore pins the first identity and agreement keys it
+sees for every peer in `<user>.pins.json` next to its identity file (mode 0600)
+and reports a later different key as CHANGED. A changed key is never pinned
+here on its own: only `accept`, the user's decision, replaces a pin (and clears
+the verified mark). `mark_verified` marks exactly the identity key the user
+compared, and refuses if the pin is another one by then. Keys pinned in
+configuration (`auth.pinned_keys`) are authoritative: they count as verified
+and can never be replaced.
 """
 
 from __future__ import annotations
@@ -28,7 +30,11 @@ FILE_FORMAT = "spartan-pins-v1"
 class PinResult(enum.Enum):
     NEW = "new"  # never seen this peer: trust on first use
     SAME = "same"  # the pinned key
-    CHANGED = "changed"  # a different key than the pinned one: warn the user
+    CHANGED = "changed"  # a different key than the pinned one: nothing is pinned until the user accepts it
+
+
+def _now_us() -> int:
+    return time.time_ns() // 1000
 
 
 class PinConflict(FailedPrecondition):
@@ -39,6 +45,8 @@ class PinConflict(FailedPrecondition):
 class Pin:
     identity_key: str  # hex
     verified: bool = False
+    agreement_key: str = ""  # hex; "" in pin files written before agreement keys were pinned
+    agreement_signature: str = ""  # hex: with the two keys, a complete PublicKeys (usable after a restart)
     first_seen_us: int = 0
     changed_at_us: int = 0  # 0: never changed
 
@@ -50,8 +58,12 @@ def _hex_key(identity_key: bytes | str) -> str:
         except ValueError:
             raise InvalidArgument(f"pinned key {identity_key!r} is not hex") from None
     if len(identity_key) != 32:
-        raise InvalidArgument(f"an identity key is 32 bytes, got {len(identity_key)}")
+        raise InvalidArgument(f"a public key is 32 bytes, got {len(identity_key)}")
     return identity_key.hex()
+
+
+def _hex_optional(agreement_key: bytes) -> str:
+    return _hex_key(agreement_key) if agreement_key else ""
 
 
 class PinStore:
@@ -96,53 +108,101 @@ class PinStore:
         pin = self._pins.get(peer)
         return bytes.fromhex(pin.identity_key) if pin else None
 
-    def check(self, peer: str, identity_key: bytes) -> PinResult:
-        """Compare a key the directory returned with the pinned one (does not change anything)."""
+    def check(self, peer: str, identity_key: bytes, agreement_key: bytes = b"") -> PinResult:
+        """Compare keys the directory returned with the pinned ones (does not change anything).
+
+        The agreement key counts only when one was given and one is pinned.
+        """
         pinned = self.pinned_key(peer)
         if pinned is None:
             return PinResult.NEW
-        return PinResult.SAME if pinned == identity_key else PinResult.CHANGED
-
-    def pin(self, peer: str, identity_key: bytes) -> PinResult:
-        """Pin `identity_key` for `peer` (first use or an accepted change); returns what it was.
-
-        A changed key loses the verified mark. Raises `PinConflict` for a peer
-        pinned in configuration to another key.
-        """
-        key_hex = _hex_key(identity_key)
-        if peer in self._configured:
-            if self._configured[peer] != key_hex:
-                raise PinConflict(
-                    f"the key offered for {peer} ({key_hex[:16]}…) differs from the key pinned "
-                    f"in configuration ({self._configured[peer][:16]}…); refusing it"
-                )
-            return PinResult.SAME
-        now_us = time.time_ns() // 1000
+        if pinned != identity_key:
+            return PinResult.CHANGED
         pin = self._pins.get(peer)
-        if pin is None:
-            self._pins[peer] = Pin(identity_key=key_hex, first_seen_us=now_us)
-            result = PinResult.NEW
-        elif pin.identity_key == key_hex:
+        if agreement_key and pin is not None and pin.agreement_key and pin.agreement_key != agreement_key.hex():
+            return PinResult.CHANGED
+        return PinResult.SAME
+
+    def pinned_keys(self, peer: str) -> tuple[bytes, bytes, bytes] | None:
+        """(identity key, agreement key, agreement signature) as pinned, if all three are known."""
+        pin = self._pins.get(peer)
+        if pin is None or not pin.agreement_key or not pin.agreement_signature:
+            return None
+        return (
+            bytes.fromhex(pin.identity_key),
+            bytes.fromhex(pin.agreement_key),
+            bytes.fromhex(pin.agreement_signature),
+        )
+
+    def pin(
+        self, peer: str, identity_key: bytes, agreement_key: bytes = b"", agreement_signature: bytes = b""
+    ) -> PinResult:
+        """Trust on first use: pin the keys of a peer seen for the first time; returns what they were.
+
+        A CHANGED key is reported and NOT pinned (that takes `accept`). Raises
+        `PinConflict` for a peer pinned in configuration to another key.
+        """
+        key_hex, agreement_hex = _hex_key(identity_key), _hex_optional(agreement_key)
+        if peer in self._configured:
+            self._refuse_unconfigured(peer, key_hex)
             return PinResult.SAME
-        else:
+        result = self.check(peer, identity_key, agreement_key)
+        if result is PinResult.CHANGED:
+            return result
+        pin = self._pins.get(peer)
+        signature_hex = agreement_signature.hex()
+        if pin is None:
             self._pins[peer] = Pin(
-                identity_key=key_hex, verified=False, first_seen_us=pin.first_seen_us, changed_at_us=now_us
+                identity_key=key_hex,
+                agreement_key=agreement_hex,
+                agreement_signature=signature_hex,
+                first_seen_us=_now_us(),
             )
-            result = PinResult.CHANGED
+        elif (agreement_hex and not pin.agreement_key) or (signature_hex and not pin.agreement_signature):
+            pin.agreement_key = pin.agreement_key or agreement_hex  # completes a pin written by an older client
+            pin.agreement_signature = pin.agreement_signature or signature_hex
+        else:
+            return result
         self._save()
         return result
 
-    def observe(self, peer: str, identity_key: bytes) -> PinResult:
-        """Trust on first use in one call: check, then pin (accepting a change, which it reports)."""
-        return self.pin(peer, identity_key)
+    def accept(
+        self, peer: str, identity_key: bytes, agreement_key: bytes = b"", agreement_signature: bytes = b""
+    ) -> None:
+        """The user accepted changed keys for `peer`: pin them; the verified mark is cleared."""
+        key_hex = _hex_key(identity_key)
+        if peer in self._configured:
+            self._refuse_unconfigured(peer, key_hex)
+            return
+        previous = self._pins.get(peer)
+        self._pins[peer] = Pin(
+            identity_key=key_hex,
+            agreement_key=_hex_optional(agreement_key),
+            agreement_signature=agreement_signature.hex(),
+            first_seen_us=previous.first_seen_us if previous else _now_us(),
+            changed_at_us=_now_us() if previous else 0,
+        )
+        self._save()
 
-    def mark_verified(self, peer: str) -> None:
-        """Record that the user compared safety numbers with `peer` for the pinned key."""
+    def _refuse_unconfigured(self, peer: str, key_hex: str) -> None:
+        if self._configured[peer] != key_hex:
+            raise PinConflict(
+                f"the key offered for {peer} ({key_hex[:16]}…) differs from the key pinned "
+                f"in configuration ({self._configured[peer][:16]}…); refusing it"
+            )
+
+    def mark_verified(self, peer: str, identity_key: bytes) -> None:
+        """Record that the user compared the safety number of exactly `identity_key` with `peer`.
+
+        Raises `FailedPrecondition` if that is not the pinned key (any more).
+        """
         if peer in self._configured:
             return
         pin = self._pins.get(peer)
         if pin is None:
             raise FailedPrecondition(f"no key pinned for {peer} yet; fetch their keys first")
+        if pin.identity_key != _hex_key(identity_key):
+            raise FailedPrecondition(f"the key pinned for {peer} is not the one whose number you compared")
         if not pin.verified:
             pin.verified = True
             self._save()

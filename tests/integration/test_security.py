@@ -40,8 +40,8 @@ from tests.support.stack import ROOT, Stack, rates
 
 DEBUG_LOGS = {"SPARTAN_LOG__LEVEL": "DEBUG", "SPARTAN_MAX_NUM_MESSAGES_PER_USER": "20"}  # keep all 8 in history
 SENDS = rates(send=100)  # each side sends 4 messages within seconds
-ENVELOPE_OVERHEAD = 29  # version (1) + nonce (12) + tag (16)
-UNDECRYPTABLE = "[Spartan] A message from alice could not be decrypted."
+ENVELOPE_OVERHEAD = 93  # version (1) + nonce (12) + tag (16) + signature (64)
+UNDECRYPTABLE = "[Spartan] A message from alice could not be decrypted or verified and was dropped."
 
 
 # ---------------------------------------------------------------- helpers
@@ -229,7 +229,7 @@ async def test_servers_store_and_log_only_ciphertext(stack_factory, client_facto
     for message_id, text in sent.items():
         body = by_id[message_id].body
         assert text is not None and body != text.encode() and text.encode() not in body
-        assert body[0] == 1 and len(body) == len(text.encode()) + ENVELOPE_OVERHEAD  # version byte, nonce, tag
+        assert body[0] == 2 and len(body) == len(text.encode()) + ENVELOPE_OVERHEAD  # version, nonce, tag, signature
     assert len({by_id[i].body[1:13] for i in sent}) == len(sent)  # a fresh nonce per message
 
 
@@ -363,6 +363,8 @@ async def test_flipped_bits_in_stored_or_relayed_ciphertext_are_detected(stack_f
 
 
 async def test_key_reset_shows_the_key_change_warning(stack_factory, client_factory, keys: Path) -> None:  # type: ignore[no-untyped-def]
+    """After a reset the new key is announced with its safety number and not used (nor its messages
+    shown as bob's) until the user accepts it."""
     stack = stack_factory(gateways=2)
     bob = await client_factory("bob", [stack.address(2)])
     alice = await client_factory("alice", [stack.address(1)])
@@ -390,12 +392,13 @@ async def test_key_reset_shows_the_key_change_warning(stack_factory, client_fact
         try:
             await new_bob.send("alice", "hello from my new device")
             await alice.wait_for(1)
-            assert alice.texts() == ["hello from my new device"]
+            assert alice.texts() == [None]  # not shown as bob's: the new key is not accepted
             assert any(n.startswith("WARNING: bob's security key has changed!") for n in alice.notices)
-            shown = cli.read_until("[bob] hello from my new device")
+            shown = cli.read_until("which you have not accepted, is not shown as from bob")
             assert any(line.startswith("[Spartan] WARNING: bob's security key has changed!") for line in shown)
             warning = next(line for line in shown if "WARNING" in line)
-            assert "/verify bob" in warning
+            assert "/verify bob" in warning and "/accept-key bob" in warning
+            assert not any("hello from my new device" in line for line in cli.lines)
         finally:
             await new_bob.close()
     finally:

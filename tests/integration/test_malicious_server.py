@@ -1,0 +1,423 @@
+"""A malicious server against the client's end-to-end guarantees, with real processes.
+
+The tests act as the server (or whoever controls Redis) would: swap a user's keys
+in the key directory, publish forged KEY_UPDATE and chat messages into a user's
+pub/sub channel, forge a message "from bob" with alice's stolen key file, and replay
+an old envelope to a restarted client. Each attack is refused or made visible:
+a swapped key stops sending until the user accepts it, `/verify … ok` never marks a
+key the user was not shown, re-fetches happen on the client's schedule, forgeries
+are dropped with one line, and a replay after a restart is not shown.
+"""
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import redis as redis_sync
+from Crypto.Cipher import AES
+from redis.asyncio import Redis
+
+from services.presence.store import KEYS as KEY_DIRECTORY
+from spartan import naming
+from spartan.client.e2e import REFETCH_SECONDS
+from spartan.crypto.identity import Identity
+from spartan.crypto.keystore import load_or_create
+from spartan.crypto.pairwise import PairwiseCipher, associated_data, derive_pairwise_key, signed_transcript
+from spartan.crypto.pins import PinStore
+from spartan.crypto.safety import format_rows, safety_number
+from spartan.crypto.sender_keys import decrypt_group, open_sender_key
+from spartan.v1 import pb
+from tests.integration.test_security import PipedCli, keys, stored_messages  # noqa: F401 - keys is a fixture
+from tests.support.stack import Stack
+
+DM = naming.dm_conversation("alice", "bob")
+
+
+class Cli(PipedCli):
+    """The piped CLI, also collecting standard error (where the send queue's status line goes)."""
+
+    def __init__(self, user: str, stack: Stack, key_dir: Path) -> None:
+        super().__init__(user, stack, key_dir, 1)
+        self.errors: list[str] = []
+        threading.Thread(target=self._pump_errors, daemon=True).start()
+
+    def _pump_errors(self) -> None:
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            self.errors.append(line.rstrip("\n"))
+
+    def wait_error(self, text: str, timeout: float = 30.0) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = [line for line in self.errors if text in line]
+            if found:
+                return found[-1]
+            time.sleep(0.05)
+        raise AssertionError(f"no status line with {text!r}; got {self.errors}")
+
+
+def swap_keys(url: str, impostor: Identity) -> None:
+    """The server's move: put its own (validly self-signed) keys for impostor.user into the directory."""
+    put_keys(url, impostor.public_keys())
+
+
+def put_keys(url: str, keys: pb.PublicKeys) -> None:
+    client = redis_sync.Redis.from_url(url)
+    try:
+        client.hset(KEY_DIRECTORY, keys.user, keys.SerializeToString())
+    finally:
+        client.close()
+
+
+def directory_keys(url: str, user: str) -> pb.PublicKeys:
+    client = redis_sync.Redis.from_url(url)
+    try:
+        return pb.PublicKeys.FromString(client.hget(KEY_DIRECTORY, user))
+    finally:
+        client.close()
+
+
+def publish(url: str, user: str, *messages: pb.Message) -> None:
+    """Push messages straight into `user`'s pub/sub channel, as a compromised server can."""
+    client = redis_sync.Redis.from_url(url)
+    try:
+        for message in messages:
+            client.publish(naming.user_channel(user), message.SerializeToString())
+    finally:
+        client.close()
+
+
+def key_update(user: str) -> pb.Message:
+    return pb.Message(kind=pb.KEY_UPDATE, sender=user, id=uuid.uuid4().hex[:32])
+
+
+def chat_from(sender: str, recipient: str, body: bytes, message_id: str | None = None) -> pb.Message:
+    return pb.Message(id=message_id or uuid.uuid4().hex, kind=pb.CHAT, sender=sender, recipient=recipient,
+                      conversation=naming.dm_conversation(sender, recipient), body=body)
+
+
+def number_rows(number: str) -> list[str]:
+    return ["[Spartan]     " + row for row in format_rows(number)]
+
+
+async def wait_until(condition, timeout: float = 20.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.05)
+
+
+# ---------------------------------------------------------------- key changes
+async def test_a_swapped_key_stops_sending_until_the_user_accepts_it(stack_factory, client_factory,
+                                                                     keys: Path) -> None:  # type: ignore[no-untyped-def]
+    stack = stack_factory(gateways=1)
+    await client_factory("bob", [stack.address(1)])
+    alice = Cli("alice", stack, keys)
+    try:
+        alice.read_until("User list")
+        alice.type("bob")
+        alice.read_until("You are now ready to chat with bob.")
+        alice.type("before the swap")
+        await wait_until(lambda: len(stored_messages(stack.redis.url, DM)) == 1)
+        me = load_or_create("alice", keys)[0]
+
+        impostor = Identity.generate("bob")
+        swap_keys(stack.redis.url, impostor)
+        publish(stack.redis.url, "alice", key_update("bob"))
+        warning = alice.read_until("security key has changed")[-1]
+        assert safety_number("alice", me.identity_key, "bob", impostor.identity_key) in warning
+        assert "Nothing more is sent to bob" in warning and "/accept-key bob" in warning
+
+        alice.type("typed after the swap")
+        status = alice.wait_error("wait until you accept bob's new key")
+        assert status == "[Spartan] 1 message(s) for bob wait until you accept bob's new key (/accept-key bob)."
+        await asyncio.sleep(1.0)
+        assert len(stored_messages(stack.redis.url, DM)) == 1  # nothing was encrypted to the swapped key
+
+        # What the impostor sends under the unaccepted key is not shown as bob's (said once for a burst).
+        impostor_cipher = PairwiseCipher(impostor, "alice", me.public_keys())
+        burst = []
+        for i in range(3):
+            message_id = f"m-impostor-{i}"
+            burst.append(chat_from("bob", "alice", impostor_cipher.encrypt(
+                b"impostor speaking as bob", message_id=message_id, sender="bob", recipient="alice",
+                conversation=DM), message_id))
+        marker = pb.Message(id=uuid.uuid4().hex, kind=pb.CHAT_DECLINE, sender="charlie", recipient="alice")
+        publish(stack.redis.url, "alice", *burst, marker)
+        shown = alice.read_until("charlie declined your chat request.")
+        said = [line for line in shown if "not accepted" in line]
+        assert said == ["[Spartan] A message signed with bob's new key, which you have not accepted, is not "
+                        "shown as from bob. Compare safety numbers (/verify bob), then /accept-key bob."]
+        assert not any("impostor speaking" in line for line in alice.lines)
+
+        alice.type("/accept-key bob")
+        accepted = alice.read_until("Accepted bob's new key")[-1]
+        assert safety_number("alice", me.identity_key, "bob", impostor.identity_key) in accepted
+        await wait_until(lambda: len(stored_messages(stack.redis.url, DM)) == 2)
+        sent = stored_messages(stack.redis.url, DM)[-1]
+        opened = PairwiseCipher(impostor, "alice", me.public_keys()).decrypt(
+            sent.body, message_id=sent.id, sender="alice", recipient="bob", conversation=DM)
+        assert opened == b"typed after the swap"  # it went only once the user accepted that key
+        assert PinStore("alice", keys).pinned_key("bob") == impostor.identity_key
+    finally:
+        assert alice.quit() == 0
+
+
+async def test_a_swapped_key_gets_no_group_key_until_accepted(stack_factory, client_factory,
+                                                              keys: Path) -> None:  # type: ignore[no-untyped-def]
+    stack = stack_factory(gateways=1)
+    await client_factory("bob", [stack.address(1)])
+    charlie = await client_factory("charlie", [stack.address(1)])
+    listener = Redis.from_url(stack.redis.url)  # the server reading what is sent to bob
+    to_bob = listener.pubsub()
+    await to_bob.subscribe(naming.user_channel("bob"))
+    alice = Cli("alice", stack, keys)
+    try:
+        alice.read_until("User list")
+        alice.type("/verify bob")  # pins bob's real key
+        alice.read_until("Safety number with bob")
+        impostor = Identity.generate("bob")
+        swap_keys(stack.redis.url, impostor)
+        publish(stack.redis.url, "alice", key_update("bob"))
+        alice.read_until("security key has changed")
+
+        alice.type("/group group1")
+        alice.read_until("You are now in group group1")
+        alice.type("hello group")
+        said = (await charlie.wait_for(1))[0]
+        assert said.text == "hello group"  # alice's sender key went out, to charlie
+        alice_keys = load_or_create("alice", keys)[0].public_keys()
+        impostor_cipher = PairwiseCipher(impostor, "alice", alice_keys)
+
+        async def keys_for_bob(timeout: float) -> list[pb.Message]:
+            found: list[pb.Message] = []
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                raw = await to_bob.get_message(ignore_subscribe_messages=True, timeout=0.1)
+                if raw is not None:
+                    message = pb.Message.FromString(raw["data"])
+                    if message.kind == pb.SENDER_KEY and message.sender == "alice":
+                        found.append(message)
+            return found
+
+        assert await keys_for_bob(2.0) == []  # none sealed to the swapped key, nor to any key of bob's
+        alice.type("/accept-key bob")
+        alice.read_until("Accepted bob's new key")
+        sent = await keys_for_bob(5.0)
+        assert len(sent) == 1
+        key = open_sender_key(impostor_cipher, sent[0].body, message_id=sent[0].id, group="group1")
+        assert decrypt_group(said.message.body, sender_identity_key=alice_keys.identity_key, sender_key=key,
+                             message_id=said.message.id, group="group1") == b"hello group"
+    finally:
+        assert alice.quit() == 0
+        await to_bob.aclose()
+        await listener.aclose()
+
+
+async def test_verify_ok_marks_only_the_number_it_showed(stack_factory, client_factory,
+                                                        keys: Path) -> None:  # type: ignore[no-untyped-def]
+    stack = stack_factory(gateways=1)
+    await client_factory("bob", [stack.address(1)])
+    real_keys = directory_keys(stack.redis.url, "bob")
+    real_bob = real_keys.identity_key
+    alice = Cli("alice", stack, keys)
+    try:
+        alice.read_until("User list")
+        me = load_or_create("alice", keys)[0]
+        alice.type("/verify bob ok")
+        alice.read_until("Type /verify bob first and compare the number it shows; then /verify bob ok.")
+
+        # The swap goes unnoticed between the two commands: "ok" marks the key that was shown, no other.
+        alice.type("/verify bob")
+        alice.read_until("Safety number with bob (not verified yet)")
+        shown = [alice.read_until("[Spartan]     ")[-1] for _ in range(3)]
+        assert shown == number_rows(safety_number("alice", me.identity_key, "bob", real_bob))
+        impostor = Identity.generate("bob")
+        swap_keys(stack.redis.url, impostor)
+        alice.type("/verify bob ok")
+        alice.read_until("bob is now marked as verified (the number /verify bob showed you).")
+        pins = PinStore("alice", keys)
+        assert pins.pinned_key("bob") == real_bob and pins.is_verified("bob")
+
+        # The swap is seen between the two commands: "ok" refuses and shows the new number.
+        put_keys(stack.redis.url, real_keys)  # the directory shows bob's real key again
+        alice.type("/verify bob")
+        alice.read_until("Safety number with bob (verified)")
+        swap_keys(stack.redis.url, impostor)
+        publish(stack.redis.url, "alice", key_update("bob"))
+        alice.read_until("security key has changed")
+        alice.type("/verify bob ok")
+        refused = alice.read_until("nothing was marked verified")[-1]
+        assert refused == "[Spartan] bob's key changed after /verify showed you its number, so nothing was marked verified."
+        alice.read_until("bob's new safety number:")
+        new_rows = [alice.read_until("[Spartan]     ")[-1] for _ in range(3)]
+        assert new_rows == number_rows(safety_number("alice", me.identity_key, "bob", impostor.identity_key))
+        pins = PinStore("alice", keys)
+        assert pins.pinned_key("bob") == real_bob and pins.is_verified("bob")  # the verified key is still bob's
+
+        # Accepting the new key clears the mark; it is verified only after its own number was shown.
+        alice.type("/accept-key bob")
+        alice.read_until("Accepted bob's new key")
+        assert not PinStore("alice", keys).is_verified("bob")
+        alice.type("/verify bob")
+        alice.read_until("Safety number with bob (not verified yet)")
+        alice.type("/verify bob ok")
+        alice.read_until("bob is now marked as verified")
+        pins = PinStore("alice", keys)
+        assert pins.pinned_key("bob") == impostor.identity_key and pins.is_verified("bob")
+    finally:
+        assert alice.quit() == 0
+
+
+async def test_key_updates_and_bogus_messages_refetch_on_the_clients_schedule(
+        stack_factory, client_factory) -> None:  # type: ignore[no-untyped-def]
+    stack = stack_factory(gateways=1)
+    bob = await client_factory("bob", [stack.address(1)])
+    alice = await client_factory("alice", [stack.address(1)])
+    await alice.send("bob", "hello")  # alice holds bob's keys now
+    await bob.wait_for(1)
+    fetched: list[str] = []
+    fetch = alice.crypto.fetch_keys
+
+    async def counted(user: str) -> pb.PublicKeys:
+        fetched.append(user)
+        return await fetch(user)
+
+    alice.crypto.fetch_keys = counted
+    now = [1000.0]
+    alice.crypto.clock = lambda: now[0]  # the window passes when the test says so, not after 30 s of waiting
+
+    bogus = [chat_from("bob", "alice", bytes(120)) for _ in range(5)]
+    publish(stack.redis.url, "alice", *[key_update("bob") for _ in range(5)], *bogus)
+    await alice.wait_for(5)
+    assert alice.texts() == [None] * 5
+    assert fetched == ["bob"]  # ten hints from the server, one re-fetch
+
+    # The hints were noted: the first use of bob once the window has passed re-fetches, once.
+    now[0] += REFETCH_SECONDS
+    await bob.send("alice", "still readable")
+    await alice.wait_for(6)
+    assert alice.texts()[-1] == "still readable" and fetched == ["bob", "bob"]
+    publish(stack.redis.url, "alice", key_update("bob"), chat_from("bob", "alice", bytes(120)))
+    await alice.wait_for(7)
+    await bob.send("alice", "and again")
+    await alice.wait_for(8)
+    assert alice.texts()[-2:] == [None, "and again"] and fetched == ["bob", "bob"]
+
+
+async def test_after_a_restart_with_a_change_waiting_the_pinned_key_still_opens_messages(
+        stack_factory, client_factory, keys: Path) -> None:  # type: ignore[no-untyped-def]
+    stack = stack_factory(gateways=1)
+    bob = await client_factory("bob", [stack.address(1)])
+    alice = await client_factory("alice", [stack.address(1)])
+    await alice.send("bob", "pinning bob")
+    await bob.wait_for(1)
+    await alice.close()
+    impostor = Identity.generate("bob")
+    swap_keys(stack.redis.url, impostor)
+    restarted = await client_factory("alice", [stack.address(1)])
+    alice_keys = load_or_create("alice", keys)[0].public_keys()
+    real_bob = load_or_create("bob", keys)[0]
+    messages = []
+    for sender, text in ((real_bob, "signed with the pinned key"), (impostor, "signed with the swapped key")):
+        message_id = uuid.uuid4().hex
+        body = PairwiseCipher(sender, "alice", alice_keys).encrypt(
+            text.encode(), message_id=message_id, sender="bob", recipient="alice", conversation=DM)
+        messages.append(chat_from("bob", "alice", body, message_id))
+    publish(stack.redis.url, "alice", *messages)
+    await restarted.wait_for(2)
+    assert restarted.texts() == ["signed with the pinned key", None]
+    assert sum(n.startswith("WARNING: bob's security key has changed!") for n in restarted.notices) == 1
+    assert restarted.crypto.offered["bob"].identity_key == impostor.identity_key
+
+
+async def test_directory_keys_that_fail_their_checks_are_refused_and_the_pinned_ones_kept(
+        stack_factory, client_factory) -> None:  # type: ignore[no-untyped-def]
+    stack = stack_factory(gateways=1)
+    bob = await client_factory("bob", [stack.address(1)])
+    alice = await client_factory("alice", [stack.address(1)])
+    await alice.send("bob", "hello")
+    await bob.wait_for(1)
+    forged = directory_keys(stack.redis.url, "bob")
+    forged.agreement_key = Identity.generate("bob").agreement_key  # not signed by bob's identity key
+    put_keys(stack.redis.url, forged)
+    publish(stack.redis.url, "alice", key_update("bob"))
+    await alice.wait_until(lambda: any("fail their checks" in n for n in alice.notices))
+    assert "The server sent keys for bob that fail their checks (agreement key of bob is not signed by its " \
+           "identity key); they were refused." in alice.notices
+    await bob.send("alice", "still bob")
+    await alice.wait_for(1)
+    assert alice.texts() == ["still bob"]
+    await alice.send("bob", "still to bob")
+    assert [r.text for r in await bob.wait_for(2)] == ["hello", "still to bob"]
+
+
+# ---------------------------------------------------------------- KCI and replay
+def forge_with_stolen_key(stolen: Identity, peer_keys: pb.PublicKeys, text: str) -> pb.Message:
+    """What a thief holding only alice's key file can build: a perfectly encrypted message "from bob"."""
+    message_id = uuid.uuid4().hex
+    route = {"message_id": message_id, "sender": "bob", "recipient": "alice", "conversation": DM}
+    nonce = uuid.uuid4().bytes[:12]
+    cipher = AES.new(derive_pairwise_key(stolen, "bob", peer_keys), AES.MODE_GCM, nonce=nonce, mac_len=16)
+    cipher.update(associated_data(**route))
+    ciphertext, tag = cipher.encrypt_and_digest(text.encode())
+    sealed = b"\x02" + nonce + ciphertext + tag
+    return chat_from("bob", "alice", sealed + stolen.sign(signed_transcript(associated_data(**route), sealed)),
+                     message_id)
+
+
+async def test_a_stolen_key_file_cannot_forge_messages_from_bob(stack_factory, client_factory,
+                                                                keys: Path) -> None:  # type: ignore[no-untyped-def]
+    stack = stack_factory(gateways=1)
+    bob = await client_factory("bob", [stack.address(1)])
+    alice = Cli("alice", stack, keys)
+    try:
+        alice.read_until("User list")
+        alice.type("bob")
+        alice.read_until("You are now ready to chat with bob.")
+        stolen = Identity("alice", *load_or_create("alice", keys)[0].private_seeds())  # a copy of the key file
+        bob_keys = directory_keys(stack.redis.url, "bob")
+        forgeries = [forge_with_stolen_key(stolen, bob_keys, f"bob here, forged {i}") for i in range(3)]
+        publish(stack.redis.url, "alice", *forgeries)
+        await bob.send("alice", "the real bob")
+        shown = alice.read_until("[bob] the real bob")
+        dropped = [line for line in shown if "could not be decrypted or verified" in line]
+        assert dropped == ["[Spartan] A message from bob could not be decrypted or verified and was dropped."]
+        assert not any("forged" in line for line in alice.lines)
+    finally:
+        assert alice.quit() == 0
+
+
+async def test_a_replayed_message_is_dropped_after_a_client_restart(stack_factory, client_factory,
+                                                                    keys: Path) -> None:  # type: ignore[no-untyped-def]
+    stack = stack_factory(gateways=1)
+    bob = await client_factory("bob", [stack.address(1)])
+    alice = Cli("alice", stack, keys)
+    try:
+        alice.read_until("User list")
+        alice.type("bob")
+        alice.read_until("You are now ready to chat with bob.")
+        await bob.send("alice", "the original words")
+        alice.read_until("[bob] the original words")
+    finally:
+        assert alice.quit() == 0
+    original = stored_messages(stack.redis.url, DM)[-1]
+    replay = chat_from("bob", "alice", original.body, original.id)  # the old envelope, as a new delivery
+    me = load_or_create("alice", keys)[0]
+    assert PairwiseCipher(me, "bob", directory_keys(stack.redis.url, "bob")).decrypt(
+        replay.body, message_id=replay.id, sender="bob", recipient="alice", conversation=DM) == b"the original words"
+
+    restarted = Cli("alice", stack, keys)
+    try:
+        restarted.read_until("User list")
+        restarted.type("bob")
+        restarted.read_until("You are now ready to chat with bob.")
+        publish(stack.redis.url, "alice", replay)
+        await bob.send("alice", "new words")
+        restarted.read_until("[bob] new words")
+        assert not any("original words" in line for line in restarted.lines)
+    finally:
+        assert restarted.quit() == 0
