@@ -101,7 +101,8 @@ class StormClient:
             except grpc.aio.AioRpcError as exc:
                 floor = retry_after(exc) or 0.0
                 if self.after_kill_ns and exc.code() != grpc.StatusCode.UNAVAILABLE:
-                    self.refused[exc.code().name] = self.refused.get(exc.code().name, 0) + 1
+                    name = f"{exc.code().name}: {exc.details()}"  # the first text for each status is reported
+                    self.refused[name] = self.refused.get(name, 0) + 1
             await asyncio.sleep(backoff.next(floor))
             self.index = (self.index + 1) % len(self.addresses)
 
@@ -194,7 +195,8 @@ async def _live(address: str, tokens: dict[str, str], rate: float, pipe: Pipe) -
         try:
             await send(message, metadata=metadata(tokens[senders[pair]]), timeout=10)
         except grpc.aio.AioRpcError as exc:
-            errors[exc.code().name] = errors.get(exc.code().name, 0) + 1
+            name = f"{exc.code().name}: {exc.details()}"
+            errors[name] = errors.get(name, 0) + 1
 
     number = 0
     while not pipe.poll():
@@ -226,8 +228,9 @@ async def send_storm_messages(address: str, sender_token: str, recipients: list[
                 try:
                     await send(pb.Message(id=f"storm-{recipient}", kind=pb.CHAT, recipient=recipient, body=STORM_BODY),
                                metadata=metadata(sender_token), timeout=30)
-                except grpc.aio.AioRpcError:
+                except grpc.aio.AioRpcError as exc:
                     failed += 1
+                    print(f"storm send to {recipient}: {exc.code().name}: {exc.details()}", flush=True)
 
         await asyncio.gather(*(one(recipient) for recipient in recipients))
     return failed
