@@ -241,12 +241,13 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
-async def run(streams: int, rate: float, baseline: float) -> dict[str, Any]:
+async def run(streams: int, rate: float, baseline: float, opens: int | None = None) -> dict[str, Any]:
     raise_open_files_limit()
     names = user_names(streams + 2 * LIVE_PAIRS + 1)
     storm_users, live_users, sender = names[:streams], names[streams:-1], names[-1]
     context = multiprocessing.get_context("spawn")
-    with tempfile.TemporaryDirectory() as workdir, SpartanStack(Path(workdir), users=names, gateways=2) as stack:
+    with tempfile.TemporaryDirectory() as workdir, SpartanStack(Path(workdir), users=names, gateways=2, settings=(
+            {"SPARTAN_GATEWAY__MAX_CONCURRENT_STREAM_OPENS": str(opens)} if opens else {})) as stack:
         secret = stack.env["SPARTAN_AUTH__SERVICE_SECRET"]
         keys = await register_keys(stack.env["SPARTAN_SERVICES__PRESENCE"], names, secret)
         tokens = {user: mint_token(stack.secret, user, keys[user]) for user in names}
@@ -279,6 +280,7 @@ async def run(streams: int, rate: float, baseline: float) -> dict[str, Any]:
     during = [lat for stamp, lat in live_result["samples"] if kill_ns <= stamp < storm_end_ns]
     return {
         "streams": streams,
+        "max_concurrent_stream_opens": opens or "config",
         "reopened": len(reopened),
         "all_reopened_s": (max(reopened) - kill_ns) / 1e9 if len(reopened) == streams else None,
         "caught_up": len(caught_up),
@@ -300,7 +302,8 @@ def show(result: dict[str, Any]) -> None:
         return f"{value:.2f}" if value is not None else "not all"
 
     print(f"reconnect storm: {result['streams']} streams on a gateway that is SIGKILLed; "
-          f"live traffic {result['live_rate']:.0f} msg/s between other users on the other gateway")
+          f"live traffic {result['live_rate']:.0f} msg/s between other users on the other gateway; "
+          f"gateway.max_concurrent_stream_opens {result['max_concurrent_stream_opens']}")
     print(f"  every stream open again      {seconds(result['all_reopened_s'])} s after the kill "
           f"({result['reopened']}/{result['streams']})")
     print(f"  every user caught up         {seconds(result['all_caught_up_s'])} s "
@@ -319,11 +322,12 @@ def main() -> None:
     parser.add_argument("--streams", type=int, default=2000, help="streams on the gateway that dies (default 2000)")
     parser.add_argument("--rate", type=float, default=200.0, help="live messages per second (default 200)")
     parser.add_argument("--baseline", type=float, default=5.0, help="seconds of live traffic before the kill")
+    parser.add_argument("--opens", type=int, help="gateway.max_concurrent_stream_opens (default: config.yaml's)")
     parser.add_argument("--json", help="also write the result to this file")
     arguments = parser.parse_args()
     if arguments.streams < 1 or arguments.rate <= 0 or arguments.baseline <= 0:
         parser.error("--streams, --rate and --baseline must be numbers above zero")
-    result = asyncio.run(run(arguments.streams, arguments.rate, arguments.baseline))
+    result = asyncio.run(run(arguments.streams, arguments.rate, arguments.baseline, arguments.opens))
     show(result)
     if arguments.json:
         Path(arguments.json).write_text(json.dumps(result, indent=2))

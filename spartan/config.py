@@ -71,6 +71,8 @@ class GatewayConfig:
     max_streams_per_connection: int = 1000  # concurrent calls on one HTTP/2 connection (grpc.max_concurrent_streams)
     handshake_timeout_seconds: float = 10  # a connection that has not finished its HTTP/2 (and TLS) handshake is closed
     max_inflight_calls: int = 2000  # unary calls in progress at once; beyond it, RESOURCE_EXHAUSTED
+    max_concurrent_stream_opens: int = 32  # streams set up at once (a reconnect storm); the others wait their turn
+    stream_open_wait_seconds: float = 10  # longest wait for that turn; then RESOURCE_EXHAUSTED with retry-after
     max_connection_age_seconds: float = 0  # 0: unlimited; set so new replicas receive connections
     max_connection_age_grace_seconds: float = 30
 
@@ -340,6 +342,8 @@ def _validate(config: Config) -> None:
     positive("gateway.stream_queue_size", config.gateway.stream_queue_size)
     positive("gateway.max_streams", config.gateway.max_streams)
     positive("gateway.max_inflight_calls", config.gateway.max_inflight_calls)
+    positive("gateway.max_concurrent_stream_opens", config.gateway.max_concurrent_stream_opens)
+    positive("gateway.stream_open_wait_seconds", config.gateway.stream_open_wait_seconds)
     positive("gateway.max_streams_per_user", config.gateway.max_streams_per_user)
     positive("gateway.max_resume_cursors", config.gateway.max_resume_cursors)
     positive("gateway.max_connections", config.gateway.max_connections)

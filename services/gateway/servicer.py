@@ -23,6 +23,7 @@ from services.gateway.auth import Authenticator, authenticated, public, require_
 from services.gateway.groups import GroupDirectory
 from services.gateway.hub import PubSubHub
 from services.gateway.leases import LeaseKeeper
+from services.gateway.open_gate import OpenGate
 from services.gateway.replay import DeliveryReplayer
 from services.gateway.send_path import KIND_NAMES, SendPath
 from services.gateway.stream_session import SLOW_STREAM, StreamSession
@@ -76,6 +77,7 @@ class SpartanServicer:
         self.streams_of: Counter[str] = Counter()  # open streams per user on this gateway
         self.draining = False
         self.replayer = DeliveryReplayer(sends.delivery)
+        self.opens = OpenGate(config.gateway.max_concurrent_stream_opens, config.gateway.stream_open_wait_seconds)
 
     # ----------------------------------------------------------------- login
     @unary(SERVICE)
@@ -254,7 +256,10 @@ class SpartanServicer:
         ACTIVE_STREAMS.inc()
         lease = self.leases.lease(user, session.session_id)
         channels: list[str] = []
+        opening = False
         try:
+            await self.opens.enter()  # set-up steps are paced; live delivery below is not
+            opening = True
             # Copy the names out: keeping the repeated field would pin the reply for the stream's life.
             groups = list((await self.presence.GroupsOf(pb.UserRef(user=user), timeout=self.timeout)).groups)
             channels = [naming.user_channel(user), naming.BROADCAST_CHANNEL, *map(naming.group_channel, groups)]
@@ -266,9 +271,13 @@ class SpartanServicer:
             async for message in self._catch_up(session, groups, resume):
                 yield message
             yield pb.Message(id=uuid.uuid4().hex, kind=pb.SYNCED)
+            opening = False
+            self.opens.leave()
             async for item in self._live(session):
                 yield item
         finally:
+            if opening:
+                self.opens.leave()
             self.sessions.pop(session.session_id, None)
             self.streams_of[user] -= 1
             if self.streams_of[user] <= 0:
