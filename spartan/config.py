@@ -56,6 +56,9 @@ class ServicesConfig:
     history: str = "127.0.0.1:3102"
     listen_host: str = "127.0.0.1"  # where presence/history bind; 0.0.0.0 in containers
     call_timeout_seconds: float = 3.0
+    # 0: unlimited. Else presence and history close each connection after this long (its calls finish first),
+    # so gateways resolve the name again and find replicas added since (a headless Service that scaled up).
+    max_connection_age_seconds: float = 0
 
 
 @dataclass(frozen=True)
@@ -342,6 +345,7 @@ def _validate(config: Config) -> None:
     positive("gateway.stream_queue_size", config.gateway.stream_queue_size)
     positive("gateway.max_streams", config.gateway.max_streams)
     positive("gateway.max_inflight_calls", config.gateway.max_inflight_calls)
+    positive("services.max_connection_age_seconds", config.services.max_connection_age_seconds, True)
     positive("gateway.max_concurrent_stream_opens", config.gateway.max_concurrent_stream_opens)
     positive("gateway.stream_open_wait_seconds", config.gateway.stream_open_wait_seconds)
     positive("gateway.max_streams_per_user", config.gateway.max_streams_per_user)

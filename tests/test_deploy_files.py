@@ -400,6 +400,21 @@ def test_k8s_gateways_scale_out_and_survive_disruption() -> None:
     assert redis["spec"]["volumeClaimTemplates"] and objects[("Service", "redis")]["spec"]["clusterIP"] == "None"
 
 
+def test_k8s_presence_and_history_run_as_balanced_replicas() -> None:
+    objects = {(obj["kind"], obj["metadata"]["name"]): obj for obj in k8s_objects()}
+    for name in ("presence", "history"):
+        deployment = objects[("Deployment", name)]
+        labels = deployment["spec"]["selector"]["matchLabels"]
+        assert deployment["spec"]["replicas"] >= 2, name
+        # Headless: the name resolves to every ready pod, which the gateways balance over.
+        assert objects[("Service", name)]["spec"]["clusterIP"] == "None", name
+        assert objects[("PodDisruptionBudget", name)]["spec"] == {"minAvailable": 1, "selector": {"matchLabels": labels}}
+        [container] = deployment["spec"]["template"]["spec"]["containers"]
+        assert container["readinessProbe"]["grpc"]["service"] == f"spartan.v1.{name.capitalize()}", name
+        address = k8s_env(container)[f"SPARTAN_SERVICES__{name.upper()}"]
+        assert address == f"{name}:{objects[('Service', name)]['spec']['ports'][0]['port']}", name
+
+
 # --- trust between services, enrolment ----------------------------------------------------
 
 SERVICE_SECRET_FILE = "/var/lib/spartan/service-secret/service_secret"

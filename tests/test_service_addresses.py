@@ -52,3 +52,14 @@ def test_only_calls_the_proto_marks_safe_are_retried_and_calls_are_balanced_roun
     assert retried == {"Connect", "Renew", "Disconnect", "ListUsers", "GroupsOf", "PendingRequests", "GetKeys",
                        "GetGroup"}
     assert {name["method"] for name in json.loads(service_config(HISTORY))["methodConfig"][0]["name"]} == {"Read"}
+
+
+def test_services_close_old_connections_when_asked_so_gateways_find_new_replicas() -> None:
+    from spartan.rpc.server import server_options
+
+    config = load_config(None, env={"SPARTAN_SERVICES__MAX_CONNECTION_AGE_SECONDS": "300"})
+    internal = dict(server_options(config, public=False))
+    assert internal["grpc.max_connection_age_ms"] == 300_000
+    # Calls on a closing connection finish first: the grace covers the longest call (its deadline).
+    assert internal["grpc.max_connection_age_grace_ms"] > config.services.call_timeout_seconds * 1000
+    assert "grpc.max_connection_age_ms" not in dict(server_options(load_config(None, env={}), public=False))

@@ -60,6 +60,11 @@ def server_options(config: Config, *, public: bool) -> list[tuple[str, object]]:
             ("grpc.max_connection_age_ms", int(config.gateway.max_connection_age_seconds * 1000)),
             ("grpc.max_connection_age_grace_ms", int(config.gateway.max_connection_age_grace_seconds * 1000)),
         ]
+    if not public and config.services.max_connection_age_seconds > 0:  # gateways re-resolve replicas
+        options += [
+            ("grpc.max_connection_age_ms", int(config.services.max_connection_age_seconds * 1000)),
+            ("grpc.max_connection_age_grace_ms", int(config.services.call_timeout_seconds * 1000) + 1000),
+        ]
     return options
 
 
