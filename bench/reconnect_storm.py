@@ -30,9 +30,17 @@ from typing import Any
 
 import grpc
 
+from bench.cpu import CpuMeter
 from bench.relay import LOCAL_CHANNEL, body, sent_at
-from bench.stack import (SPARTAN_RECEIVE, SPARTAN_SEND, SpartanStack, mint_token, raise_open_files_limit,
-                         register_keys, user_names)
+from bench.stack import (
+    SPARTAN_RECEIVE,
+    SPARTAN_SEND,
+    SpartanStack,
+    mint_token,
+    raise_open_files_limit,
+    register_keys,
+    user_names,
+)
 from spartan.client.backoff import Backoff
 from spartan.client.explain import retry_after
 from spartan.client.receiver import FIRST_BACKOFF_SECONDS, MAX_BACKOFF_SECONDS
@@ -264,11 +272,16 @@ async def run(streams: int, rate: float, baseline: float, opens: int | None = No
         if live_pipe.recv() != "ready":
             raise RuntimeError("the live traffic did not start")
         await asyncio.sleep(baseline)
+        survivors = {name: pid for name, pid in stack.pids().items() if name != "gateway-1"}
+        meter = CpuMeter(survivors)
+        meter.start()
         kill_ns = time.monotonic_ns()
         os.kill(stack.gateway_pid(1), signal.SIGKILL)
         storm_pipe.send(kill_ns)
         failed_sends = await send_storm_messages(stack.address(2), tokens[sender], storm_users)
         outcome = await asyncio.get_running_loop().run_in_executor(None, storm_pipe.recv)
+        meter.stop()
+        storm_seconds = (time.monotonic_ns() - kill_ns) / 1e9
         live_pipe.send("stop")
         live_result = await asyncio.get_running_loop().run_in_executor(None, live_pipe.recv)
         storm.join(timeout=30)
@@ -294,6 +307,8 @@ async def run(streams: int, rate: float, baseline: float, opens: int | None = No
         "live_during_ms": {"p50": percentile(during, 0.5) / 1000, "p99": percentile(during, 0.99) / 1000,
                            "n": len(during)},
         "live_errors": live_result["errors"],
+        # Which tier the storm loads: each survivor's CPU from the kill until everyone caught up, in cores.
+        "cpu_cores_during_storm": {name: round(used / storm_seconds, 2) for name, used in meter.used.items()},
     }
 
 
@@ -315,6 +330,8 @@ def show(result: dict[str, Any]) -> None:
     print(f"  live latency before          p50 {before['p50']:.2f} ms, p99 {before['p99']:.2f} ms ({before['n']} msgs)")
     print(f"  live latency during storm    p50 {during['p50']:.2f} ms, p99 {during['p99']:.2f} ms ({during['n']} msgs); "
           f"errors {result['live_errors'] or 'none'}")
+    cores = ", ".join(f"{name} {value:.2f}" for name, value in result["cpu_cores_during_storm"].items())
+    print(f"  CPU during the storm (cores) {cores}")
 
 
 def main() -> None:

@@ -169,9 +169,15 @@ def test_compose_prometheus_config_scrapes_every_service() -> None:
         "regenerate: python3 deploy/prometheus/render.py compose > deploy/prometheus/prometheus.yml"
     result = promtool_check(path)
     assert result.returncode == 0, result.stdout + result.stderr
-    targets = {t for job in yaml.safe_load(path.read_text())["scrape_configs"]
-               for group in job["static_configs"] for t in group["targets"]}
-    assert targets - {"localhost:9090"} == {f"{name}:{METRICS_PORT}" for name in spartan_compose_services()}
+    jobs = yaml.safe_load(path.read_text())["scrape_configs"]
+    targets = {t for job in jobs for group in job.get("static_configs", ()) for t in group["targets"]}
+    # Replicated services are found through DNS: one target per replica under the service's name.
+    discovered = {f"{name}:{group['port']}" for job in jobs for group in job.get("dns_sd_configs", ())
+                  for name in group["names"]}
+    services = spartan_compose_services()
+    assert targets - {"localhost:9090"} | discovered == {f"{name}:{METRICS_PORT}" for name in services}
+    assert {name for name, svc in services.items() if svc.get("deploy", {}).get("replicas", 1) > 1} == \
+        {address.split(":")[0] for address in discovered}
     prometheus = compose()["services"]["prometheus"]
     assert "./prometheus/prometheus.yml:/etc/prometheus/prometheus.yml:ro" in prometheus["volumes"]
 

@@ -20,10 +20,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
-from deploy.prometheus.render import COMPOSE_TARGETS
+from deploy.prometheus.render import COMPOSE_REPLICATED, COMPOSE_TARGETS
 from tests.compose.conftest import TIMING_LINE
-from tests.compose.docker import GATEWAYS, ROOT, Deployment, EngineUnavailable, prepare_engine, run, wait_for
+from tests.compose.docker import (COMPOSE_FILE, GATEWAYS, ROOT, Deployment, EngineUnavailable, prepare_engine, run,
+                                  wait_for)
 
 pytestmark = [pytest.mark.compose, pytest.mark.timeout(1200)]
 
@@ -199,11 +201,18 @@ def test_seed_transcript_through_nginx(deployment: Deployment, workdir: Path) ->
 
 def test_prometheus_scrapes_every_target_and_counts_deliveries(deployment: Deployment) -> None:
     expected = {(job, target) for job, targets in COMPOSE_TARGETS.items() for target in targets}
+    services = yaml.safe_load(COMPOSE_FILE.read_text())["services"]
+    replicas = {name: services[name]["deploy"]["replicas"] for name in COMPOSE_REPLICATED}
+    assert all(count >= 2 for count in replicas.values()), replicas
 
     def all_up() -> bool:
         active = deployment.prometheus("targets", state="active")["activeTargets"]
         seen = {(t["labels"]["job"], t["labels"]["instance"]): t["health"] for t in active}
-        return set(seen) == expected and all(health == "up" for health in seen.values())
+        static = {key for key in seen if key[0] in COMPOSE_TARGETS}
+        # Replicas are found through DNS: one target per container, each on its own address.
+        found = {name: {instance for job, instance in seen if job == name} for name in COMPOSE_REPLICATED}
+        return (static == expected and all(len(found[name]) == replicas[name] for name in replicas)
+                and all(health == "up" for health in seen.values()))
 
     wait_for(all_up, 60, "every Prometheus target up")
     # The transcript above delivered messages; Prometheus' sum matches the gateways' own counters.
