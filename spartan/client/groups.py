@@ -46,10 +46,12 @@ from spartan.crypto.membership import (
     start,
 )
 from spartan.crypto.sender_keys import (
+    MembershipView,
     SenderKey,
     SenderKeyRing,
     decrypt_group,
     encrypt_group,
+    envelope_view,
     open_sender_key,
     seal_sender_key,
 )
@@ -62,6 +64,9 @@ Call = Callable[[str, Any], Awaitable[Any]]
 Warn = Callable[[str], None]
 
 OK, NO_KEY, FORGED = "", "no_key", "forged"
+# A sender ahead of me may only be quicker: wait out the gateways' membership cache (5 s) before saying
+# the server withholds the change.
+WITHHELD_GRACE_SECONDS = 6.0
 
 
 @dataclass(frozen=True)
@@ -89,6 +94,7 @@ class ClientGroups:
         self._undistributed: set[str] = set()  # groups whose current key may not have reached everyone
         self._locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._told: set[tuple[str, str, int]] = set()  # warnings given once: (group, what, version)
+        self._checks: dict[tuple[str, int], asyncio.Task[None]] = {}  # (group, version) a sender showed ahead of me
 
     # ----------------------------------------------------------- membership
     def verified(self, group: str) -> frozenset[str]:
@@ -124,12 +130,11 @@ class ClientGroups:
             follows = head is not None and message.version <= head.version
         if not follows:
             try:
-                before = head
                 await self.refresh(message.group)
-                return self.heads.get(message.group) != before
             except grpc.aio.AioRpcError:
                 pass  # not a member any more (or the server is away): the record itself may still tell
-        return await self.apply(info)
+        await self.apply(info)  # also when refreshed: the gateway's answer may predate this message
+        return self.heads.get(message.group) != head
 
     async def apply(self, info: pb.GroupInfo) -> bool:
         """Verify the changes `info` brings; on a verified change rotate my key and send it to verified members."""
@@ -291,7 +296,10 @@ class ClientGroups:
             key, fresh = self.ring.ensure_own_key(group, head.version)
             if fresh or group in self._undistributed:
                 await self._distribute(group, key)
-        return encrypt_group(self.crypto.identity, key, text.encode("utf-8"), message_id=message_id, group=group)
+        view = MembershipView(head.version, head.digest)
+        return encrypt_group(
+            self.crypto.identity, key, text.encode("utf-8"), message_id=message_id, group=group, view=view
+        )
 
     async def open(self, message: pb.Message) -> GroupOpened:
         """Verify and decrypt a group message; never raises."""
@@ -310,11 +318,52 @@ class ClientGroups:
                 message_id=message.id,
                 group=message.group,
             )
+            self._compare_view(message.group, message.sender, envelope_view(message.body))
             return GroupOpened(plain.decode("utf-8"))
         except (DecryptError, PeerHasNoKeys, UnicodeDecodeError):
             return GroupOpened(None, FORGED)
         except grpc.aio.AioRpcError:
             return GroupOpened(None, NO_KEY)
+
+    # ------------------------------------------------------- withheld changes
+    def _compare_view(self, group: str, sender: str, view: MembershipView | None) -> None:
+        """Compare a sender's signed view of the group with mine: a fork or a change I was not shown shows."""
+        head = self.heads.get(group)
+        if view is None or head is None or view.version < head.version:
+            return
+        if view.version == head.version:
+            if view.digest != head.digest:
+                self._tell(
+                    group,
+                    "fork",
+                    view.version,
+                    f"{sender} was shown other changes of {group} than you: the server shows members different "
+                    f"histories.",
+                )
+            return
+        if (group, view.version) not in self._checks:
+            check = asyncio.ensure_future(self._check_withheld(group, sender, view.version))
+            self._checks[(group, view.version)] = check
+
+    async def _check_withheld(self, group: str, sender: str, version: int) -> None:
+        """Fetch the chain now and once more after the grace period; say so if the change is still missing."""
+        for wait in (0.0, WITHHELD_GRACE_SECONDS):
+            await asyncio.sleep(wait)
+            try:
+                await self.refresh(group)
+            except grpc.aio.AioRpcError:
+                pass
+            head = self.heads.get(group)
+            if head is not None and head.version >= version:
+                return
+        self._tell(
+            group, "withheld", version, f"{sender} has seen a change of {group} that the server has not shown you."
+        )
+
+    def close(self) -> None:
+        """Stop the checks still waiting (the connection is closing)."""
+        for check in self._checks.values():
+            check.cancel()
 
 
 class GroupChatView:
@@ -454,8 +503,10 @@ def _target_group(chat: Chat, named: list[str], usage: str) -> str:
 async def _members(chat: Chat, args: list[str]) -> None:
     group = _target_group(chat, args[:1], "/members GROUP")
     if group:
-        info = await chat.group_view.keys.refresh(group)
-        chat.notice(f"Members of {group}: {', '.join(info.members)}")
+        keys = chat.group_view.keys
+        await keys.refresh(group)
+        verified = sorted(keys.verified(group))  # the server's list may hold members no one added: they are flagged
+        chat.notice(f"Members of {group}: {', '.join(verified) if verified else 'none that a signed change shows'}")
 
 
 async def _change_member(chat: Chat, args: list[str], action: str, command: str) -> None:

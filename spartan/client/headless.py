@@ -88,6 +88,7 @@ class HeadlessClient:
     async def close(self) -> None:
         await self.receiver.stop()
         await self.acks.stop()
+        self.groups.close()
         await self.conn.close()
         self.state.close()
 
