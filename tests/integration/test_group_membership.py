@@ -7,14 +7,17 @@ every member."""
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 from redis.asyncio import Redis
 
-from services.presence.groups import GroupStore
+from services.gateway.groups import CACHE_TTL_SECONDS
+from services.presence.groups import GroupStore, chain_key, members_key, user_groups_key
+from spartan.client.headless import HeadlessClient
 from spartan.client.groups import NO_KEY, WITHHELD_GRACE_SECONDS
 from spartan.config import DeliveryConfig
 from spartan.crypto import Identity
-from spartan.crypto.membership import ADD, CREATE, LEAVE, REMOVE, sign_change
+from spartan.crypto.membership import ADD, CREATE, GENESIS, LEAVE, NO_PREVIOUS, REMOVE, sign_change
 from spartan.delivery_log import DeliveryLog
 from spartan.v1 import pb
 from tests.support.stack import rates
@@ -87,6 +90,12 @@ async def test_a_member_the_server_adds_on_its_own_gets_no_key_and_every_member_
         await redis.aclose()
     await members_refuse_qux(clients)
     assert not any("added qux" in line for user in ("alice", "bob", "charlie") for line in clients[user].notices)
+
+    # qux's client taking the server's word and sending its own key: the members refuse it.
+    qux, alice = clients["qux"], clients["alice"]
+    await qux.groups._distribute("group1", qux.groups.ring.rotate("group1", 2))
+    await alice.wait_until(lambda: "qux" in keys_from(alice, "group1"))
+    assert alice.groups.ring.latest("group1", "qux") is None
 
 
 async def test_a_forged_change_record_is_refused_and_the_member_it_adds_gets_no_key(
@@ -171,3 +180,58 @@ async def test_a_member_that_was_only_slower_is_not_warned(stack_factory, client
     await asyncio.sleep(WITHHELD_GRACE_SECONDS + 1)
     assert not any("has not shown you" in notice for notice in bob.notices)
     assert "alice removed eve from group1." in bob.notices
+
+
+async def test_a_restarted_client_keeps_its_head_and_a_rewritten_chain_does_not_move_it(
+        stack_factory, client_factory, tmp_path: Path) -> None:
+    """The head lives in the state journal: after a restart, a chain the server rewrote from its
+    first record (a made-up genesis with qux) is not believed, and qux gets no key."""
+    stack = stack_factory(gateways=1, settings=SENDS)
+    bob = await client_factory("bob", [stack.address(1)])
+    alice = await client_factory("alice", [stack.address(1)], persist=True)
+    await alice.send_group("group1", "before")
+    await bob.wait_for(1)
+    head = alice.groups.heads["group1"]
+    await alice.close()
+
+    made_up = pb.MembershipRecord(group="group1", version=1, previous=NO_PREVIOUS, action=GENESIS,
+                                  members=["alice", "bob", "charlie", "eve", "qux"])
+    redis = Redis.from_url(stack.redis.url)
+    try:
+        async with redis.pipeline(transaction=True) as pipe:
+            pipe.delete(chain_key("group1"))
+            pipe.rpush(chain_key("group1"), made_up.SerializeToString())
+            pipe.sadd(members_key("group1"), "qux")
+            pipe.sadd(user_groups_key("qux"), "group1")
+            await pipe.execute()
+    finally:
+        await redis.aclose()
+    await asyncio.sleep(CACHE_TTL_SECONDS)  # the gateway's cached member list (not told of this write) expires
+
+    again = HeadlessClient("alice", [stack.address(1)], str(tmp_path / "keys"), persist=True)
+    await again.start()
+    try:
+        await again.send_group("group1", "after")
+        assert again.groups.heads["group1"] == head
+        assert "The server lists qux in group1 without a change signed by a member; qux gets no key from you." \
+            in again.notices
+        assert not any("qux" in notice and "set up" in notice for notice in again.notices)
+        assert again.groups.members("group1") == ["alice", "bob", "charlie", "eve"]
+    finally:
+        await again.close()
+
+
+async def test_members_shown_different_histories_are_told(stack_factory, client_factory) -> None:
+    """The server shows alice one change as version 2 (she removed eve) and bob another (he removed
+    charlie): alice's next message carries her view, same version, another hash, and bob says so."""
+    stack = stack_factory(gateways=2, settings=SENDS)
+    clients = await group1_with_qux_outside(stack, client_factory)
+    alice, bob = clients["alice"], clients["bob"]
+    for client, member in ((alice, "eve"), (bob, "charlie")):
+        removal = sign_change(client.crypto.identity, client.groups.heads["group1"], REMOVE, member, group="group1")
+        members = sorted({"alice", "bob", "charlie", "eve"} - {member})
+        await client.groups.apply(pb.GroupInfo(group="group1", members=members, version=2, chain=[removal]))
+    await alice.send_group("group1", "which group is this?")
+    assert (await bob.wait_for(2))[1].text == "which group is this?"
+    forked = "alice was shown other changes of group1 than you: the server shows members different histories."
+    assert forked in bob.notices
