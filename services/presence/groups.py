@@ -70,15 +70,23 @@ class GroupStore:
         self.log = log
         self.users = frozenset(users)
         self._change = script(redis, "group_change")
+        self._start_chain = script(redis, "group_chain_start")
 
     async def seed(self, groups: Mapping[str, list[str]]) -> None:
-        """Create the config groups once, each with the operator's genesis record as its chain's first entry."""
+        """Create the config groups once, each with the operator's genesis record as its chain's first entry.
+
+        Groups kept from before changes were signed get a genesis of their state now, so their
+        members' clients have a chain to start from (the operator vouches for it, as for config).
+        """
         for group, members in groups.items():
             if await self.redis.hsetnx(VERSIONS, group, 1):
-                genesis = pb.MembershipRecord(
-                    group=group, version=1, previous=NO_PREVIOUS, action=GENESIS, members=sorted(set(members))
-                )
-                await self._write_members(group, members, genesis)
+                await self._write_members(group, members, _genesis(group, 1, members))
+        for raw in await self.redis.hkeys(VERSIONS):
+            group = text(raw)
+            if not await self.redis.exists(chain_key(group)):
+                info = await self.get(group)
+                genesis = _genesis(group, info.version, info.members)
+                await self._start_chain(keys=[chain_key(group)], args=[genesis.SerializeToString()])
 
     async def create(
         self, group: str, creator: str, members: list[str], change: pb.MembershipRecord | None = None
@@ -91,7 +99,7 @@ class GroupStore:
             raise InvalidArgument(f"a group has at most {self.max_members} members, you included")
         everyone = sorted({creator, *(check_user(m, self.users, "member") for m in members)})
         if change is not None:
-            _check_record(change, group, creator, CREATE, "")
+            self._check_record(change, group, creator, CREATE, "")
             if change.version != 1 or change.previous != NO_PREVIOUS or list(change.members) != everyone:
                 raise InvalidArgument(f"the change record does not describe the creation of {group} with its members")
         if not await self.redis.hsetnx(VERSIONS, group, 1):
@@ -146,7 +154,7 @@ class GroupStore:
         check_name(group, "group name")
         record: list[bytes | int | str] = [b"", 0, ""]
         if change is not None:
-            _check_record(change, group, actor, ADD if op == "add" else LEAVE if actor == user else REMOVE, user)
+            self._check_record(change, group, actor, ADD if op == "add" else LEAVE if actor == user else REMOVE, user)
             record = [change.SerializeToString(), change.version, "\n".join(change.members)]
         status, value, *members = await self._change(
             keys=[members_key(group), VERSIONS, user_groups_key(user), chain_key(group)],
@@ -193,13 +201,21 @@ class GroupStore:
         message.sent_at_us = time.time_ns() // 1000
         await self.redis.publish(GROUP_CHANGES_CHANNEL, message.SerializeToString())
 
+    def _check_record(self, change: pb.MembershipRecord, group: str, actor: str, action: str, member: str) -> None:
+        """The record must describe this very change (its signature is for the members' clients to check)."""
+        if len(change.members) > self.max_members:
+            raise InvalidArgument(f"the change record lists more than {self.max_members} members")
+        if (change.group, change.actor, change.action, change.member) != (group, actor, action, member):
+            said = " ".join(filter(None, (change.action or "nothing", change.member)))
+            meant = " ".join(filter(None, (action, member)))
+            raise InvalidArgument(
+                f"the change record is for {said} by {change.actor or 'nobody'} in {change.group or 'no group'}, "
+                f"not for this {meant} by {actor} in {group}"
+            )
 
-def _check_record(change: pb.MembershipRecord, group: str, actor: str, action: str, member: str) -> None:
-    """The record must describe this very change (its signature is for the members' clients to check)."""
-    if (change.group, change.actor, change.action, change.member) != (group, actor, action, member):
-        said = " ".join(filter(None, (change.action or "nothing", change.member)))
-        meant = " ".join(filter(None, (action, member)))
-        raise InvalidArgument(
-            f"the change record is for {said} by {change.actor or 'nobody'} in {change.group or 'no group'}, "
-            f"not for this {meant} by {actor} in {group}"
-        )
+
+def _genesis(group: str, version: int, members: Collection[str]) -> pb.MembershipRecord:
+    """The operator's unsigned first record: the group as config (or the state before signing) has it."""
+    return pb.MembershipRecord(
+        group=group, version=version, previous=NO_PREVIOUS, action=GENESIS, members=sorted(set(members))
+    )

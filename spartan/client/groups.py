@@ -36,6 +36,7 @@ from spartan.crypto import DecryptError
 from spartan.crypto.membership import (
     ADD,
     CREATE,
+    FIRST_ACTIONS,
     LEAVE,
     REMOVE,
     Head,
@@ -165,10 +166,14 @@ class ClientGroups:
         for record in sorted(chain, key=lambda r: r.version):
             if head is not None and record.version <= head.version:
                 continue
+            if head is None and record.action not in FIRST_ACTIONS:
+                break  # only part of the chain (a change announced before GetGroup shows it): judged later
             try:
                 key = (await self.crypto.peer_keys(record.actor)).identity_key if record.actor else None
             except PeerHasNoKeys:
                 key = None
+            except grpc.aio.AioRpcError:
+                break  # the actor's key cannot be fetched now: the next refresh checks again
             try:
                 head = start(record, key) if head is None else extend(head, record, key)
             except MembershipError as refused:
@@ -380,7 +385,7 @@ class GroupChatView:
     async def open(self, group: str) -> bool:
         """Make `group` the current conversation and show what is new in it."""
         try:
-            info = await self.keys.refresh(group)
+            await self.keys.refresh(group)
         except grpc.aio.AioRpcError as exc:
             self.chat.notice(f"Cannot open {group}: {exc.details()}")
             return False
@@ -388,7 +393,8 @@ class GroupChatView:
         chat.peer, chat.group = "", group
         chat.terminal.refresh()  # the prompt names the group now
         chat.announced.discard(group)
-        chat.notice(f"You are now in group {group} with {', '.join(m for m in info.members if m != chat.me)}.")
+        others = sorted(self.keys.verified(group) - {chat.me})  # who signed changes say is in it
+        chat.notice(f"You are now in group {group}" + (f" with {', '.join(others)}." if others else "."))
         await chat.show_waiting(naming.group_conversation(group))
         return True
 

@@ -216,6 +216,22 @@ async def test_config_groups_are_seeded_once_and_keep_run_time_removals(redis: R
     assert await store.groups_of("bob") == []
 
 
+async def test_a_group_from_before_signed_changes_gets_a_genesis_of_its_state_once(redis: Redis) -> None:
+    store = make(redis)
+    await store.create("old", "alice", ["bob", "charlie"])  # as before: no record, no chain
+    await store.remove("old", actor="alice", user="charlie")
+    assert list((await store.get("old")).chain) == []
+    await store.seed({})  # presence starts
+    await make(redis).seed({})  # and another replica (or a restart)
+    genesis = pb.MembershipRecord(group="old", version=2, previous=NO_PREVIOUS, action=GENESIS,
+                                  members=["alice", "bob"])
+    assert list((await store.get("old")).chain) == [genesis]
+    head = start(genesis, None)
+    added = sign_change(BOB, head, ADD, "eve", group="old")
+    await store.add("old", actor="bob", user="eve", change=added)
+    assert extend(head, added, BOB.identity_key).members == {"alice", "bob", "eve"}
+
+
 async def test_signed_changes_form_the_chain_and_each_announcement_carries_its_record(redis: Redis) -> None:
     store = make(redis)
     created = sign_change(ALICE, None, CREATE, "", group="team", members=["bob"])
@@ -242,6 +258,9 @@ async def test_signed_changes_form_the_chain_and_each_announcement_carries_its_r
      InvalidArgument, "the change record's member list does not match team after this change"),
     (lambda head: sign_change(ALICE, head, REMOVE, "charlie", group="team"), InvalidArgument,
      "the change record is for remove charlie by alice in team, not for this add charlie by alice in team"),
+    (lambda head: pb.MembershipRecord(group="team", version=2, actor="alice", action=ADD, member="charlie",
+                                      members=[f"m{i}" for i in range(257)]),
+     InvalidArgument, "the change record lists more than 256 members"),
 ])
 async def test_a_record_that_is_not_this_change_is_refused_and_nothing_changes(redis: Redis, change, error,  # type: ignore[no-untyped-def]
                                                                               sentence: str) -> None:
