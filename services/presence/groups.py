@@ -203,8 +203,10 @@ class GroupStore:
 
     def _check_record(self, change: pb.MembershipRecord, group: str, actor: str, action: str, member: str) -> None:
         """The record must describe this very change (its signature is for the members' clients to check)."""
-        if len(change.members) > self.max_members:
-            raise InvalidArgument(f"the change record lists more than {self.max_members} members")
+        if len(change.members) > self.max_members + 1:  # one more: an add to a full group is refused as full
+            raise InvalidArgument(
+                f"the change record lists {len(change.members)} members; a group has at most {self.max_members}"
+            )
         if (change.group, change.actor, change.action, change.member) != (group, actor, action, member):
             said = " ".join(filter(None, (change.action or "nothing", change.member)))
             meant = " ".join(filter(None, (action, member)))

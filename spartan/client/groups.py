@@ -207,8 +207,9 @@ class ClientGroups:
         `action` is CREATE (with `members`), ADD, REMOVE or LEAVE; gRPC errors propagate.
         """
         if action == CREATE:
-            record = sign_change(self.crypto.identity, None, CREATE, "", group=group, members=members)
-            info = await self.call("CreateGroup", pb.GroupRequest(group=group, members=members, change=record))
+            listed = list(members)
+            record = sign_change(self.crypto.identity, None, CREATE, "", group=group, members=listed)
+            info = await self.call("CreateGroup", pb.GroupRequest(group=group, members=listed, change=record))
         else:
             if group not in self.heads:
                 await self.refresh(group)
