@@ -13,9 +13,10 @@ the group's delivery log after its newest message.
 Each group also has its chain of change records (`spartan.crypto.membership`): a
 config group starts with the operator's unsigned genesis, a created one with its
 creator's signed record, and every change appends the record its author signed, in
-the same script step as the change. Presence checks what it can without keys (the
-record names this change, the next version and the resulting members); members'
-clients check the signatures and the chain, which is where the guarantee lies.
+the same script step as the change. Presence checks that the record describes this
+change and its resulting members, names the chain's last record and is signed by its
+actor's key in the directory, so one member cannot jam the chain for the others; the
+members' clients check all of it again, which is where the guarantee lies.
 """
 
 from __future__ import annotations
@@ -23,10 +24,13 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Collection, Mapping
+from typing import cast
 
 from redis.asyncio import Redis
 
-from spartan.crypto.membership import ADD, CREATE, GENESIS, LEAVE, NO_PREVIOUS, REMOVE
+from services.presence.store import PresenceStore
+from spartan.crypto.identity import verify_signature
+from spartan.crypto.membership import ADD, CREATE, GENESIS, LEAVE, NO_PREVIOUS, REMOVE, record_hash, transcript
 from spartan.delivery_log import DeliveryLog
 from spartan.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 from spartan.naming import GROUP_CHANGES_CHANNEL, group_conversation, inbox_conversation, user_channel
@@ -60,12 +64,16 @@ _REASONS = {
     "full": lambda g, u: FailedPrecondition(f"{g} already has the most members a group may have; remove one first"),
     "stale": lambda g, u: FailedPrecondition(f"{g} changed meanwhile; fetch its members and sign the change again"),
     "mismatch": lambda g, u: InvalidArgument(f"the change record's member list does not match {g} after this change"),
+    "unsigned": lambda g, u: InvalidArgument(f"the change record of {g} is not signed by your registered key"),
 }
 
 
 class GroupStore:
-    def __init__(self, redis: Redis, users: Collection[str], log: DeliveryLog, max_members: int = 256) -> None:
+    def __init__(
+        self, redis: Redis, users: Collection[str], log: DeliveryLog, directory: PresenceStore, max_members: int = 256
+    ) -> None:
         self.redis = redis
+        self.directory = directory  # the key directory: presence refuses records their actor did not sign
         self.max_members = max_members  # a sender-key batch holds one key per other member: bounded by this
         self.log = log
         self.users = frozenset(users)
@@ -102,6 +110,10 @@ class GroupStore:
             self._check_record(change, group, creator, CREATE, "")
             if change.version != 1 or change.previous != NO_PREVIOUS or list(change.members) != everyone:
                 raise InvalidArgument(f"the change record does not describe the creation of {group} with its members")
+            if await self.redis.hexists(VERSIONS, group):  # said before a bad signature: the precise reason first
+                raise AlreadyExists(f"group '{group}' already exists")
+            if not await self._signed(change):
+                raise _REASONS["unsigned"](group, creator)
         if not await self.redis.hsetnx(VERSIONS, group, 1):
             raise AlreadyExists(f"group '{group}' already exists")
         await self._write_members(group, everyone, change)
@@ -152,10 +164,17 @@ class GroupStore:
         self, op: str, group: str, actor: str, user: str, change: pb.MembershipRecord | None
     ) -> pb.GroupInfo:
         check_name(group, "group name")
-        record: list[bytes | int | str] = [b"", 0, ""]
+        record: list[bytes | int | str] = [b"", 0, "", b"", ""]
         if change is not None:
             self._check_record(change, group, actor, ADD if op == "add" else LEAVE if actor == user else REMOVE, user)
-            record = [change.SerializeToString(), change.version, "\n".join(change.members)]
+            # Judged here against the chain's last record, enforced by the script after its own checks
+            # (so "not a member" still wins) and only if that record is still the last.
+            last = await self.redis.lindex(chain_key(group), -1)
+            if last is None or not _follows(change, pb.MembershipRecord.FromString(cast(bytes, last))):
+                verdict = "stale"
+            else:
+                verdict = "ok" if await self._signed(change) else "unsigned"
+            record = [change.SerializeToString(), change.version, "\n".join(change.members), last or b"", verdict]
         status, value, *members = await self._change(
             keys=[members_key(group), VERSIONS, user_groups_key(user), chain_key(group)],
             args=[op, group, actor, user, self.max_members, *record],
@@ -201,6 +220,10 @@ class GroupStore:
         message.sent_at_us = time.time_ns() // 1000
         await self.redis.publish(GROUP_CHANGES_CHANNEL, message.SerializeToString())
 
+    async def _signed(self, change: pb.MembershipRecord) -> bool:
+        keys = await self.directory.get_keys(change.actor)
+        return keys is not None and verify_signature(keys.identity_key, transcript(change), change.signature)
+
     def _check_record(self, change: pb.MembershipRecord, group: str, actor: str, action: str, member: str) -> None:
         """The record must describe this very change (its signature is for the members' clients to check)."""
         if len(change.members) > self.max_members + 1:  # one more: an add to a full group is refused as full
@@ -221,3 +244,7 @@ def _genesis(group: str, version: int, members: Collection[str]) -> pb.Membershi
     return pb.MembershipRecord(
         group=group, version=version, previous=NO_PREVIOUS, action=GENESIS, members=sorted(set(members))
     )
+
+
+def _follows(change: pb.MembershipRecord, last: pb.MembershipRecord) -> bool:
+    return change.version == last.version + 1 and change.previous == record_hash(last)

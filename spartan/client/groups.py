@@ -211,8 +211,7 @@ class ClientGroups:
             record = sign_change(self.crypto.identity, None, CREATE, "", group=group, members=listed)
             info = await self.call("CreateGroup", pb.GroupRequest(group=group, members=listed, change=record))
         else:
-            if group not in self.heads:
-                await self.refresh(group)
+            await self.refresh(group)  # sign on top of the newest change there is (presence refuses older)
             if action == LEAVE:
                 member = self.me
             record = sign_change(self.crypto.identity, self.heads.get(group), action, member, group=group)

@@ -11,10 +11,13 @@
 -- ARGV[6]  the serialized MembershipRecord of this change ("": none, the chain is not extended)
 -- ARGV[7]  the version the record names
 -- ARGV[8]  the member list the record names, sorted, joined by "\n"
+-- ARGV[9]  the chain's last record as the caller read it (the record must still be last)
+-- ARGV[10] the caller's verdict on the record against ARGV[9]: "ok", "stale" or "unsigned"
 -- Returns  {"ok", version, members} (the state this change made, read in the same step) or
 --          {"err", reason} with reason one of
 --          "no_group", "not_member", "already_member", "not_in_group", "last_member", "full",
---          "stale" (the record names another version), "mismatch" (the record names other members)
+--          "stale" (the record does not follow the chain's last record, or that changed meanwhile),
+--          "unsigned" (not signed by its actor), "mismatch" (the record names other members)
 local version = redis.call('HGET', KEYS[2], ARGV[2])
 if not version then return {'err', 'no_group'} end
 if redis.call('SISMEMBER', KEYS[1], ARGV[3]) == 0 then return {'err', 'not_member'} end
@@ -27,6 +30,8 @@ else
 end
 if ARGV[6] ~= '' then
   if tonumber(version) + 1 ~= tonumber(ARGV[7]) then return {'err', 'stale'} end
+  if redis.call('LINDEX', KEYS[4], -1) ~= ARGV[9] then return {'err', 'stale'} end
+  if ARGV[10] ~= 'ok' then return {'err', ARGV[10]} end
   local after = {}
   for _, member in ipairs(redis.call('SMEMBERS', KEYS[1])) do
     if member ~= ARGV[4] then table.insert(after, member) end

@@ -13,6 +13,7 @@ from redis.asyncio import Redis
 
 from services.gateway.groups import CACHE_TTL_SECONDS
 from services.presence.groups import GroupStore, chain_key, members_key, user_groups_key
+from services.presence.store import PresenceStore
 from spartan.client.headless import HeadlessClient
 from spartan.client.groups import NO_KEY, WITHHELD_GRACE_SECONDS
 from spartan.config import DeliveryConfig
@@ -27,9 +28,20 @@ SENDS = rates(send=1000, group=100)  # each test sends more than 3 messages and 
 KEYS_SETTLE_SECONDS = 0.5  # a sender key goes out before the message it opens: anything sent is there by now
 
 
-def lying_presence(redis: Redis) -> GroupStore:
+class MadeUpDirectory:
+    """The key directory a lying presence consults: it says every user's key is `identity`'s."""
+
+    def __init__(self, identity: Identity) -> None:
+        self.identity = identity
+
+    async def get_keys(self, user: str) -> pb.PublicKeys:
+        return self.identity.public_keys()
+
+
+def lying_presence(redis: Redis, forger: Identity | None = None) -> GroupStore:
     """Presence's own group code on the stack's Redis, driven by the test instead of by members."""
-    return GroupStore(redis, USERS, DeliveryLog(redis, DeliveryConfig()))
+    directory = PresenceStore(redis) if forger is None else MadeUpDirectory(forger)
+    return GroupStore(redis, USERS, DeliveryLog(redis, DeliveryConfig()), directory)  # type: ignore[arg-type]
 
 
 def told(client, text: str):  # type: ignore[no-untyped-def]
@@ -107,7 +119,7 @@ async def test_a_forged_change_record_is_refused_and_the_member_it_adds_gets_no_
     forged = sign_change(not_alices_key, alice_head, ADD, "qux", group="group1")  # well-formed, wrong signer
     redis = Redis.from_url(stack.redis.url)
     try:
-        await lying_presence(redis).add("group1", actor="alice", user="qux", change=forged)
+        await lying_presence(redis, forger=not_alices_key).add("group1", actor="alice", user="qux", change=forged)
     finally:
         await redis.aclose()
     refused = "A change of group1 was refused: a change of group1 is not signed by alice."
@@ -121,11 +133,17 @@ async def test_signed_changes_are_shown_to_every_member_and_keys_follow_them(sta
     stack = stack_factory(gateways=2, settings=SENDS)
     alice, bob, charlie, qux = [await client_factory(user, [stack.address(1 + i % 2)])
                                 for i, user in enumerate(["alice", "bob", "charlie", "qux"])]
+
+    async def signs(actor: HeadlessClient, version: int, action: str, member: str = "") -> None:
+        """`actor` makes a change once its client has verified the one before (as a person would)."""
+        await actor.wait_until(lambda: getattr(actor.groups.heads.get("team"), "version", 0) == version - 1)
+        await actor.groups.change(action, "team", member)
+
     await alice.groups.change(CREATE, "team", members=["bob"])
-    await bob.groups.change(ADD, "team", "charlie")
-    await charlie.groups.change(REMOVE, "team", "alice")
-    await charlie.groups.change(ADD, "team", "qux")
-    await bob.groups.change(LEAVE, "team")
+    await signs(bob, 2, ADD, "charlie")
+    await signs(charlie, 3, REMOVE, "alice")
+    await signs(charlie, 4, ADD, "qux")
+    await signs(bob, 5, LEAVE)
     lines = [
         "alice created team with alice, bob.",
         "bob added charlie to team.",

@@ -22,6 +22,7 @@ import pytest
 from redis.asyncio import Redis
 
 from services.presence.groups import GroupStore
+from services.presence.store import PresenceStore
 from spartan import naming
 from spartan.config import DeliveryConfig
 from spartan.delivery_log import DeliveryLog
@@ -47,12 +48,17 @@ from spartan.crypto.membership import (
 )
 from spartan.v1 import pb
 
-ALICE, BOB = Identity.generate("alice"), Identity.generate("bob")
+ALICE, BOB, EVE = Identity.generate("alice"), Identity.generate("bob"), Identity.generate("eve")
 USERS = ["alice", "bob", "charlie", "eve", "foo", "bar", "baz", "qux"]
 
 
 def make(redis: Redis, max_members: int = 256) -> GroupStore:
-    return GroupStore(redis, USERS, DeliveryLog(redis, DeliveryConfig()), max_members)
+    return GroupStore(redis, USERS, DeliveryLog(redis, DeliveryConfig()), PresenceStore(redis), max_members)
+
+
+async def register(redis: Redis, *identities: Identity) -> None:
+    for identity in identities:
+        await PresenceStore(redis).put_keys(identity.public_keys())
 
 
 async def inbox(store: GroupStore, user: str) -> list[pb.Message]:
@@ -198,6 +204,7 @@ async def test_a_member_who_joins_starts_after_the_newest_message(redis: Redis) 
 
 
 async def test_config_groups_are_seeded_once_and_keep_run_time_removals(redis: Redis) -> None:
+    await register(redis, ALICE, BOB)
     store = make(redis)
     config_groups = {"team": ["alice", "bob", "charlie"], "ops": ["eve"]}
     await store.seed(config_groups)
@@ -217,6 +224,7 @@ async def test_config_groups_are_seeded_once_and_keep_run_time_removals(redis: R
 
 
 async def test_a_group_from_before_signed_changes_gets_a_genesis_of_its_state_once(redis: Redis) -> None:
+    await register(redis, ALICE, BOB)
     store = make(redis)
     await store.create("old", "alice", ["bob", "charlie"])  # as before: no record, no chain
     await store.remove("old", actor="alice", user="charlie")
@@ -233,6 +241,7 @@ async def test_a_group_from_before_signed_changes_gets_a_genesis_of_its_state_on
 
 
 async def test_signed_changes_form_the_chain_and_each_announcement_carries_its_record(redis: Redis) -> None:
+    await register(redis, ALICE, BOB)
     store = make(redis)
     created = sign_change(ALICE, None, CREATE, "", group="team", members=["bob"])
     await store.create("team", "alice", ["bob"], created)
@@ -261,9 +270,14 @@ async def test_signed_changes_form_the_chain_and_each_announcement_carries_its_r
     (lambda head: pb.MembershipRecord(group="team", version=2, actor="alice", action=ADD, member="charlie",
                                       members=[f"m{i}" for i in range(300)]),
      InvalidArgument, "the change record lists 300 members; a group has at most 256"),
+    (lambda head: sign_change(BOB.__class__("alice", *BOB.private_seeds()), head, ADD, "charlie", group="team"),
+     InvalidArgument, "the change record of team is not signed by your registered key"),
+    (lambda head: sign_change(ALICE, Head("team", 1, bytes(32), head.members), ADD, "charlie", group="team"),
+     FailedPrecondition, "team changed meanwhile; fetch its members and sign the change again"),
 ])
 async def test_a_record_that_is_not_this_change_is_refused_and_nothing_changes(redis: Redis, change, error,  # type: ignore[no-untyped-def]
                                                                               sentence: str) -> None:
+    await register(redis, ALICE, BOB)
     store = make(redis)
     created = sign_change(ALICE, None, CREATE, "", group="team", members=["bob"])
     await store.create("team", "alice", ["bob"], created)
@@ -288,3 +302,29 @@ async def test_concurrent_changes_each_get_their_own_version(redis: Redis) -> No
     announced = [m for m in await inbox(store, "alice") if m.text.startswith("alice added")]
     assert len({m.version for m in announced}) == len(newcomers), (
         "two changes were announced under one version: a client shows only one of them")
+
+
+async def test_an_outsiders_change_is_refused_as_such_whatever_its_record(redis: Redis) -> None:
+    """The script's own checks come first: a forged record from a non-member is "not a member"."""
+    await register(redis, ALICE, BOB, EVE)
+    store = make(redis)
+    created = sign_change(ALICE, None, CREATE, "", group="team", members=["bob"])
+    await store.create("team", "alice", ["bob"], created)
+    forged = sign_change(ALICE, start(created, ALICE.identity_key), ADD, "eve", group="team")
+    forged.actor = "eve"  # eve sends alice's signature as hers
+    with pytest.raises(PermissionDenied, match="^you are not a member of team$"):
+        await store.add("team", actor="eve", user="eve", change=forged)
+    unsigned = sign_change(EVE, None, CREATE, "", group="team", members=["bob"])
+    unsigned.signature = bytes(64)
+    with pytest.raises(AlreadyExists, match="^group 'team' already exists$"):
+        await store.create("team", "eve", ["bob"], unsigned)
+    with pytest.raises(InvalidArgument, match="^the change record of other is not signed by your registered key$"):
+        await store.create("other", "eve", ["bob"], _renamed(unsigned, "other"))
+    assert list((await store.get("team")).chain) == [created]
+
+
+def _renamed(record: pb.MembershipRecord, group: str) -> pb.MembershipRecord:
+    copy = pb.MembershipRecord()
+    copy.CopyFrom(record)
+    copy.group = group
+    return copy
