@@ -92,48 +92,48 @@ def test_operator_genesis_is_accepted_only_unsigned_and_first() -> None:
                                   members=["alice", "bob"])
     assert start(genesis, None).members == {"alice", "bob"}
     assert describe(genesis) == "group1 was set up by the operator with alice, bob."
-    with pytest.raises(MembershipError, match="genesis of group1 is malformed"):
+    with pytest.raises(MembershipError, match="^its genesis is malformed$"):
         start(pb.MembershipRecord(group="group1", version=1, previous=NO_PREVIOUS, action=GENESIS, actor="eve",
                                   members=["alice", "eve"]), None)
-    with pytest.raises(MembershipError, match="must set it up, not 'add'"):
+    with pytest.raises(MembershipError, match="^its first change must set it up, not 'add'$"):
         start(sign_change(EVE, HEAD, ADD, "eve", group="group1"), KEYS["eve"])
-    with pytest.raises(MembershipError, match="may not genesis"):
+    with pytest.raises(MembershipError, match="^the server may not genesis anyone$"):
         extend(HEAD, pb.MembershipRecord(group="group1", version=2, previous=HEAD.digest, action=GENESIS,
                                          members=["alice", "bob", "charlie", "eve"]), None)
 
 
 def test_a_forged_signature_is_refused() -> None:
     record = sign_change(ALICE, HEAD, ADD, "eve", group="group1")
-    with pytest.raises(MembershipError, match="not signed by alice"):
+    with pytest.raises(MembershipError, match="^the change is not signed by alice$"):
         extend(HEAD, record, KEYS["bob"])  # the server says alice signed it; it is not alice's key
     tampered = pb.MembershipRecord()
     tampered.CopyFrom(record)
     tampered.signature = bytes(64)
-    with pytest.raises(MembershipError, match="not signed by alice"):
+    with pytest.raises(MembershipError, match="^the change is not signed by alice$"):
         extend(HEAD, tampered, KEYS["alice"])
-    with pytest.raises(MembershipError, match="not signed by alice"):
+    with pytest.raises(MembershipError, match="^the change is not signed by alice$"):
         extend(HEAD, record, None)  # alice has no key this client could check it with
 
 
 def test_a_non_member_cannot_add_anyone_and_no_one_removes_on_anothers_behalf() -> None:
-    with pytest.raises(MembershipError, match="eve may not add eve in group1"):
+    with pytest.raises(MembershipError, match="^eve may not add eve$"):
         extend(HEAD, sign_change(EVE, HEAD, ADD, "eve", group="group1"), KEYS["eve"])
-    with pytest.raises(MembershipError, match="eve may not leave bob in group1"):
+    with pytest.raises(MembershipError, match="^eve may not leave bob$"):
         extend(HEAD, sign_change(EVE, HEAD, LEAVE, "bob", group="group1"), KEYS["eve"])
-    with pytest.raises(MembershipError, match="alice may not add bob"):
+    with pytest.raises(MembershipError, match="^alice may not add bob$"):
         extend(HEAD, sign_change(ALICE, HEAD, ADD, "bob", group="group1"), KEYS["alice"])
 
 
 def test_a_change_must_follow_the_head_and_list_exactly_its_result() -> None:
     record = sign_change(ALICE, HEAD, ADD, "eve", group="group1")
     moved = Head("group1", 1, bytes(32), HEAD.members)
-    with pytest.raises(MembershipError, match="does not follow the last change you saw"):
+    with pytest.raises(MembershipError, match="^the change by alice does not follow the last change you saw$"):
         extend(moved, record, KEYS["alice"])  # names another previous record
     later = Head("group1", 2, HEAD.digest, HEAD.members)
-    with pytest.raises(MembershipError, match="does not follow"):
+    with pytest.raises(MembershipError, match="^the change by alice does not follow the last change you saw$"):
         extend(later, record, KEYS["alice"])  # an old change replayed
     padded = pb.MembershipRecord(group="group1", version=2, previous=HEAD.digest, actor="alice", action=ADD,
                                  member="eve", members=["alice", "bob", "charlie", "eve", "mallory"])
     padded.signature = ALICE.sign(transcript(padded))
-    with pytest.raises(MembershipError, match="member list of a change of group1 by alice does not match"):
+    with pytest.raises(MembershipError, match="^the member list of the change by alice does not match the change$"):
         extend(HEAD, padded, KEYS["alice"])

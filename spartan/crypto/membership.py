@@ -35,7 +35,8 @@ FIRST_ACTIONS = (GENESIS, CREATE)
 
 
 class MembershipError(InvalidArgument):
-    """A change record that does not verify or does not follow the head; the message says why."""
+    """A change that cannot be made or accepted; for a received record the message is a clause
+    that follows "A change of <group> was refused: "."""
 
 
 @dataclass(frozen=True)
@@ -110,15 +111,15 @@ def start(record: pb.MembershipRecord, identity_key: bytes | None) -> Head:
     members = frozenset(record.members)
     if record.action == GENESIS:
         if record.actor or record.member or record.signature or record.previous != NO_PREVIOUS:
-            raise MembershipError(f"the genesis of {record.group} is malformed")
+            raise MembershipError("its genesis is malformed")
     elif record.action == CREATE:
         if record.version != 1 or record.previous != NO_PREVIOUS or record.member or record.actor not in members:
-            raise MembershipError(f"the creation of {record.group} is malformed")
+            raise MembershipError("its creation is malformed")
         _check_signature(record, identity_key)
     else:
-        raise MembershipError(f"the first change of {record.group} must set it up, not {record.action!r}")
+        raise MembershipError(f"its first change must set it up, not {record.action!r}")
     if list(record.members) != sorted(members) or not members:
-        raise MembershipError(f"the first member list of {record.group} is malformed")
+        raise MembershipError("its first member list is malformed")
     return Head(record.group, record.version, record_hash(record), members)
 
 
@@ -126,7 +127,7 @@ def extend(head: Head, record: pb.MembershipRecord, identity_key: bytes | None) 
     """The head after `record`, or MembershipError saying why the change is refused."""
     who = record.actor or "the server"
     if record.group != head.group or record.version != head.version + 1 or record.previous != head.digest:
-        raise MembershipError(f"a change of {head.group} by {who} does not follow the last change you saw")
+        raise MembershipError(f"the change by {who} does not follow the last change you saw")
     if record.action == LEAVE:
         allowed = record.actor == record.member and record.member in head.members
     elif record.action == ADD:
@@ -136,17 +137,17 @@ def extend(head: Head, record: pb.MembershipRecord, identity_key: bytes | None) 
     else:
         allowed = False
     if not allowed:
-        raise MembershipError(f"{who} may not {record.action or 'change'} {record.member or 'anyone'} in {head.group}")
+        raise MembershipError(f"{who} may not {record.action or 'change'} {record.member or 'anyone'}")
     expected = resulting_members(head, record.action, record.actor, record.member)
     if list(record.members) != expected or not expected:
-        raise MembershipError(f"the member list of a change of {head.group} by {who} does not match the change")
+        raise MembershipError(f"the member list of the change by {who} does not match the change")
     _check_signature(record, identity_key)
     return Head(head.group, record.version, record_hash(record), frozenset(expected))
 
 
 def _check_signature(record: pb.MembershipRecord, identity_key: bytes | None) -> None:
     if identity_key is None or not verify_signature(identity_key, transcript(record), record.signature):
-        raise MembershipError(f"a change of {record.group} is not signed by {record.actor or 'a member'}")
+        raise MembershipError(f"the change is not signed by {record.actor or 'a member'}")
 
 
 def describe(record: pb.MembershipRecord) -> str:

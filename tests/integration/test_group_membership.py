@@ -122,7 +122,7 @@ async def test_a_forged_change_record_is_refused_and_the_member_it_adds_gets_no_
         await lying_presence(redis, forger=not_alices_key).add("group1", actor="alice", user="qux", change=forged)
     finally:
         await redis.aclose()
-    refused = "A change of group1 was refused: a change of group1 is not signed by alice."
+    refused = "A change of group1 was refused: the change is not signed by alice."
     for user in ("alice", "bob", "charlie"):
         await clients[user].wait_until(told(clients[user], refused))
     await members_refuse_qux(clients)
