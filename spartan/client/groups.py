@@ -1,9 +1,16 @@
 """Group chats on the client: sender keys, their distribution, and sealing/opening group messages.
 
+Membership is what members signed: each change is a record signed by the member who
+made it, chained by hash (`spartan.crypto.membership`). The client keeps the last
+change it verified per group (its head, in the state journal), moves it only along
+records that extend it, shows each such change, and says so when the server lists a
+member no signed change added, or when another member's messages show a change the
+server has not shown this client.
+
 Every member keeps one sender key per group (`SenderKeyRing`). Before its first
-group message, and again after every membership change (a MEMBERSHIP message or a
-`GetGroup` answer with a newer version), a member makes a fresh key and sends it to
-every *current* other member in one `SendSenderKeys` call, each copy sealed on the
+group message, and again after every verified membership change, a member makes a
+fresh key and sends it to every verified other member in one `SendSenderKeys` call,
+each copy sealed on the
 pairwise channel with that member. The gateway keeps the newest few keys per
 (recipient, group, sender) in the recipient's key inbox and replays them when the
 recipient's stream opens, so a member who was offline still gets them. A removed
