@@ -29,6 +29,7 @@ from redis.asyncio import Redis
 from bench.stack import SpartanStack, user_names
 from bench.summary import format_table, percentile
 from spartan.client.headless import HeadlessClient
+from spartan.crypto.membership import CREATE
 from spartan.v1 import pb
 
 USERS = user_names(100)
@@ -57,7 +58,7 @@ async def run_group(label: str, size: int, clients: dict[str, HeadlessClient], r
     members = USERS[:size]
     sender, receivers = clients[members[0]], [clients[u] for u in members[1:]]
     group = f"g{size}-{uuid.uuid4().hex[:6]}"
-    info = await sender.call("CreateGroup", pb.GroupRequest(group=group, members=members[1:]))
+    info = await sender.groups.change(CREATE, group, members=members[1:])
     for client in [sender, *receivers]:
         await client.wait_until(lambda c=client: any(e.kind == pb.MEMBERSHIP and e.group == group for e in c.events))
     if sender.encrypt:  # distribute the sender key outside the measured window

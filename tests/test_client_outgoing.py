@@ -16,6 +16,7 @@ import pytest
 from spartan.client.e2e import PeerHasNoKeys
 from spartan.client.outgoing import Outgoing
 from spartan.client.state import ClientState
+from spartan.crypto.membership import MembershipError
 from spartan.v1 import pb
 
 
@@ -35,10 +36,13 @@ class Server:
         self.refuse: dict[str, grpc.aio.AioRpcError] = {}  # text -> a lasting refusal
         self.no_keys: set[str] = set()
         self.cancel_once: set[str] = set()
+        self.unverified: set[str] = set()  # groups no signed change makes the sender a member of
 
     async def seal(self, target: str, text: str, message_id: str) -> pb.Message:
         if target in self.no_keys:
             raise PeerHasNoKeys(target)
+        if target in self.unverified:
+            raise MembershipError(f"no change signed by a member makes you a member of {target[6:]}")
         return pb.Message(id=message_id, recipient=target, body=text.encode())
 
     async def call(self, method: str, message: Any) -> pb.SendAck:
@@ -126,6 +130,20 @@ async def test_a_lasting_refusal_names_the_line_and_the_rest_goes() -> None:
     await outgoing.stop()
     assert [text for _, text in server.accepted] == ["before", "after"]
     assert notices == ['Not sent to team: you are not a member of group team: "bad"']
+
+
+async def test_a_group_this_client_is_not_verified_in_refuses_the_line_and_the_rest_goes() -> None:
+    server, notices, statuses = Server(burst=100), [], []
+    server.unverified.add("group:team")
+    outgoing = queue(server, ClientState(), notices, statuses)
+    outgoing.start()
+    outgoing.put("bob", "before")
+    outgoing.put("group:team", "hello team")
+    outgoing.put("bob", "after")
+    await drained(outgoing)
+    await outgoing.stop()
+    assert [text for _, text in server.accepted] == ["before", "after"]
+    assert notices == ['Not sent to team: no change signed by a member makes you a member of team: "hello team"']
 
 
 async def test_unsent_lines_survive_a_restart_in_order(tmp_path: Path) -> None:

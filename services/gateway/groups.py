@@ -41,11 +41,12 @@ class GroupDirectory:
             raise PermissionDenied(f"you are not a member of {group}")
         return info
 
-    async def change(self, method: str, group: str, actor: str, user: str) -> pb.GroupInfo:
-        """AddMember / RemoveMember on behalf of `actor`."""
+    async def change(self, method: str, request: pb.GroupRequest, actor: str, user: str) -> pb.GroupInfo:
+        """AddMember / RemoveMember on behalf of `actor`, with the change record the actor signed."""
         call = getattr(self.presence, method)
+        group = check_name(request.group, "group name")
         info = await call(
-            pb.GroupRequest(group=check_name(group, "group name"), user=user),
+            pb.GroupRequest(group=group, user=user, change=request.change if request.HasField("change") else None),
             metadata=(("x-spartan-user", actor),),
             timeout=self.timeout,
         )

@@ -206,6 +206,8 @@ class SpartanServicer:
     @rate("group")
     async def CreateGroup(self, request: pb.GroupRequest, context: grpc.aio.ServicerContext) -> pb.GroupInfo:
         ask = pb.GroupRequest(group=request.group, user=current_user.get(), members=request.members)
+        if request.HasField("change"):
+            ask.change.CopyFrom(request.change)
         return await self.presence.CreateGroup(ask, timeout=self.timeout)
 
     @unary(SERVICE)
@@ -217,15 +219,13 @@ class SpartanServicer:
     @authenticated
     @rate("group")
     async def AddMember(self, request: pb.GroupRequest, context: grpc.aio.ServicerContext) -> pb.GroupInfo:
-        return await self.groups.change("AddMember", request.group, current_user.get(), request.user)
+        return await self.groups.change("AddMember", request, current_user.get(), request.user)
 
     @unary(SERVICE)
     @authenticated
     @rate("group")
     async def RemoveMember(self, request: pb.GroupRequest, context: grpc.aio.ServicerContext) -> pb.GroupInfo:
-        return await self.groups.change(
-            "RemoveMember", request.group, current_user.get(), request.user or current_user.get()
-        )
+        return await self.groups.change("RemoveMember", request, current_user.get(), request.user or current_user.get())
 
     # ---------------------------------------------------------------- stream
     @stream(SERVICE)

@@ -20,9 +20,10 @@ async def run(config: Config) -> None:
     redis = redis_conn.connect(config.redis)
     await wait_for_redis(redis, "presence")
     log = DeliveryLog(redis, config.delivery)
-    groups = GroupStore(redis, config.users, log, config.presence.max_group_members)
+    directory = PresenceStore(redis)
+    groups = GroupStore(redis, config.users, log, directory, config.presence.max_group_members)
     await groups.seed(config.groups)
-    servicer = PresenceServicer(config, PresenceStore(redis), groups, log, EnrolmentCodes(redis))
+    servicer = PresenceServicer(config, directory, groups, log, EnrolmentCodes(redis))
     spec = ServiceSpec(
         name="presence",
         servicer=servicer,

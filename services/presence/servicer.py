@@ -147,15 +147,26 @@ class PresenceServicer(rpc.PresenceServicer):
 
     @unary(SERVICE)
     async def CreateGroup(self, request: pb.GroupRequest, context: grpc.aio.ServicerContext) -> pb.GroupInfo:
-        return await self.groups.create(request.group, request.user, list(request.members))
+        return await self.groups.create(request.group, request.user, list(request.members), _change(request))
 
     @unary(SERVICE)
     async def AddMember(self, request: pb.GroupRequest, context: grpc.aio.ServicerContext) -> pb.GroupInfo:
-        return await self.groups.add(request.group, actor=_actor(context), user=request.user)
+        return await self.groups.add(request.group, actor=_actor(context), user=request.user, change=_change(request))
 
     @unary(SERVICE)
     async def RemoveMember(self, request: pb.GroupRequest, context: grpc.aio.ServicerContext) -> pb.GroupInfo:
-        return await self.groups.remove(request.group, actor=_actor(context), user=request.user)
+        return await self.groups.remove(
+            request.group, actor=_actor(context), user=request.user, change=_change(request)
+        )
+
+
+def _change(request: pb.GroupRequest) -> pb.MembershipRecord:
+    """The change record the caller signed: members accept no change without one, so neither does presence."""
+    if not request.HasField("change"):
+        raise InvalidArgument(
+            f"a change of {request.group or 'a group'} must carry its record signed by you; update your client"
+        )
+    return request.change
 
 
 def _actor(context: grpc.aio.ServicerContext) -> str:

@@ -181,6 +181,7 @@ async def run(args: argparse.Namespace) -> int:
             await leave_outbox(chat)
             await receiver.stop()
             await chat.acks.stop()
+            chat.group_view.keys.close()
             await conn.close()
             state.close()
     return 0

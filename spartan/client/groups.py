@@ -1,9 +1,16 @@
 """Group chats on the client: sender keys, their distribution, and sealing/opening group messages.
 
+Membership is what members signed: each change is a record signed by the member who
+made it, chained by hash (`spartan.crypto.membership`). The client keeps the last
+change it verified per group (its head, in the state journal), moves it only along
+records that extend it, shows each such change, and says so when the server lists a
+member no signed change added, or when another member's messages show a change the
+server has not shown this client.
+
 Every member keeps one sender key per group (`SenderKeyRing`). Before its first
-group message, and again after every membership change (a MEMBERSHIP message or a
-`GetGroup` answer with a newer version), a member makes a fresh key and sends it to
-every *current* other member in one `SendSenderKeys` call, each copy sealed on the
+group message, and again after every verified membership change, a member makes a
+fresh key and sends it to every verified other member in one `SendSenderKeys` call,
+each copy sealed on the
 pairwise channel with that member. The gateway keeps the newest few keys per
 (recipient, group, sender) in the recipient's key inbox and replays them when the
 recipient's stream opens, so a member who was offline still gets them. A removed
@@ -23,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections import defaultdict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -31,12 +38,28 @@ import grpc
 
 from spartan import naming
 from spartan.client.e2e import ClientCrypto, PeerHasNoKeys
+from spartan.client.state import ClientState
 from spartan.crypto import DecryptError
+from spartan.crypto.membership import (
+    ADD,
+    CREATE,
+    FIRST_ACTIONS,
+    LEAVE,
+    REMOVE,
+    Head,
+    MembershipError,
+    describe,
+    extend,
+    sign_change,
+    start,
+)
 from spartan.crypto.sender_keys import (
+    MembershipView,
     SenderKey,
     SenderKeyRing,
     decrypt_group,
     encrypt_group,
+    envelope_view,
     open_sender_key,
     seal_sender_key,
 )
@@ -49,6 +72,9 @@ Call = Callable[[str, Any], Awaitable[Any]]
 Warn = Callable[[str], None]
 
 OK, NO_KEY, FORGED = "", "no_key", "forged"
+# A sender ahead of me may only be quicker: wait out the gateways' membership cache (5 s) before saying
+# the server withholds the change.
+WITHHELD_GRACE_SECONDS = 6.0
 
 
 @dataclass(frozen=True)
@@ -60,49 +86,148 @@ class GroupOpened:
 
 
 class ClientGroups:
-    def __init__(self, crypto: ClientCrypto, call: Call, warn: Warn) -> None:
+    def __init__(self, crypto: ClientCrypto, call: Call, warn: Warn, state: ClientState | None = None) -> None:
         self.crypto = crypto
         self.me = crypto.user
         self.call = call
-        self.warn = warn
+        self.warn = warn  # also shows each verified change: "bob added eve to group1."
+        self.state = state if state is not None else ClientState()
         self.ring = SenderKeyRing(self.me)
-        self.info: dict[str, pb.GroupInfo] = {}  # newest membership known per group
+        self.info: dict[str, pb.GroupInfo] = {}  # newest membership the server listed per group
+        self.heads: dict[str, Head] = {
+            group: Head(group, version, bytes.fromhex(digest), frozenset(members))
+            for group, (version, digest, members) in self.state.heads.items()
+        }
         self.owed: dict[str, set[str]] = defaultdict(set)  # members who had no keys when my key went out
         self._undistributed: set[str] = set()  # groups whose current key may not have reached everyone
         self._locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._told: set[tuple[str, str, int]] = set()  # warnings given once: (group, what, version)
+        self._checks: dict[tuple[str, int], asyncio.Task[None]] = {}  # (group, version) a sender showed ahead of me
 
     # ----------------------------------------------------------- membership
+    def verified(self, group: str) -> frozenset[str]:
+        """The members the chain of signed changes this client checked says `group` has."""
+        head = self.heads.get(group)
+        return head.members if head is not None else frozenset()
+
     def members(self, group: str) -> list[str]:
+        """Who gets my keys: verified members the server also lists (it refuses keys for others)."""
         info = self.info.get(group)
-        return list(info.members) if info else []
+        listed = set(info.members) if info is not None else set()
+        return sorted(self.verified(group) & listed)
 
     async def refresh(self, group: str) -> pb.GroupInfo:
-        """Ask the server for the group's members (NOT_FOUND / PERMISSION_DENIED propagate)."""
+        """Ask the server for the group's members and chain (NOT_FOUND / PERMISSION_DENIED propagate)."""
         info = await self.call("GetGroup", pb.GroupRequest(group=group))
         await self.apply(info)
         return self.info[group]
 
     async def on_membership(self, message: pb.Message) -> bool:
-        """Apply a MEMBERSHIP message; True if it was news (a newer version)."""
+        """Apply a MEMBERSHIP message; True if it verified a change this client had not seen.
+
+        A message without a record, or one that does not follow the head (changes were
+        missed), makes the client fetch the whole chain; a change the chain does not
+        hold is then refused, and members it would add get no key.
+        """
         info = pb.GroupInfo(group=message.group, members=message.members, version=message.version)
-        return await self.apply(info)
+        head = self.heads.get(message.group)
+        if message.HasField("change"):
+            info.chain.append(message.change)
+            follows = message.change.action == CREATE if head is None else message.change.version <= head.version + 1
+        else:
+            follows = head is not None and message.version <= head.version
+        if not follows:
+            try:
+                await self.refresh(message.group)
+            except grpc.aio.AioRpcError:
+                pass  # not a member any more (or the server is away): the record itself may still tell
+        await self.apply(info)  # also when refreshed: the gateway's answer may predate this message
+        return self.heads.get(message.group) != head
 
     async def apply(self, info: pb.GroupInfo) -> bool:
-        """Adopt a newer member list: forget removed members' keys, rotate and redistribute my own key."""
-        async with self._locks[info.group]:
-            known = self.info.get(info.group)
-            if known is not None and known.version >= info.version:
+        """Verify the changes `info` brings; on a verified change rotate my key and send it to verified members."""
+        group = info.group
+        async with self._locks[group]:
+            known = self.info.get(group)
+            if known is None or info.version >= known.version:
+                self.info[group] = info
+            before = self.heads.get(group)
+            head = await self._verify(group, info.chain)
+            self._flag_unverified(group)
+            if head is None or head == before:
                 return False
-            self.info[info.group] = info
-            if self.me not in info.members:
-                self.ring.forget_group(info.group)
-                self.owed.pop(info.group, None)
-                self._undistributed.discard(info.group)
+            self.state.record_head(group, head.version, head.digest.hex(), sorted(head.members))
+            if self.me not in head.members:
+                self.ring.forget_group(group)
+                self.owed.pop(group, None)
+                self._undistributed.discard(group)
                 return True
-            fresh = self.ring.on_membership(info.group, info.version, info.members)
+            fresh = self.ring.on_membership(group, head.version, head.members)
             if fresh is not None:
-                await self._distribute_quietly(info.group, fresh)
+                await self._distribute_quietly(group, fresh)
             return True
+
+    async def _verify(self, group: str, chain: Iterable[pb.MembershipRecord]) -> Head | None:
+        """Move the head along every record that extends it; say why at the first that does not."""
+        head = self.heads.get(group)
+        for record in sorted(chain, key=lambda r: r.version):
+            if head is not None and record.version <= head.version:
+                continue
+            if head is None and record.action not in FIRST_ACTIONS:
+                break  # only part of the chain (a change announced before GetGroup shows it): judged later
+            try:
+                key = (await self.crypto.peer_keys(record.actor)).identity_key if record.actor else None
+            except PeerHasNoKeys:
+                key = None
+            except grpc.aio.AioRpcError:
+                break  # the actor's key cannot be fetched now: the next refresh checks again
+            try:
+                head = start(record, key) if head is None else extend(head, record, key)
+            except MembershipError as refused:
+                self._tell(group, "refused", record.version, f"A change of {group} was refused: {refused}.")
+                break
+            self.heads[group] = head
+            self.warn(describe(record))
+        return head
+
+    def _flag_unverified(self, group: str) -> None:
+        head, info = self.heads.get(group), self.info.get(group)
+        if head is None or info is None or self.me not in head.members:
+            return
+        for member in sorted(set(info.members) - head.members):
+            self._tell(
+                group,
+                member,
+                info.version,
+                f"The server lists {member} in {group} without a change signed by a member; "
+                f"{member} gets no key from you.",
+            )
+
+    def _tell(self, group: str, what: str, version: int, text: str) -> None:
+        if (group, what, version) not in self._told:
+            self._told.add((group, what, version))
+            self.warn(text)
+
+    async def change(self, action: str, group: str, member: str = "", members: Iterable[str] = ()) -> pb.GroupInfo:
+        """Make a membership change: sign its record on top of my verified head and send it.
+
+        `action` is CREATE (with `members`), ADD, REMOVE or LEAVE; gRPC errors propagate.
+        """
+        if action == CREATE:
+            listed = list(members)
+            record = sign_change(self.crypto.identity, None, CREATE, "", group=group, members=listed)
+            info = await self.call("CreateGroup", pb.GroupRequest(group=group, members=listed, change=record))
+        else:
+            await self.refresh(group)  # sign on top of the newest change there is (presence refuses older)
+            if action == LEAVE:
+                member = self.me
+            record = sign_change(self.crypto.identity, self.heads.get(group), action, member, group=group)
+            method = "AddMember" if action == ADD else "RemoveMember"
+            request = pb.GroupRequest(group=group, user="" if action == LEAVE else member, change=record)
+            info = await self.call(method, request)
+        info.chain.append(record)
+        await self.apply(info)
+        return info
 
     # ---------------------------------------------------------- distribution
     async def _distribute_quietly(self, group: str, key: SenderKey) -> None:
@@ -153,8 +278,13 @@ class ClientGroups:
         group, sender = message.group, message.sender
         if not group or message.recipient != self.me or sender == self.me:
             return False
-        info = self.info.get(group)
-        if info is not None and (self.me not in info.members or sender not in info.members):
+        if sender not in self.verified(group):
+            try:
+                await self.refresh(group)  # a change adding them may be on its way: check the chain once
+            except grpc.aio.AioRpcError:
+                return False
+        members = self.verified(group)
+        if self.me not in members or sender not in members:
             return False
         try:
             cipher = self.crypto.ciphers.get(sender, await self.crypto.peer_keys(sender))
@@ -169,14 +299,19 @@ class ClientGroups:
     # -------------------------------------------------------------- messages
     async def seal(self, group: str, text: str, message_id: str) -> bytes:
         """Encrypt one group message under my current key, distributing a new key first if needed."""
-        info = self.info.get(group)
-        if info is None or self.me not in info.members:
-            info = await self.refresh(group)
+        if group not in self.info or self.me not in self.verified(group):
+            await self.refresh(group)
+        head = self.heads.get(group)
+        if head is None or self.me not in head.members:
+            raise MembershipError(f"no change signed by a member makes you a member of {group}")
         async with self._locks[group]:
-            key, fresh = self.ring.ensure_own_key(group, self.info[group].version)
+            key, fresh = self.ring.ensure_own_key(group, head.version)
             if fresh or group in self._undistributed:
                 await self._distribute(group, key)
-        return encrypt_group(self.crypto.identity, key, text.encode("utf-8"), message_id=message_id, group=group)
+        view = MembershipView(head.version, head.digest)
+        return encrypt_group(
+            self.crypto.identity, key, text.encode("utf-8"), message_id=message_id, group=group, view=view
+        )
 
     async def open(self, message: pb.Message) -> GroupOpened:
         """Verify and decrypt a group message; never raises."""
@@ -195,11 +330,52 @@ class ClientGroups:
                 message_id=message.id,
                 group=message.group,
             )
+            self._compare_view(message.group, message.sender, envelope_view(message.body))
             return GroupOpened(plain.decode("utf-8"))
         except (DecryptError, PeerHasNoKeys, UnicodeDecodeError):
             return GroupOpened(None, FORGED)
         except grpc.aio.AioRpcError:
             return GroupOpened(None, NO_KEY)
+
+    # ------------------------------------------------------- withheld changes
+    def _compare_view(self, group: str, sender: str, view: MembershipView | None) -> None:
+        """Compare a sender's signed view of the group with mine: a fork or a change I was not shown shows."""
+        head = self.heads.get(group)
+        if view is None or head is None or view.version < head.version:
+            return
+        if view.version == head.version:
+            if view.digest != head.digest:
+                self._tell(
+                    group,
+                    "fork",
+                    view.version,
+                    f"{sender} was shown other changes of {group} than you: the server shows members different "
+                    f"histories.",
+                )
+            return
+        if (group, view.version) not in self._checks:
+            check = asyncio.ensure_future(self._check_withheld(group, sender, view.version))
+            self._checks[(group, view.version)] = check
+
+    async def _check_withheld(self, group: str, sender: str, version: int) -> None:
+        """Fetch the chain now and once more after the grace period; say so if the change is still missing."""
+        for wait in (0.0, WITHHELD_GRACE_SECONDS):
+            await asyncio.sleep(wait)
+            try:
+                await self.refresh(group)
+            except grpc.aio.AioRpcError:
+                pass
+            head = self.heads.get(group)
+            if head is not None and head.version >= version:
+                return
+        self._tell(
+            group, "withheld", version, f"{sender} has seen a change of {group} that the server has not shown you."
+        )
+
+    def close(self) -> None:
+        """Stop the checks still waiting (the connection is closing)."""
+        for check in self._checks.values():
+            check.cancel()
 
 
 class GroupChatView:
@@ -207,9 +383,8 @@ class GroupChatView:
 
     def __init__(self, chat: Chat) -> None:
         self.chat = chat
-        self.keys = ClientGroups(chat.crypto, chat.conn.call, chat.notice)
+        self.keys = ClientGroups(chat.crypto, chat.conn.call, chat.notice, chat.state)
         self.parked: dict[tuple[str, str], list[pb.Message]] = defaultdict(list)  # waiting for a sender key
-        self.shown: set[tuple[str, int]] = set()  # (group, version) of membership changes announced
 
     def line(self, message: pb.Message, text: str) -> str:
         return f"[{message.group}][{message.sender}] {text}"
@@ -217,7 +392,7 @@ class GroupChatView:
     async def open(self, group: str) -> bool:
         """Make `group` the current conversation and show what is new in it."""
         try:
-            info = await self.keys.refresh(group)
+            await self.keys.refresh(group)
         except grpc.aio.AioRpcError as exc:
             self.chat.notice(f"Cannot open {group}: {exc.details()}")
             return False
@@ -225,7 +400,8 @@ class GroupChatView:
         chat.peer, chat.group = "", group
         chat.terminal.refresh()  # the prompt names the group now
         chat.announced.discard(group)
-        chat.notice(f"You are now in group {group} with {', '.join(m for m in info.members if m != chat.me)}.")
+        others = sorted(self.keys.verified(group) - {chat.me})  # who signed changes say is in it
+        chat.notice(f"You are now in group {group}" + (f" with {', '.join(others)}." if others else "."))
         await chat.show_waiting(naming.group_conversation(group))
         return True
 
@@ -292,25 +468,23 @@ class GroupChatView:
                 self.display(parked, opened)
 
     async def on_membership(self, message: pb.Message) -> None:
+        """Verify the change (ClientGroups shows it, or says why it is refused) and follow what is verified."""
         chat = self.chat
         await self.keys.on_membership(message)
-        if (message.group, message.version) in self.shown:
-            return  # announced already (each change reaches a member on more than one channel)
-        self.shown.add((message.group, message.version))
-        if message.text:
-            chat.notice(f"[{message.group}] {message.text}")
-        if chat.me in message.members and message.group not in chat.groups:
-            chat.groups.append(message.group)
-        elif chat.me not in message.members and message.group in chat.groups:
-            chat.groups.remove(message.group)
-            chat.positions.pop(naming.group_conversation(message.group), None)
-            chat.state.forget(naming.group_conversation(message.group))
-            if chat.group == message.group:
+        group = message.group
+        if group not in self.keys.heads:
+            return  # nothing verified: the server's word alone changes nothing here
+        member = chat.me in self.keys.verified(group)
+        if member and group not in chat.groups:
+            chat.groups.append(group)
+        elif not member and group in chat.groups:
+            chat.groups.remove(group)
+            chat.positions.pop(naming.group_conversation(group), None)
+            chat.state.forget(naming.group_conversation(group))
+            if chat.group == group:
                 chat.group = ""
                 chat.terminal.refresh()  # the prompt named the group
-                chat.notice(
-                    f"You are no longer a member of {message.group}. Pick a chat with /switch USER or /group NAME."
-                )
+                chat.notice(f"You are no longer a member of {group}. Pick a chat with /switch USER or /group NAME.")
 
 
 # ------------------------------------------------------------------ commands
@@ -342,36 +516,43 @@ def _target_group(chat: Chat, named: list[str], usage: str) -> str:
 async def _members(chat: Chat, args: list[str]) -> None:
     group = _target_group(chat, args[:1], "/members GROUP")
     if group:
-        info = await chat.group_view.keys.refresh(group)
-        chat.notice(f"Members of {group}: {', '.join(info.members)}")
+        keys = chat.group_view.keys
+        await keys.refresh(group)
+        verified = sorted(keys.verified(group))  # the server's list may hold members no one added: they are flagged
+        chat.notice(f"Members of {group}: {', '.join(verified) if verified else 'none that a signed change shows'}")
 
 
-async def _change_member(chat: Chat, args: list[str], method: str, command: str) -> None:
-    """/add USER [GROUP] and /remove USER [GROUP]: one membership change, in the group named or shown."""
+async def _change_member(chat: Chat, args: list[str], action: str, command: str) -> None:
+    """/add USER [GROUP] and /remove USER [GROUP]: one signed membership change, in the group named or shown."""
     if len(args) not in (1, 2):
         chat.notice(f"Usage: {command} USER [GROUP] (without GROUP: the group shown in the prompt)")
         return
     group = _target_group(chat, args[1:], f"{command} {args[0]} GROUP")
     if group:
-        info = await chat.attempt(
-            f"{command} {args[0]} {group}", chat.conn.call(method, pb.GroupRequest(group=group, user=args[0]))
-        )
-        if info is not None:
-            await chat.group_view.keys.apply(info)
+        await _attempt_change(chat, f"{command} {args[0]} {group}", chat.group_view.keys.change(action, group, args[0]))
+
+
+async def _attempt_change(chat: Chat, action: str, change: Awaitable[pb.GroupInfo]) -> pb.GroupInfo | None:
+    """`chat.attempt` for a signed change, which may also fail here: no verified membership to sign on top of."""
+    try:
+        return await chat.attempt(action, change)
+    except MembershipError as exc:
+        chat.notice(f"{action} was not done: {exc.message}.")
+        return None
 
 
 async def _add(chat: Chat, args: list[str]) -> None:
-    await _change_member(chat, args, "AddMember", "/add")
+    await _change_member(chat, args, ADD, "/add")
 
 
 async def _remove(chat: Chat, args: list[str]) -> None:
-    await _change_member(chat, args, "RemoveMember", "/remove")
+    await _change_member(chat, args, REMOVE, "/remove")
 
 
 async def _leave(chat: Chat, args: list[str]) -> None:
     group = _target_group(chat, args[:1], "/leave GROUP")
     if group:
-        await chat.attempt(f"/leave {group}", chat.conn.call("RemoveMember", pb.GroupRequest(group=group)))
+        await _attempt_change(chat, f"/leave {group}", chat.group_view.keys.change(LEAVE, group))
 
 
 async def _create(chat: Chat, args: list[str]) -> None:
@@ -380,7 +561,7 @@ async def _create(chat: Chat, args: list[str]) -> None:
         chat.notice("Usage: /create NAME USER [USER...]")
         return
     action = f"/create {' '.join(args)}"
-    info = await chat.attempt(action, chat.conn.call("CreateGroup", pb.GroupRequest(group=args[0], members=args[1:])))
+    info = await _attempt_change(chat, action, chat.group_view.keys.change(CREATE, args[0], members=args[1:]))
     if info is None:
         return
     if info.group not in chat.groups:

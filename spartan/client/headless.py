@@ -69,7 +69,7 @@ class HeadlessClient:
         self.acks = Acknowledger(self.conn.call)
         self._arrived = asyncio.Condition()
         self.receiver = Receiver(self.conn, self._handle, self._cursors, self.notices.append)
-        self.groups = ClientGroups(self.crypto, self.conn.call, self.notices.append)
+        self.groups = ClientGroups(self.crypto, self.conn.call, self.notices.append, self.state)
         self._parked: dict[tuple[str, str], list[int]] = defaultdict(list)  # (group, sender) -> indexes in received
 
     async def _fetch_keys(self, user: str) -> pb.PublicKeys:
@@ -88,6 +88,7 @@ class HeadlessClient:
     async def close(self) -> None:
         await self.receiver.stop()
         await self.acks.stop()
+        self.groups.close()
         await self.conn.close()
         self.state.close()
 

@@ -32,6 +32,7 @@ from spartan import naming
 from spartan.client.e2e import KeyNotAccepted, PeerHasNoKeys
 from spartan.client.explain import OUTAGE, retry_after
 from spartan.client.state import ClientState
+from spartan.errors import InvalidArgument
 from spartan.v1 import pb
 
 Seal = Callable[[str, str, str], Awaitable[pb.Message]]  # (target, text, message id) -> the message to send
@@ -184,6 +185,10 @@ class Outgoing:
         except PeerHasNoKeys:
             self.blocked.add(target)
             self.show()
+            return
+        except InvalidArgument as exc:  # e.g. no signed change makes me a member of the group: waiting cannot help
+            self.state.sent(message_id)
+            self.notice(f'Not sent to {label(target)}: {exc.message}: "{preview(text)}"')
             return
         except asyncio.CancelledError:
             task = asyncio.current_task()

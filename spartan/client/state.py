@@ -1,17 +1,22 @@
-"""What a client keeps on disk next to the user's keys: read positions, unsent messages, shown ids.
+"""What a client keeps on disk next to the user's keys: read positions, unsent messages, shown ids,
+group heads.
 
 Why: a restarted client must resume where it was, not only a reconnecting one, and
 a message typed for someone who never logged in (no key to encrypt to yet) must
 survive quitting. The ids of the newest `SEEN_IDS_KEPT` messages shown (or sent)
 are kept too, so a server replaying an old message to a restarted client is
-caught: it is dropped, not shown again. The file `<key dir>/<user>.state` is a journal of JSON lines, each
-written with one `write` as it happens (a killed process loses nothing it wrote);
+caught: it is dropped, not shown again. The file `<key dir>/<user>.state` is a
+journal of JSON lines, each written with one `write` as it happens (a killed process loses nothing it wrote);
 it is rewritten as one snapshot when it grows long. Mode 0600, like the key: unsent
 messages are plaintext until they can be encrypted.
 
+The last membership change verified per group is kept too, so a restarted client
+still refuses a change that does not extend it (`spartan.crypto.membership`).
+
 Lines: `{"c": conversation, "e": epoch, "o": offset}` (a position),
-`{"q": id, "to": peer, "t": text}` (queued), `{"sent": id}` (left the outbox) and
-`{"s": id}` (a message id shown or sent).
+`{"q": id, "to": peer, "t": text}` (queued), `{"sent": id}` (left the outbox),
+`{"s": id}` (a message id shown or sent) and
+`{"g": group, "v": version, "h": hash in hex, "m": members}` (a group's verified head).
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ class ClientState:
         self.positions: dict[str, tuple[str, int]] = {}
         self.outbox: dict[str, tuple[str, str]] = {}  # message id -> (peer, text), oldest first
         self.seen: OrderedDict[str, None] = OrderedDict()  # ids shown or sent, oldest first
+        self.heads: dict[str, tuple[int, str, list[str]]] = {}  # group -> (version, hash hex, members)
         self._lines = 0
         self._compact_at = COMPACT_AFTER_LINES
         self._fd: int | None = None
@@ -83,6 +89,11 @@ class ClientState:
         while len(self.seen) > SEEN_IDS_KEPT:
             self.seen.popitem(last=False)
 
+    def record_head(self, group: str, version: int, digest: str, members: list[str]) -> None:
+        """Remember the last verified membership change of `group`."""
+        self.heads[group] = (version, digest, members)
+        self._write({"g": group, "v": version, "h": digest, "m": members})
+
     def close(self) -> None:
         if self._fd is not None:
             os.close(self._fd)
@@ -102,6 +113,11 @@ class ClientState:
             self.outbox.pop(str(entry["sent"]), None)
         elif "s" in entry:
             self._see(str(entry["s"]))
+        elif "g" in entry:
+            members = entry["m"]
+            if not isinstance(members, list):
+                raise TypeError("members must be a list")
+            self.heads[str(entry["g"])] = (int(str(entry["v"])), str(entry["h"]), [str(m) for m in members])
 
     def _load(self, path: Path) -> None:
         try:
@@ -123,6 +139,7 @@ class ClientState:
         entries = [{"c": c, "e": e, "o": o} for c, (e, o) in self.positions.items()]
         entries += [{"q": i, "to": p, "t": t} for i, (p, t) in self.outbox.items()]
         entries += [{"s": i} for i in self.seen]
+        entries += [{"g": g, "v": v, "h": h, "m": m} for g, (v, h, m) in self.heads.items()]
         temporary = self.path.with_suffix(".tmp")
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as out:

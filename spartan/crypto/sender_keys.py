@@ -5,11 +5,16 @@ id and the group membership version it was made for. The owner sends it to
 every other member through the pairwise channel (`seal_sender_key` /
 `open_sender_key`), then encrypts each group message once:
 
-    version (1 byte = 0x01) | key id (8) | nonce (12) | ciphertext | GCM tag (16) | signature (64)
+    version (1 byte = 0x02) | key id (8) | membership version (8) | membership hash (32)
+    | nonce (12) | ciphertext | GCM tag (16) | signature (64)
 
 AES-256-GCM under the sender key with associated data (group, sender, key id,
 message id); the signature is Ed25519 by the sender's identity key over a
-labelled transcript of the same fields and the whole envelope before it.
+labelled transcript of the same fields and the whole envelope before it. The
+membership version and hash are the sender's verified view of the group
+(`spartan.crypto.membership`), signed with the message, so a receiver learns
+when a sender has seen a change the server did not show it. Version 0x01
+envelopes (no view) are still read.
 Receivers verify the signature *first*: every member holds the sender key, so
 without it any member could forge messages from another.
 
@@ -36,14 +41,15 @@ from spartan.crypto.pairwise import PairwiseCipher
 from spartan.errors import InvalidArgument
 from spartan.naming import group_conversation
 
-ENVELOPE_VERSION = 1
+ENVELOPE_VERSION = 2
+LEGACY_ENVELOPE_VERSION = 1  # without the membership view: still read
 KEY_FORMAT_VERSION = 1
 SECRET_BYTES = 32
 NONCE_BYTES = 12
 TAG_BYTES = 16
 SIGNATURE_BYTES = 64
-HEADER_BYTES = 1 + 8 + NONCE_BYTES
-MIN_ENVELOPE = HEADER_BYTES + TAG_BYTES + SIGNATURE_BYTES
+VIEW_BYTES = 8 + 32
+HEADER_BYTES = {LEGACY_ENVELOPE_VERSION: 1 + 8 + NONCE_BYTES, ENVELOPE_VERSION: 1 + 8 + VIEW_BYTES + NONCE_BYTES}
 AD_LABEL = b"spartan/v1/group-message"
 SIGN_LABEL = b"spartan/v1/group-signature"
 KEYS_KEPT_PER_SENDER = 8  # older keys of a sender stay readable for in-flight and history messages
@@ -106,18 +112,35 @@ class SenderKey:
         )
 
 
-def _associated_data(group: str, sender: str, key_id: int, message_id: str) -> bytes:
-    return encode_fields(AD_LABEL, ENVELOPE_VERSION, group, sender, key_id, message_id)
+@dataclass(frozen=True)
+class MembershipView:
+    """The group's membership as the sender verified it: version and hash of its last change."""
+
+    version: int
+    digest: bytes  # 32 bytes
 
 
-def _signed_transcript(group: str, sender: str, key_id: int, message_id: str, body: bytes) -> bytes:
-    return encode_fields(SIGN_LABEL, ENVELOPE_VERSION, group, sender, key_id, message_id, body)
+NO_VIEW = MembershipView(0, bytes(32))
+
+
+def _associated_data(version: int, group: str, sender: str, key_id: int, message_id: str) -> bytes:
+    return encode_fields(AD_LABEL, version, group, sender, key_id, message_id)
+
+
+def _signed_transcript(version: int, group: str, sender: str, key_id: int, message_id: str, body: bytes) -> bytes:
+    return encode_fields(SIGN_LABEL, version, group, sender, key_id, message_id, body)
 
 
 def encrypt_group(
-    sender_identity: Identity, sender_key: SenderKey, plaintext: bytes, *, message_id: str, group: str
+    sender_identity: Identity,
+    sender_key: SenderKey,
+    plaintext: bytes,
+    *,
+    message_id: str,
+    group: str,
+    view: MembershipView = NO_VIEW,
 ) -> bytes:
-    """Encrypt and sign one group message from `sender_identity` under its own sender key."""
+    """Encrypt and sign one group message from `sender_identity` under its own sender key, with its `view`."""
     if sender_key.owner != sender_identity.user or sender_key.group != group:
         raise InvalidArgument(
             f"sender key of {sender_key.owner} for group {sender_key.group} cannot send as "
@@ -125,18 +148,37 @@ def encrypt_group(
         )
     nonce = get_random_bytes(NONCE_BYTES)
     cipher = AES.new(sender_key.secret, AES.MODE_GCM, nonce=nonce, mac_len=TAG_BYTES)
-    cipher.update(_associated_data(group, sender_key.owner, sender_key.key_id, message_id))
+    if len(view.digest) != 32:
+        raise InvalidArgument("a membership view names a 32-byte hash")
+    cipher.update(_associated_data(ENVELOPE_VERSION, group, sender_key.owner, sender_key.key_id, message_id))
     ciphertext, tag = cipher.encrypt_and_digest(plaintext)
-    body = bytes((ENVELOPE_VERSION,)) + struct.pack(">Q", sender_key.key_id) + nonce + ciphertext + tag
-    signature = sender_identity.sign(_signed_transcript(group, sender_key.owner, sender_key.key_id, message_id, body))
+    header = bytes((ENVELOPE_VERSION,)) + struct.pack(">QQ", sender_key.key_id, view.version) + view.digest
+    body = header + nonce + ciphertext + tag
+    signature = sender_identity.sign(
+        _signed_transcript(ENVELOPE_VERSION, group, sender_key.owner, sender_key.key_id, message_id, body)
+    )
     return body + signature
+
+
+def _header_bytes(envelope: bytes) -> int:
+    header = HEADER_BYTES.get(envelope[0]) if envelope else None
+    if header is None or len(envelope) < header + TAG_BYTES + SIGNATURE_BYTES:
+        raise DecryptError("group message is truncated or has an unknown version")
+    return header
 
 
 def envelope_key_id(envelope: bytes) -> int:
     """The sender key id a group envelope was encrypted with (to pick the key from a ring)."""
-    if len(envelope) < MIN_ENVELOPE or envelope[0] != ENVELOPE_VERSION:
-        raise DecryptError("group message is truncated or has an unknown version")
+    _header_bytes(envelope)
     return int.from_bytes(envelope[1:9], "big")
+
+
+def envelope_view(envelope: bytes) -> MembershipView | None:
+    """The sender's membership view (None in a legacy envelope); trust it only after `decrypt_group`."""
+    _header_bytes(envelope)
+    if envelope[0] == LEGACY_ENVELOPE_VERSION:
+        return None
+    return MembershipView(int.from_bytes(envelope[9:17], "big"), bytes(envelope[17:49]))
 
 
 def decrypt_group(
@@ -144,18 +186,19 @@ def decrypt_group(
 ) -> bytes:
     """Verify the sender's signature, then decrypt; `DecryptError` on any failure."""
     key_id = envelope_key_id(envelope)
+    version, header = envelope[0], _header_bytes(envelope)
     sender = sender_key.owner
     body, signature = envelope[:-SIGNATURE_BYTES], envelope[-SIGNATURE_BYTES:]
     if not verify_signature(
-        sender_identity_key, _signed_transcript(group, sender, key_id, message_id, body), signature
+        sender_identity_key, _signed_transcript(version, group, sender, key_id, message_id, body), signature
     ):
         raise DecryptError(f"group message {message_id} does not carry a valid signature of {sender}")
     if sender_key.group != group or key_id != sender_key.key_id:
         raise DecryptError(f"group message {message_id} from {sender} uses a sender key this device does not have")
-    nonce = body[9:HEADER_BYTES]
-    ciphertext, tag = body[HEADER_BYTES:-TAG_BYTES], body[-TAG_BYTES:]
+    nonce = body[header - NONCE_BYTES : header]
+    ciphertext, tag = body[header:-TAG_BYTES], body[-TAG_BYTES:]
     cipher = AES.new(sender_key.secret, AES.MODE_GCM, nonce=nonce, mac_len=TAG_BYTES)
-    cipher.update(_associated_data(group, sender, key_id, message_id))
+    cipher.update(_associated_data(version, group, sender, key_id, message_id))
     try:
         return cipher.decrypt_and_verify(ciphertext, tag)
     except ValueError:

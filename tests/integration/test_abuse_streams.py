@@ -23,6 +23,7 @@ import uuid
 import grpc
 import pytest
 
+from spartan.crypto.membership import ADD, CREATE
 from spartan.v1 import pb
 from tests.support.stack import ROOT, rates
 
@@ -74,7 +75,7 @@ async def test_a_sender_key_flood_is_bounded_and_does_not_block_the_gateway(stac
     readers = [asyncio.create_task(drain(call)) for call in extra]
 
     others = ["alice", "bob", "charlie", "foo", "bar", "baz", "qux"]
-    await eve.call("CreateGroup", pb.GroupRequest(group="trap", members=others))
+    await eve.groups.change(CREATE, "trap", members=others)
     baseline = [await timed(bob.call("ListUsers", pb.ListUsersRequest())) for _ in range(30)]
 
     # One batch of ~1,100 keys for the victim, and a recipient named twice: refused before any work.
@@ -210,12 +211,11 @@ async def test_group_size_bounds_a_sender_key_batch(stack_factory, client_factor
     # A limit of 4 members instead of 256 (the shipped groups have 4): 8 users cannot reach the default.
     stack = stack_factory(gateways=1, settings={"SPARTAN_PRESENCE__MAX_GROUP_MEMBERS": "4"})
     eve = await client_factory("eve", [stack.address(1)], encrypt=False)
-    big = await rpc_error(eve.call("CreateGroup", pb.GroupRequest(group="big", members=["alice", "bob", "charlie",
-                                                                                         "foo"])))
+    big = await rpc_error(eve.groups.change(CREATE, "big", members=["alice", "bob", "charlie", "foo"]))
     assert big.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert big.details() == "a group has at most 4 members, you included"
-    await eve.call("CreateGroup", pb.GroupRequest(group="small", members=["alice", "bob", "charlie"]))
-    full = await rpc_error(eve.call("AddMember", pb.GroupRequest(group="small", user="foo")))
+    await eve.groups.change(CREATE, "small", members=["alice", "bob", "charlie"])
+    full = await rpc_error(eve.groups.change(ADD, "small", "foo"))
     assert full.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert full.details() == "small already has the most members a group may have; remove one first"
     batch = await rpc_error(eve.call("SendSenderKeys", pb.SenderKeyBatch(

@@ -36,21 +36,21 @@ def test_prompts_follow_create_switch_and_group_and_remove_acts_on_the_shown_gro
         alice.type("/group group1")
         wait_until(lambda: last_line(alice) == "[group1] alice >")
         alice.type("/remove eve")  # the prompt shows group1: eve leaves group1, not team
-        wait_until(lambda: alice.shows("[group1] alice removed eve"))
+        wait_until(lambda: alice.shows("[Spartan] alice removed eve from group1."))
         alice.type("/members")
         wait_until(lambda: alice.shows("Members of group1: alice, bob, charlie"))
         alice.type("/members team")
         wait_until(lambda: alice.shows("Members of team: alice, charlie, eve"))
 
         alice.type("/add bob team")  # named explicitly: acts on team while the prompt shows group1
-        wait_until(lambda: alice.shows("[team] alice added bob"))
+        wait_until(lambda: alice.shows("[Spartan] alice added bob to team."))
         # That was the third group change in 30 s: the fourth is over the limit, said exactly, kept for /retry.
         alice.type("/leave team")
         wait_until(lambda: alice.shows("Not done: /leave team (rate limit: the server allows it again in"))
         assert alice.shows("Type /retry then.")
         time.sleep(11)  # one group change per 10 s comes back under the shipped limit
         alice.type("/retry")
-        wait_until(lambda: alice.shows("[team] alice left"))
+        wait_until(lambda: alice.shows("[Spartan] alice left team."))
         alice.type("/groups")
         wait_until(lambda: alice.shows("Your groups: group1"))
         assert not any("Traceback" in line for line in alice.lines())

@@ -18,6 +18,7 @@ from services.gateway.groups import CACHE_TTL_SECONDS
 from spartan import naming
 from spartan.client.headless import HeadlessClient
 from spartan.client.groups import FORGED, NO_KEY
+from spartan.crypto.membership import ADD, CREATE, LEAVE, NO_PREVIOUS, REMOVE
 from spartan.crypto import DecryptError
 from spartan.crypto.sender_keys import decrypt_group, envelope_key_id
 from spartan.v1 import pb
@@ -107,7 +108,7 @@ async def test_removed_member_cannot_read_later_messages_and_new_member_cannot_r
     eves_old_key = eve.groups.ring.latest("group1", "alice")
     assert eves_old_key is not None
 
-    removed = await alice.call("RemoveMember", pb.GroupRequest(group="group1", user="eve"))
+    removed = await alice.groups.change(REMOVE, "group1", "eve")
     assert "eve" not in removed.members and removed.version == 2
     await alice.wait_until(membership_seen(alice, 2))  # alice rotated and redistributed her key
     await eve.wait_until(membership_seen(eve, 2))
@@ -127,7 +128,7 @@ async def test_removed_member_cannot_read_later_messages_and_new_member_cannot_r
     assert (await rpc_error(eve.send_group("group1", "still here?"))).code() == grpc.StatusCode.PERMISSION_DENIED
 
     foo = await client_factory("foo", [stack.address(2)])
-    await alice.call("AddMember", pb.GroupRequest(group="group1", user="foo"))
+    await alice.groups.change(ADD, "group1", "foo")
     for member in (foo, alice, bob):  # a sender who has not seen the change yet would still use its old key
         await member.wait_until(membership_seen(member, 3))
     history = await foo.call("GetHistory", pb.HistoryRequest(group="group1"))
@@ -147,7 +148,7 @@ async def test_group_created_at_run_time_reaches_a_member_who_was_offline(stack_
     charlie = await client_factory("charlie", [stack.address(3)])  # registers keys, then goes offline
     await charlie.close()
 
-    info = await alice.call("CreateGroup", pb.GroupRequest(group="team", members=["bob", "charlie"]))
+    info = await alice.groups.change(CREATE, "team", members=["bob", "charlie"])
     assert list(info.members) == ["alice", "bob", "charlie"] and info.version == 1
     await bob.wait_until(membership_seen(bob, 1))
     for i in range(3):
@@ -208,7 +209,7 @@ async def test_group_membership_cache_is_dropped_after_a_pubsub_gap(stack_factor
         stack.signal("gateway-2", signal.SIGSTOP)
         try:
             assert await redis.client_kill_filter(_type="pubsub") >= 2  # both gateways' connections
-            await alice.call("RemoveMember", pb.GroupRequest(group="group1", user="bob"))
+            await alice.groups.change(REMOVE, "group1", "bob")
         finally:
             stack.signal("gateway-2", signal.SIGCONT)
     finally:
@@ -234,7 +235,7 @@ async def test_member_removed_while_away_reconnects_with_a_stale_group_cursor(st
     await bob.wait_for(1)
     cursors = dict(bob.positions)
     await bob.close()
-    await alice.call("RemoveMember", pb.GroupRequest(group="group1", user="bob"))
+    await alice.groups.change(REMOVE, "group1", "bob")
     await alice.send("bob", "you were removed")
 
     again = HeadlessClient("bob", [stack.address(2)], str(tmp_path / "keys"))
@@ -256,17 +257,33 @@ async def test_bad_group_input_is_refused_precisely(stack_factory, client_factor
     def chat(group: str) -> pb.Message:
         return pb.Message(id=uuid.uuid4().hex, kind=pb.CHAT, group=group, body=b"\x01ciphertext")
 
+    def change(group: str, actor: str, action: str, member: str = "", members: tuple[str, ...] = ()
+               ) -> pb.MembershipRecord:
+        """A record naming the change (unsigned: presence checks what it names, members check signatures)."""
+        return pb.MembershipRecord(group=group, version=2 if action != CREATE else 1, previous=NO_PREVIOUS,
+                                   actor=actor, action=action, member=member, members=sorted(members))
+
+    def add(group: str, actor: str, user: str) -> pb.GroupRequest:
+        return pb.GroupRequest(group=group, user=user, change=change(group, actor, ADD, user))
+
+    def create(group: str, members: list[str]) -> pb.GroupRequest:
+        return pb.GroupRequest(group=group, members=members,
+                               change=change(group, "alice", CREATE, members=("alice", *members)))
+
     codes = {
         "not a member sends": foo.call("SendMsg", chat("group1")),
         "not a member reads members": foo.call("GetGroup", pb.GroupRequest(group="group1")),
-        "not a member invites": foo.call("AddMember", pb.GroupRequest(group="group1", user="foo")),
+        "not a member invites": foo.call("AddMember", add("group1", "foo", "foo")),
         "unknown group send": alice.call("SendMsg", chat("nosuch")),
         "unknown group get": alice.call("GetGroup", pb.GroupRequest(group="nosuch")),
-        "invite unknown user": alice.call("AddMember", pb.GroupRequest(group="group1", user="mallory")),
-        "invite a member": alice.call("AddMember", pb.GroupRequest(group="group1", user="bob")),
-        "create existing": alice.call("CreateGroup", pb.GroupRequest(group="group1", members=["bob"])),
-        "create named like a user": alice.call("CreateGroup", pb.GroupRequest(group="bob", members=["eve"])),
-        "create with unknown user": alice.call("CreateGroup", pb.GroupRequest(group="g9", members=["mallory"])),
+        "invite unknown user": alice.call("AddMember", add("group1", "alice", "mallory")),
+        "invite a member": alice.call("AddMember", add("group1", "alice", "bob")),
+        "invite without a signed record": alice.call("AddMember", pb.GroupRequest(group="group1", user="foo")),
+        "invite with another change's record": alice.call("AddMember", pb.GroupRequest(
+            group="group1", user="foo", change=change("group1", "alice", ADD, "qux"))),
+        "create existing": alice.call("CreateGroup", create("group1", ["bob"])),
+        "create named like a user": alice.call("CreateGroup", create("bob", ["eve"])),
+        "create with unknown user": alice.call("CreateGroup", create("g9", ["mallory"])),
         "bad group name": alice.call("GetGroup", pb.GroupRequest(group="Bad Name!")),
         "key to a non-member": alice.call("SendSenderKeys", pb.SenderKeyBatch(
             group="group1", keys=[pb.Message(id="k1", recipient="foo", body=b"sealed")])),
@@ -283,6 +300,8 @@ async def test_bad_group_input_is_refused_precisely(stack_factory, client_factor
         "unknown group get": grpc.StatusCode.NOT_FOUND,
         "invite unknown user": grpc.StatusCode.NOT_FOUND,
         "invite a member": grpc.StatusCode.ALREADY_EXISTS,
+        "invite without a signed record": grpc.StatusCode.INVALID_ARGUMENT,
+        "invite with another change's record": grpc.StatusCode.INVALID_ARGUMENT,
         "create existing": grpc.StatusCode.ALREADY_EXISTS,
         "create named like a user": grpc.StatusCode.INVALID_ARGUMENT,
         "create with unknown user": grpc.StatusCode.NOT_FOUND,
@@ -294,9 +313,11 @@ async def test_bad_group_input_is_refused_precisely(stack_factory, client_factor
     got = {name: (await rpc_error(call)).code() for name, call in codes.items()}
     assert got == expected
 
-    solo = await alice.call("CreateGroup", pb.GroupRequest(group="solo"))
+    unsigned = await rpc_error(alice.call("AddMember", pb.GroupRequest(group="group1", user="foo")))
+    assert unsigned.details() == "a change of group1 must carry its record signed by you; update your client"
+    solo = await alice.groups.change(CREATE, "solo")
     assert list(solo.members) == ["alice"]
-    last = await rpc_error(alice.call("RemoveMember", pb.GroupRequest(group="solo")))
+    last = await rpc_error(alice.groups.change(LEAVE, "solo"))
     assert last.code() == grpc.StatusCode.FAILED_PRECONDITION and "last member" in (last.details() or "")
     # the servers are fine after all that
     await alice.send_group("group1", "still working")
@@ -340,6 +361,7 @@ def test_cli_picks_a_group_at_the_prompt_and_shows_group_lines(stack_factory, tm
     lines: dict[str, list[str]] = {"alice": [], "bob": []}
     read_until(bob, lines["bob"], "User list")
     write(bob, "group1")
+    read_until(bob, lines["bob"], "[Spartan] group1 was set up by the operator with alice, bob, charlie, eve.")
     read_until(bob, lines["bob"], "You are now in group group1")
     alice = client("alice")
     read_until(alice, lines["alice"], "User list")
@@ -357,11 +379,12 @@ def test_cli_picks_a_group_at_the_prompt_and_shows_group_lines(stack_factory, tm
     write(alice, "/invite mallory")
     read_until(alice, lines["alice"], "unknown user 'mallory'")
     write(alice, "/remove eve")
-    read_until(alice, lines["alice"], "[group1] alice removed eve")
-    read_until(bob, lines["bob"], "[group1] alice removed eve")
+    read_until(alice, lines["alice"], "[Spartan] alice removed eve from group1.")
+    read_until(bob, lines["bob"], "[Spartan] alice removed eve from group1.")
     write(bob, "/leave")
+    read_until(bob, lines["bob"], "[Spartan] bob left group1.")
     read_until(bob, lines["bob"], "You are no longer a member of group1")
-    read_until(alice, lines["alice"], "[group1] bob left")
+    read_until(alice, lines["alice"], "[Spartan] bob left group1.")
     for process in (alice, bob):
         assert process.stdin is not None
         process.stdin.close()

@@ -7,9 +7,12 @@ error and one sentence; adding and removing bump the version by one, update both
 and are announced to the members and to the user concerned (and to the gateways' caches);
 a non-member cannot change a group, a member cannot be added twice, a full group refuses
 one more, and the last member cannot leave; a member who joins starts after the group's
-newest message; config groups are seeded once, and a restart does not re-add a member
-removed at run time; concurrent changes each get their own version, and what is announced
-for a change is the group as that change left it.
+newest message; config groups are seeded once, with the operator's genesis record, and a
+restart does not re-add a member removed at run time; concurrent changes each get their own
+version, and what is announced for a change is the group as that change left it. Signed
+change records form the group's chain and travel with each announcement; a record that
+does not describe the change made (another member, an old version, another member list)
+is refused and changes nothing.
 """
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ import pytest
 from redis.asyncio import Redis
 
 from services.presence.groups import GroupStore
+from services.presence.store import PresenceStore
 from spartan import naming
 from spartan.config import DeliveryConfig
 from spartan.delivery_log import DeliveryLog
@@ -29,13 +33,32 @@ from spartan.errors import (
     NotFound,
     PermissionDenied,
 )
+from spartan.crypto import Identity
+from spartan.crypto.membership import (
+    ADD,
+    CREATE,
+    GENESIS,
+    LEAVE,
+    NO_PREVIOUS,
+    REMOVE,
+    Head,
+    extend,
+    sign_change,
+    start,
+)
 from spartan.v1 import pb
 
+ALICE, BOB, EVE = Identity.generate("alice"), Identity.generate("bob"), Identity.generate("eve")
 USERS = ["alice", "bob", "charlie", "eve", "foo", "bar", "baz", "qux"]
 
 
 def make(redis: Redis, max_members: int = 256) -> GroupStore:
-    return GroupStore(redis, USERS, DeliveryLog(redis, DeliveryConfig()), max_members)
+    return GroupStore(redis, USERS, DeliveryLog(redis, DeliveryConfig()), PresenceStore(redis), max_members)
+
+
+async def register(redis: Redis, *identities: Identity) -> None:
+    for identity in identities:
+        await PresenceStore(redis).put_keys(identity.public_keys())
 
 
 async def inbox(store: GroupStore, user: str) -> list[pb.Message]:
@@ -181,16 +204,87 @@ async def test_a_member_who_joins_starts_after_the_newest_message(redis: Redis) 
 
 
 async def test_config_groups_are_seeded_once_and_keep_run_time_removals(redis: Redis) -> None:
+    await register(redis, ALICE, BOB)
     store = make(redis)
     config_groups = {"team": ["alice", "bob", "charlie"], "ops": ["eve"]}
     await store.seed(config_groups)
-    assert await store.get("team") == pb.GroupInfo(group="team", members=["alice", "bob", "charlie"], version=1)
+    genesis = pb.MembershipRecord(group="team", version=1, previous=NO_PREVIOUS, action=GENESIS,
+                                  members=["alice", "bob", "charlie"])
+    assert await store.get("team") == pb.GroupInfo(group="team", members=["alice", "bob", "charlie"], version=1,
+                                                   chain=[genesis])
     assert await store.groups_of("eve") == ["ops"]
-    await store.remove("team", actor="alice", user="bob")
+    head = start(genesis, None)
+    leave = sign_change(BOB, head, LEAVE, "bob", group="team")
+    await store.remove("team", actor="bob", user="bob", change=leave)
 
     await make(redis).seed(config_groups)  # a restart of presence
-    assert await store.get("team") == pb.GroupInfo(group="team", members=["alice", "charlie"], version=2)
+    assert await store.get("team") == pb.GroupInfo(group="team", members=["alice", "charlie"], version=2,
+                                                   chain=[genesis, leave])
     assert await store.groups_of("bob") == []
+
+
+async def test_a_group_from_before_signed_changes_gets_a_genesis_of_its_state_once(redis: Redis) -> None:
+    await register(redis, ALICE, BOB)
+    store = make(redis)
+    await store.create("old", "alice", ["bob", "charlie"])  # as before: no record, no chain
+    await store.remove("old", actor="alice", user="charlie")
+    assert list((await store.get("old")).chain) == []
+    await store.seed({})  # presence starts
+    await make(redis).seed({})  # and another replica (or a restart)
+    genesis = pb.MembershipRecord(group="old", version=2, previous=NO_PREVIOUS, action=GENESIS,
+                                  members=["alice", "bob"])
+    assert list((await store.get("old")).chain) == [genesis]
+    head = start(genesis, None)
+    added = sign_change(BOB, head, ADD, "eve", group="old")
+    await store.add("old", actor="bob", user="eve", change=added)
+    assert extend(head, added, BOB.identity_key).members == {"alice", "bob", "eve"}
+
+
+async def test_signed_changes_form_the_chain_and_each_announcement_carries_its_record(redis: Redis) -> None:
+    await register(redis, ALICE, BOB)
+    store = make(redis)
+    created = sign_change(ALICE, None, CREATE, "", group="team", members=["bob"])
+    await store.create("team", "alice", ["bob"], created)
+    head = start(created, ALICE.identity_key)
+    added = sign_change(BOB, head, ADD, "charlie", group="team")
+    await store.add("team", actor="bob", user="charlie", change=added)
+    head = extend(head, added, BOB.identity_key)
+    removed = sign_change(ALICE, head, REMOVE, "bob", group="team")
+    info = await store.remove("team", actor="alice", user="bob", change=removed)
+    assert (info.version, list(info.members)) == (3, ["alice", "charlie"])
+    assert list((await store.get("team")).chain) == [created, added, removed]
+    announced = {m.version: m.change for m in await inbox(store, "bob")}
+    assert announced == {1: created, 2: added, 3: removed}  # bob hears of his own removal, with its record
+
+
+@pytest.mark.parametrize(("change", "error", "sentence"), [
+    (lambda head: sign_change(ALICE, head, ADD, "eve", group="team"), InvalidArgument,
+     "the change record is for add eve by alice in team, not for this add charlie by alice in team"),
+    (lambda head: sign_change(ALICE, Head("team", 5, head.digest, head.members), ADD, "charlie", group="team"),
+     FailedPrecondition, "team changed meanwhile; fetch its members and sign the change again"),
+    (lambda head: sign_change(ALICE, Head("team", 1, head.digest, frozenset({"alice"})), ADD, "charlie",
+                              group="team"),
+     InvalidArgument, "the change record's member list does not match team after this change"),
+    (lambda head: sign_change(ALICE, head, REMOVE, "charlie", group="team"), InvalidArgument,
+     "the change record is for remove charlie by alice in team, not for this add charlie by alice in team"),
+    (lambda head: pb.MembershipRecord(group="team", version=2, actor="alice", action=ADD, member="charlie",
+                                      members=[f"m{i}" for i in range(300)]),
+     InvalidArgument, "the change record lists 300 members; a group has at most 256"),
+    (lambda head: sign_change(BOB.__class__("alice", *BOB.private_seeds()), head, ADD, "charlie", group="team"),
+     InvalidArgument, "the change record of team is not signed by your registered key"),
+    (lambda head: sign_change(ALICE, Head("team", 1, bytes(32), head.members), ADD, "charlie", group="team"),
+     FailedPrecondition, "team changed meanwhile; fetch its members and sign the change again"),
+])
+async def test_a_record_that_is_not_this_change_is_refused_and_nothing_changes(redis: Redis, change, error,  # type: ignore[no-untyped-def]
+                                                                              sentence: str) -> None:
+    await register(redis, ALICE, BOB)
+    store = make(redis)
+    created = sign_change(ALICE, None, CREATE, "", group="team", members=["bob"])
+    await store.create("team", "alice", ["bob"], created)
+    record = change(start(created, ALICE.identity_key))
+    with pytest.raises(error, match="^" + sentence + "$"):
+        await store.add("team", actor="alice", user="charlie", change=record)
+    assert await store.get("team") == pb.GroupInfo(group="team", members=["alice", "bob"], version=1, chain=[created])
 
 
 async def test_concurrent_changes_each_get_their_own_version(redis: Redis) -> None:
@@ -208,3 +302,29 @@ async def test_concurrent_changes_each_get_their_own_version(redis: Redis) -> No
     announced = [m for m in await inbox(store, "alice") if m.text.startswith("alice added")]
     assert len({m.version for m in announced}) == len(newcomers), (
         "two changes were announced under one version: a client shows only one of them")
+
+
+async def test_an_outsiders_change_is_refused_as_such_whatever_its_record(redis: Redis) -> None:
+    """The script's own checks come first: a forged record from a non-member is "not a member"."""
+    await register(redis, ALICE, BOB, EVE)
+    store = make(redis)
+    created = sign_change(ALICE, None, CREATE, "", group="team", members=["bob"])
+    await store.create("team", "alice", ["bob"], created)
+    forged = sign_change(ALICE, start(created, ALICE.identity_key), ADD, "eve", group="team")
+    forged.actor = "eve"  # eve sends alice's signature as hers
+    with pytest.raises(PermissionDenied, match="^you are not a member of team$"):
+        await store.add("team", actor="eve", user="eve", change=forged)
+    unsigned = sign_change(EVE, None, CREATE, "", group="team", members=["bob"])
+    unsigned.signature = bytes(64)
+    with pytest.raises(AlreadyExists, match="^group 'team' already exists$"):
+        await store.create("team", "eve", ["bob"], unsigned)
+    with pytest.raises(InvalidArgument, match="^the change record of other is not signed by your registered key$"):
+        await store.create("other", "eve", ["bob"], _renamed(unsigned, "other"))
+    assert list((await store.get("team")).chain) == [created]
+
+
+def _renamed(record: pb.MembershipRecord, group: str) -> pb.MembershipRecord:
+    copy = pb.MembershipRecord()
+    copy.CopyFrom(record)
+    copy.group = group
+    return copy
