@@ -50,6 +50,7 @@ OPENING_IN_FLIGHT = 32  # initial opens awaiting their headers at once (the stor
 LIVE_PAIRS = 4
 STORM_SENDS_IN_FLIGHT = 64
 CAUGHT_UP_TIMEOUT_SECONDS = 300.0
+STALLED_SECONDS = 10.0
 STORM_BODY = b"storm"
 
 
@@ -150,7 +151,15 @@ async def _storm(addresses: list[str], tokens: dict[str, str], pipe: Pipe) -> No
     for client in clients:
         client.after_kill_ns = kill_ns
     deadline = time.monotonic() + CAUGHT_UP_TIMEOUT_SECONDS
-    while not all(client.caught_up() for client in clients) and time.monotonic() < deadline:
+    progress, last_progress = -1, time.monotonic()
+    while time.monotonic() < deadline:
+        done = sum(client.caught_up() for client in clients)
+        if done == len(clients):
+            break
+        if done != progress:
+            progress, last_progress = done, time.monotonic()
+        elif all(client.reopened_ns for client in clients) and time.monotonic() - last_progress > STALLED_SECONDS:
+            break  # everyone is back; the rest wait for a message whose send failed (reported)
         await asyncio.sleep(0.05)
     refused: dict[str, int] = {}
     for client in clients:
@@ -281,14 +290,16 @@ async def run(streams: int, rate: float, baseline: float, opens: int | None = No
         failed_sends = await send_storm_messages(stack.address(2), tokens[sender], storm_users)
         outcome = await asyncio.get_running_loop().run_in_executor(None, storm_pipe.recv)
         meter.stop()
-        storm_seconds = (time.monotonic_ns() - kill_ns) / 1e9
+        measured_ns = time.monotonic_ns()
         live_pipe.send("stop")
         live_result = await asyncio.get_running_loop().run_in_executor(None, live_pipe.recv)
         storm.join(timeout=30)
         live.join(timeout=30)
     reopened = [ns for ns in outcome["reopened_ns"] if ns]
     caught_up = [ns for ns in outcome["caught_up_ns"] if ns]
-    storm_end_ns = max(caught_up) if len(caught_up) == streams else kill_ns + int(60e9)
+    # The storm ends when the last user caught up; with some never caught up (their message failed to
+    # send), when the last of the others did: the window the live latency and CPU are read over.
+    storm_end_ns = max(caught_up) if caught_up else measured_ns
     before = [lat for stamp, lat in live_result["samples"] if stamp < kill_ns]
     during = [lat for stamp, lat in live_result["samples"] if kill_ns <= stamp < storm_end_ns]
     return {
@@ -308,7 +319,8 @@ async def run(streams: int, rate: float, baseline: float, opens: int | None = No
                            "n": len(during)},
         "live_errors": live_result["errors"],
         # Which tier the storm loads: each survivor's CPU from the kill until everyone caught up, in cores.
-        "cpu_cores_during_storm": {name: round(used / storm_seconds, 2) for name, used in meter.used.items()},
+        "cpu_cores_during_storm": {name: round(used / max((measured_ns - kill_ns) / 1e9, 1e-3), 2)
+                                   for name, used in meter.used.items()},
     }
 
 

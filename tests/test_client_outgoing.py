@@ -172,7 +172,8 @@ async def test_unsent_lines_survive_a_restart_in_order(tmp_path: Path) -> None:
     assert ClientState(path).outbox == {}
 
 
-@pytest.mark.parametrize("code", [grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED])
+@pytest.mark.parametrize("code", [grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
+                                  grpc.StatusCode.CANCELLED])
 async def test_an_outage_holds_the_queue_quietly(code: grpc.StatusCode) -> None:
     server, notices, statuses = Server(burst=100), [], []
     server.refuse["one"] = refusal(code, "connection refused")

@@ -12,7 +12,9 @@ import grpc
 
 from spartan.errors import retry_delay
 
-OUTAGE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+# CANCELLED as an answer (not our own cancel, which raises asyncio.CancelledError): the server or the
+# transport dropped the call under load; like an outage, the line waits and goes again with the same id.
+OUTAGE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED)
 DEFAULT_RETRY_AFTER_SECONDS = 1.0
 
 
