@@ -68,3 +68,17 @@ def test_component_benchmarks_run_from_the_suite(tmp_path: Path) -> None:
     results = json.loads((out / "results.json").read_text())
     assert results["components"]["crypto"]["returncode"] == 0
     assert results["components"]["crypto"]["output"].strip()
+
+
+@pytest.mark.timeout(180)
+def test_reconnect_storm_brings_every_stream_back_and_reports_its_window(tmp_path: Path) -> None:
+    # Behaviour, not speed: every client of the killed gateway is back and has its message.
+    out = tmp_path / "storm.json"
+    finished = subprocess.run(
+        [sys.executable, "-m", "bench.reconnect_storm", "--streams", "20", "--baseline", "0.5", "--rate", "20",
+         "--json", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=150)
+    assert finished.returncode == 0, finished.stdout[-3000:] + finished.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["reopened"] == result["caught_up"] == 20, result
+    assert result["failed_storm_sends"] == 0 and result["live_before_ms"]["n"] > 0, result
+    assert set(result["cpu_cores_during_storm"]) == {"presence", "history", "gateway-2", "redis"}
