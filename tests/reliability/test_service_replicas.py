@@ -54,6 +54,24 @@ async def reads_in_a_loop(reader, stop: asyncio.Event) -> int:  # type: ignore[n
     return answered
 
 
+async def kill_while_in_use(stack: Stack, replicas: tuple[str, ...], alice, bob, newcomer_name: str,  # type: ignore[no-untyped-def]
+                            sent: int, client_factory) -> int:
+    """Freeze `replicas` while reads run (so one is in flight on each), SIGKILL them, then do everything
+    users do; returns the messages sent so far."""
+    stop = asyncio.Event()
+    reads = asyncio.create_task(reads_in_a_loop(bob, stop))
+    await asyncio.sleep(0.5)
+    for name in replicas:
+        stack.signal(name, signal.SIGSTOP)
+    await asyncio.sleep(0.5)
+    for name in replicas:
+        stack.kill(name)
+    sent = await everything_users_do(stack, alice, bob, newcomer_name, sent, client_factory)
+    stop.set()
+    print(f"answered while {', '.join(replicas)} died: {await reads} reads")
+    return sent
+
+
 def rpcs_served(stack: Stack, name: str) -> float:
     return scrape(stack.metrics_ports[name]).total("spartan_rpcs_total")
 
@@ -65,17 +83,7 @@ async def test_one_replica_of_each_killed_mid_chat_no_user_sees_an_error(stack_f
     sent = await everything_users_do(stack, alice, bob, "charlie", 0, client_factory)
     assert rpcs_served(stack, "presence") > 0 and rpcs_served(stack, "presence-2") > 0, "calls are balanced"
 
-    stop = asyncio.Event()
-    reads = asyncio.create_task(reads_in_a_loop(bob, stop))
-    await asyncio.sleep(0.5)
-    for name in ("presence", "history"):  # frozen first, so a read is in flight there when it dies
-        stack.signal(name, signal.SIGSTOP)
-    await asyncio.sleep(0.5)
-    stack.kill("presence")
-    stack.kill("history")
-    sent = await everything_users_do(stack, alice, bob, "eve", sent, client_factory)
-    stop.set()
-    print(f"answered while a replica died: {await reads} reads")
+    sent = await kill_while_in_use(stack, ("presence", "history"), alice, bob, "eve", sent, client_factory)
 
     stack.restart("presence")
     stack.restart("history")
@@ -87,15 +95,5 @@ async def test_one_replica_of_each_killed_mid_chat_no_user_sees_an_error(stack_f
         await asyncio.sleep(0.1)
     print(f"rejoined: {time.monotonic() - started:.2f}s after listening")
 
-    stop.clear()
-    reads = asyncio.create_task(reads_in_a_loop(bob, stop))
-    await asyncio.sleep(0.5)
-    for name in ("presence-2", "history-2"):
-        stack.signal(name, signal.SIGSTOP)
-    await asyncio.sleep(0.5)
-    stack.kill("presence-2")
-    stack.kill("history-2")
-    sent = await everything_users_do(stack, alice, bob, "foo", sent, client_factory)
-    stop.set()
-    await reads
+    sent = await kill_while_in_use(stack, ("presence-2", "history-2"), alice, bob, "foo", sent, client_factory)
     assert [r.text for r in bob.received] == [f"message {i}" for i in range(1, sent + 1)]
