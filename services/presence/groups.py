@@ -85,14 +85,24 @@ class GroupStore:
 
         Groups kept from before changes were signed get a genesis of their state now, so their
         members' clients have a chain to start from (the operator vouches for it, as for config).
+
+        Replicas may seed at the same moment. A config group is written genesis first (only if it has
+        no chain), then its members (idempotent), and its version last, so no replica ever sees a
+        version without its members and chain: the group simply does not exist until it is whole.
         """
         for group, members in groups.items():
-            if await self.redis.hsetnx(VERSIONS, group, 1):
-                await self._write_members(group, members, _genesis(group, 1, members))
+            if await self.redis.hexists(VERSIONS, group):
+                continue  # seeded before, or created or changed at run time: keep what is there
+            genesis = _genesis(group, 1, members)
+            await self._start_chain(keys=[chain_key(group)], args=[genesis.SerializeToString()])
+            await self._write_members(group, members, None)
+            await self.redis.hsetnx(VERSIONS, group, 1)
         for raw in await self.redis.hkeys(VERSIONS):
             group = text(raw)
             if not await self.redis.exists(chain_key(group)):
                 info = await self.get(group)
+                if not info.members:
+                    continue  # being created right now (its creator writes the chain), not a group from before
                 genesis = _genesis(group, info.version, info.members)
                 await self._start_chain(keys=[chain_key(group)], args=[genesis.SerializeToString()])
 

@@ -223,6 +223,30 @@ async def test_config_groups_are_seeded_once_and_keep_run_time_removals(redis: R
     assert await store.groups_of("bob") == []
 
 
+async def test_replicas_seeding_at_once_write_one_genesis_and_never_show_a_half_written_group(redis: Redis) -> None:
+    config_groups = {f"g{i}": ["alice", "bob", "charlie"] for i in range(20)}
+    seen: list[pb.GroupInfo] = []
+    reader = make(redis)
+
+    async def watch() -> None:  # what a third replica answers meanwhile
+        for _ in range(200):
+            for group in config_groups:
+                try:
+                    seen.append(await reader.get(group))
+                except NotFound:
+                    pass
+            await asyncio.sleep(0)
+
+    await asyncio.gather(*(make(redis).seed(config_groups) for _ in range(3)), watch())
+    genesis = {group: pb.MembershipRecord(group=group, version=1, previous=NO_PREVIOUS, action=GENESIS,
+                                          members=["alice", "bob", "charlie"]) for group in config_groups}
+    for group in config_groups:
+        assert await reader.get(group) == pb.GroupInfo(group=group, members=["alice", "bob", "charlie"], version=1,
+                                                       chain=[genesis[group]])
+    assert all(list(info.members) == ["alice", "bob", "charlie"] and list(info.chain) == [genesis[info.group]]
+               for info in seen), "a replica answered with a group that was not whole yet"
+
+
 async def test_a_group_from_before_signed_changes_gets_a_genesis_of_its_state_once(redis: Redis) -> None:
     await register(redis, ALICE, BOB)
     store = make(redis)
