@@ -2,14 +2,33 @@
 
 from __future__ import annotations
 
+import collections
+import random
 import socket
 import time
 
+# Below Linux's ephemeral range (32768-60999 by default): a port the kernel hands out for
+# bind(0) is also handed out as the source port of outgoing connections, so a port picked
+# that way could be taken by some client's connection (to Redis, say) before the service that
+# was meant to listen there starts, and clients would then reach the wrong program.
+PORT_RANGE = (20000, 32767)
+_handed_out: collections.deque[int] = collections.deque(maxlen=2000)  # not handed out twice by one process
+
 
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A loopback port that nothing listens on now, outside the ephemeral range."""
+    for _ in range(200):
+        port = random.randint(*PORT_RANGE)
+        if port in _handed_out:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            _handed_out.append(port)
+            return port
+    raise RuntimeError(f"no free port in {PORT_RANGE[0]}-{PORT_RANGE[1]} after 200 tries")
 
 
 def wait_for_port(port: int, timeout: float = 15.0, host: str = "127.0.0.1") -> None:
