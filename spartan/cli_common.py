@@ -83,7 +83,10 @@ async def wait_for_redis(client: Redis, what: str) -> None:
 
     An error reply counts as not ready too: a Redis still loading its data, or one in
     protected mode refusing other hosts (fixable at run time with CONFIG SET), must
-    not end the service with a traceback.
+    not end the service with a traceback. Such a Redis closes the connection after its
+    reply, and redis-py on uvloop may then write to the closed transport (RuntimeError
+    "the handler is closed"): that is one more way of not being ready, and the pool's
+    connections are dropped so the next try opens a fresh one.
     """
     delay = 0.1
     warned = False
@@ -98,7 +101,10 @@ async def wait_for_redis(client: Redis, what: str) -> None:
             redis.exceptions.TimeoutError,
             redis.exceptions.ResponseError,
             OSError,
+            RuntimeError,
         ) as exc:
+            if isinstance(exc, RuntimeError):
+                await client.connection_pool.disconnect()
             if not warned:
                 reason = str(exc).split(". ", 1)[0]  # Redis' DENIED reply is a paragraph
                 log.warning("%s: waiting for Redis (%s)", what, reason)
