@@ -137,20 +137,21 @@ class PubSubHub:
                 await self._run(pubsub)
             except asyncio.CancelledError:
                 raise
-            except _DOWN as exc:
+            except Exception as exc:  # noqa: BLE001 - the hub must outlive anything that breaks its connection
+                # Whatever broke (a dropped connection, or redis-py on uvloop writing to a transport
+                # Redis closed: RuntimeError), this connection's subscriptions are gone: every stream
+                # is told now, and told of the gap once the hub has resubscribed.
                 REDIS_ERRORS.labels("pubsub").inc()
                 if self.connected.is_set():
-                    log.warning("pub/sub connection lost: %s", exc)
+                    if isinstance(exc, _DOWN):
+                        log.warning("pub/sub connection lost: %s", exc)
+                    else:
+                        log.exception("pub/sub owner task failed; reconnecting")
                     self._notify_outage()
                 self.connected.clear()
                 self._subscribed.clear()
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
-            except Exception:  # noqa: BLE001 - the hub must outlive any bad message
-                log.exception("pub/sub owner task failed; restarting it")
-                self.connected.clear()
-                self._subscribed.clear()
-                await asyncio.sleep(delay)
             finally:
                 await _close_quietly(pubsub)
 

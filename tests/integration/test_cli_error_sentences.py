@@ -7,7 +7,6 @@ retries, the typed line waits and goes out when it is back).
 from __future__ import annotations
 
 import os
-import subprocess
 import time
 
 from tests.support.cli import LocalServer, Pane, register, wait_until
@@ -18,8 +17,7 @@ USERS = "alice, bob, charlie, eve, foo, bar, baz, qux"  # config.yaml's users
 
 def screen(pane: Pane) -> list[str]:
     """The pane's lines with lines the terminal wrapped joined again (-J)."""
-    shown = subprocess.run(["tmux", "capture-pane", "-p", "-J", "-t", pane.name], check=True, capture_output=True,
-                           text=True).stdout
+    shown = pane.tmux("capture-pane", "-p", "-J", "-t", pane.name)
     return [line.rstrip() for line in shown.splitlines()]
 
 

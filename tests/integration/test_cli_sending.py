@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
 
 from tests.support.cli import LocalServer, Pane, wait_until
 
@@ -23,12 +22,12 @@ ALL_SENT_SECONDS = 400.0
 def chat_between(server: LocalServer, suffix: str) -> tuple[Pane, Pane]:
     """alice and bob in a 1:1 chat, each in a pane (tall enough to keep every line on screen)."""
     alice = Pane(f"alice{suffix}", server.client("alice"), server.workdir, server.env)
-    subprocess.run(["tmux", "resize-window", "-t", alice.name, "-y", str(ROWS)], check=True)
+    alice.tmux("resize-window", "-t", alice.name, "-y", str(ROWS))
     wait_until(lambda: alice.shows("Enter a user whom you want to chat with:"))
     alice.type("bob")
     wait_until(lambda: alice.shows("You are now ready to chat with bob."))
     bob = Pane(f"bob{suffix}", server.client("bob"), server.workdir, server.env)
-    subprocess.run(["tmux", "resize-window", "-t", bob.name, "-y", str(ROWS)], check=True)
+    bob.tmux("resize-window", "-t", bob.name, "-y", str(ROWS))
     wait_until(lambda: bob.shows("Enter 'yes' to accept"))
     bob.type("yes")
     wait_until(lambda: bob.shows("You are now ready to chat with alice."))
@@ -70,10 +69,10 @@ def test_a_multi_line_paste_is_one_message_per_line_in_order(server: LocalServer
     alice, bob = chat_between(server, f"p{os.getpid()}")
     pasted = ["first pasted line", "second pasted line", "third pasted line"]
     try:
-        subprocess.run(["tmux", "set-buffer", "-b", alice.name, "\n".join(pasted)], check=True)
+        alice.tmux("set-buffer", "-b", alice.name, "\n".join(pasted))
         # -p: bracketed paste, as a terminal pastes when the program asks for it (prompt_toolkit does).
-        subprocess.run(["tmux", "paste-buffer", "-p", "-d", "-b", alice.name, "-t", alice.name], check=True)
-        subprocess.run(["tmux", "send-keys", "-t", alice.name, "Enter"], check=True)
+        alice.tmux("paste-buffer", "-p", "-d", "-b", alice.name, "-t", alice.name)
+        alice.tmux("send-keys", "-t", alice.name, "Enter")
         wait_until(lambda: bob.shows(f"[alice] {pasted[-1]}"))
         assert chat_lines(bob, "alice") == [f"[alice] {text}" for text in pasted]
         screen = alice.lines()
@@ -94,7 +93,7 @@ def test_quitting_with_queued_lines_says_how_many_and_the_next_start_sends_them(
         for text in typed:
             alice.type(text)
         wait_until(lambda: alice.shows("waiting for the rate limit"))
-        subprocess.run(["tmux", "send-keys", "-t", alice.name, "C-d"], check=True)
+        alice.tmux("send-keys", "-t", alice.name, "C-d")
         wait_until(lambda: alice.shows("[exited 0]"))
         unsent = next(line for line in alice.lines() if "not sent yet" in line)
         count = int(unsent.split()[1])

@@ -7,7 +7,6 @@ no escape codes, answers echoed after their prompts).
 from __future__ import annotations
 
 import os
-import subprocess
 
 import pytest
 
@@ -114,7 +113,7 @@ def test_ctrl_c_and_ctrl_d_leave_cleanly(server: LocalServer, keys: str) -> None
         wait_until(lambda: pane.shows("Enter a user whom you want to chat with:"))
         pane.type("bob")
         wait_until(lambda: pane.shows("[charlie] >"))
-        subprocess.run(["tmux", "send-keys", "-t", pane.name, keys], check=True)
+        pane.tmux("send-keys", "-t", pane.name, keys)
         wait_until(lambda: pane.shows("[exited "))
         screen = "\n".join(pane.lines())
         assert "[exited 0]" in screen

@@ -75,22 +75,29 @@ def wait_until(predicate, timeout: float = 20.0) -> None:  # type: ignore[no-unt
 
 
 class Pane:
-    """A tmux session running one client in a real terminal."""
+    """A tmux session running one client in a real terminal, on a tmux server of its own.
+
+    One server per pane: when the last session of a shared server ends, the server exits,
+    and a session created in that moment fails to start ("server exited unexpectedly").
+    """
 
     def __init__(self, name: str, command: list[str], cwd: Path, env: dict[str, str]) -> None:
         self.name = name
         exports = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items() if k.startswith(("SPARTAN_", "PYTHONPATH")))
         shell = f"cd {shlex.quote(str(cwd))} && env {exports} {' '.join(map(shlex.quote, command))}; echo \"[exited $?]\"; sleep 30"
-        subprocess.run(["tmux", "new-session", "-d", "-s", name, "-x", "120", "-y", "30", shell], check=True)
+        self.tmux("new-session", "-d", "-s", name, "-x", "120", "-y", "30", shell)
+
+    def tmux(self, *args: str) -> str:
+        """Run one tmux command against this pane's server; returns what it printed."""
+        return subprocess.run(["tmux", "-L", f"spartan-test-{self.name}", *args], check=True, capture_output=True,
+                              text=True).stdout
 
     def type(self, text: str) -> None:
-        subprocess.run(["tmux", "send-keys", "-t", self.name, "-l", text], check=True)
-        subprocess.run(["tmux", "send-keys", "-t", self.name, "Enter"], check=True)
+        self.tmux("send-keys", "-t", self.name, "-l", text)
+        self.tmux("send-keys", "-t", self.name, "Enter")
 
     def lines(self) -> list[str]:
-        screen = subprocess.run(["tmux", "capture-pane", "-p", "-t", self.name], check=True, capture_output=True,
-                                text=True).stdout
-        lines = [line.rstrip() for line in screen.splitlines()]
+        lines = [line.rstrip() for line in self.tmux("capture-pane", "-p", "-t", self.name).splitlines()]
         while lines and not lines[-1]:
             lines.pop()
         return lines
@@ -99,7 +106,7 @@ class Pane:
         return any(text in line for line in self.lines())
 
     def close(self) -> None:
-        subprocess.run(["tmux", "kill-session", "-t", self.name], capture_output=True)
+        subprocess.run(["tmux", "-L", f"spartan-test-{self.name}", "kill-server"], capture_output=True)
 
 
 def write(process: subprocess.Popen[str], line: str) -> None:

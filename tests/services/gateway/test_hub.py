@@ -8,8 +8,9 @@ order per channel holds through batches larger than the hub's yield interval; an
 undecodable publish is dropped without stopping the next ones; other tasks run between the
 messages of a burst that fans out to many mailboxes; closing the hub releases its subscriptions; while Redis is down a
 subscription times out with a ConnectionError; a Redis outage tells every mailbox once
-that it is lost and once, after the reconnect, that it may have missed messages, and the
-hub resubscribes every channel, including ones asked for during the outage.
+that it is lost and once, after the reconnect, that it may have missed messages (whatever
+exception broke the connection), and the hub resubscribes every channel, including ones
+asked for during the outage.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 import redis.exceptions
 from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
 
 from services.gateway.hub import YIELD_EVERY, PubSubHub
 from spartan import redis_conn
@@ -312,3 +314,27 @@ async def test_a_restart_shorter_than_the_retry_window_still_accounts_for_every_
 
 async def _equals(value: Awaitable[int], expected: int) -> bool:
     return await value == expected
+
+
+async def test_a_failure_that_is_not_a_connection_error_is_still_told_as_an_outage_and_a_gap(
+        hub: PubSubHub, redis: Redis, monkeypatch: pytest.MonkeyPatch) -> None:
+    """redis-py on uvloop raises RuntimeError, not ConnectionError, when it writes to a transport
+    Redis closed. Whatever the exception, the subscriptions on that connection are gone: streams
+    must hear "Reconnecting…" and then replay the gap, never only the second half."""
+    box = RecordingMailbox()
+    await hub.subscribe(box, ["sp:user:{bob}"])
+    read = PubSub.get_message
+    failures = iter([RuntimeError("unable to perform operation on <TCPTransport closed=True>; the handler is closed")])
+
+    async def fails_once(self: PubSub, *args: object, **kwargs: object) -> object:
+        failure = next(failures, None)
+        if failure is not None:
+            raise failure
+        return await read(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(PubSub, "get_message", fails_once)
+    await box.wait_gap()
+    assert (box.outages, box.gaps) == (1, 1)
+    await redis.publish("sp:user:{bob}", chat("after the failure"))
+    await box.wait_for(1)
+    assert box.ids == ["after the failure"]
