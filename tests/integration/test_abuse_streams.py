@@ -35,6 +35,9 @@ KEY_BUDGET = 4 * MAX_GROUP_MEMBERS
 # Another user's median call latency during the flood may grow at most this much (generous: the machine is
 # shared and noisy; the unprotected gateway measured ~700x).
 LATENCY_FACTOR = 25
+# A baseline under this is scheduling noise, not the gateway's speed: the factor applies to at least this much
+# (75 ms, against the 1.4 s another user's call took while an unprotected gateway fanned out one batch).
+BASELINE_FLOOR_SECONDS = 0.003
 
 
 async def rpc_error(call) -> grpc.aio.AioRpcError:  # type: ignore[no-untyped-def]
@@ -117,7 +120,8 @@ async def test_a_sender_key_flood_is_bounded_and_does_not_block_the_gateway(stac
     assert "retry-after" in dict(refusal.trailing_metadata() or ())
     refilled = elapsed * KEY_BUDGET / 60
     assert KEY_BUDGET - len(others) < accepted_keys <= KEY_BUDGET + refilled + len(others)  # keys, not calls
-    assert statistics.median(during) <= LATENCY_FACTOR * statistics.median(baseline), (baseline, during)
+    assert statistics.median(during) <= LATENCY_FACTOR * max(statistics.median(baseline), BASELINE_FLOOR_SECONDS), (
+        baseline, during)
 
     # The victim's client still receives: a message sent now arrives (live, or after a reconnect).
     await bob.send("alice", "still there?")
