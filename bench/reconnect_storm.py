@@ -44,6 +44,7 @@ from bench.stack import (
 from spartan.client.backoff import Backoff
 from spartan.client.explain import retry_after
 from spartan.client.receiver import FIRST_BACKOFF_SECONDS, MAX_BACKOFF_SECONDS
+from spartan.errors import from_rpc_error
 from spartan.v1 import pb
 
 OPENING_IN_FLIGHT = 32  # initial opens awaiting their headers at once (the storm itself is not paced)
@@ -108,7 +109,7 @@ class StormClient:
                 async for message in call:
                     self.record(message)
             except grpc.aio.AioRpcError as exc:
-                floor = retry_after(exc) or 0.0
+                floor = retry_after(from_rpc_error(exc)) or 0.0
                 if self.after_kill_ns and exc.code() != grpc.StatusCode.UNAVAILABLE:
                     name = f"{exc.code().name}: {exc.details()}"  # the first text for each status is reported
                     self.refused[name] = self.refused.get(name, 0) + 1

@@ -12,8 +12,8 @@ details that gRPC clients in any language read (`google.rpc.Status` in the
 `google.rpc.BadRequest` naming it.
 
 The client side maps a received `grpc.aio.AioRpcError` back with `from_rpc_error`
-(the retry delay from RetryInfo first, else from the trailer) so the CLI can print
-one plain line.
+(the retry delay from RetryInfo first, else from the trailer) in one place, its
+connection, so everything above it handles these classes and prints one plain line.
 """
 
 from __future__ import annotations
@@ -195,8 +195,18 @@ def field_violations(error: grpc.aio.AioRpcError) -> list[tuple[str, str]]:
 
 
 def from_rpc_error(error: grpc.aio.AioRpcError) -> SpartanError:
-    """Rebuild the project error a server sent, keeping code, message, retry delay and field."""
+    """Rebuild the project error a server sent, keeping code, message, retry delay and field.
+
+    The one place an `AioRpcError` is read: the client's connection raises what this returns,
+    so nothing above it parses statuses or trailers. A code without a class of its own
+    (DEADLINE_EXCEEDED, CANCELLED, INTERNAL, ...) is kept on a plain `SpartanError`."""
     message = error.details() or error.code().name
+    rebuilt = _rebuild(error, message)
+    rebuilt.code = error.code()
+    return rebuilt
+
+
+def _rebuild(error: grpc.aio.AioRpcError, message: str) -> SpartanError:
     if error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
         delay = retry_delay(error)
         if delay is not None:

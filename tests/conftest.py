@@ -63,3 +63,9 @@ async def client_factory(tmp_path):  # type: ignore[no-untyped-def]
     yield make
     for client in made:
         await client.close()
+
+
+@pytest.fixture
+def keys(tmp_path):  # type: ignore[no-untyped-def]
+    """The folder `client_factory` keeps keys in (for a second device's copy or the CLI)."""
+    return tmp_path / "keys"

@@ -111,7 +111,7 @@ def test_externally_managed_route_sets_up_tests_serves_and_chats(tmp_path: Path)
     env = debian_python_environment(tmp_path / "bin")
 
     # The README's test command, on a fast subset that needs the test tools from .venv/bin.
-    subset = ["tests/test_deploy_files.py", "tests/test_config.py", "tests/test_crypto_identity.py",
+    subset = ["tests/deploy/test_files.py", "tests/spartan/test_config.py", "tests/spartan/crypto/test_identity.py",
               "tests/test_setup_routes.py", "-k", "not externally_managed_route"]
     tested = subprocess.run(["bash", "scripts/test", "-q", *subset], cwd=project, env=env,
                             capture_output=True, text=True, timeout=840)

@@ -21,6 +21,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 
 from spartan.metrics import SLOW_CONSUMERS
+from spartan.read_positions import ReadPositions
 from spartan.v1 import pb
 
 log = logging.getLogger("spartan.gateway")
@@ -34,8 +35,11 @@ STUCK_WRITE_SECONDS = 1.0  # after the status: a handler still parked in a write
 Ender = Callable[[str], Awaitable[None]]  # sends the closing status with this sentence (context.abort)
 
 
-class StreamSession:
+class StreamSession(ReadPositions):
+    """Also where this stream is in each conversation (`ReadPositions`: is_new, mark, cursor)."""
+
     def __init__(self, user: str, session_id: str, queue_size: int) -> None:
+        super().__init__()
         self.user = user
         self.session_id = session_id
         self.queue_size = queue_size
@@ -50,7 +54,6 @@ class StreamSession:
         self.ending: asyncio.Task[None] | None = None  # that status on its way (after an overflow)
         self.status_sent = asyncio.Event()  # the call is marked ended: the handler may return
         self.groups: set[str] = set()  # groups joined while this stream was open
-        self.positions: dict[str, tuple[str, int]] = {}  # conversation -> (epoch, newest offset delivered)
 
     # Mailbox protocol (called by the hub).
     def deliver(self, message: pb.Message, raw: bytes) -> None:
@@ -94,22 +97,6 @@ class StreamSession:
     def close(self, reason: str) -> None:
         self.closing_reason = reason
         self.wakeup.set()
-
-    # Ordering and de-duplication (called by the handler).
-    def is_new(self, message: pb.Message) -> bool:
-        """True unless this stream already delivered `message` (same epoch, offset not newer)."""
-        if not message.conversation or not message.offset:
-            return True
-        seen = self.positions.get(message.conversation)
-        return seen is None or seen[0] != message.epoch or message.offset > seen[1]
-
-    def mark(self, message: pb.Message) -> None:
-        if message.conversation and message.offset:
-            self.positions[message.conversation] = (message.epoch, message.offset)
-
-    def cursor(self, conversation: str) -> pb.Cursor:
-        epoch, offset = self.positions.get(conversation, ("", 0))
-        return pb.Cursor(conversation=conversation, offset=offset, epoch=epoch)
 
 
 def _retrieve(task: asyncio.Future[None]) -> None:

@@ -12,22 +12,20 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
 
-import grpc
-
+from spartan.errors import SpartanError
 from spartan.v1 import pb
 
 log = logging.getLogger("spartan.client")
 
 ACK_INTERVAL_SECONDS = 0.5
 
-Call = Callable[[str, Any], Awaitable[Any]]
+SendAck = Callable[[pb.AckRequest], Awaitable[pb.AckResponse]]  # GatewayApi.ack
 
 
 class Acknowledger:
-    def __init__(self, call: Call) -> None:
-        self.call = call
+    def __init__(self, ack: SendAck) -> None:
+        self.ack = ack
         self._due: dict[str, tuple[str, int]] = {}
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -47,9 +45,9 @@ class Acknowledger:
         due, self._due = self._due, {}
         positions = [pb.Cursor(conversation=c, epoch=e, offset=o) for c, (e, o) in due.items()]
         try:
-            await self.call("Ack", pb.AckRequest(positions=positions))
-        except grpc.aio.AioRpcError as exc:
-            log.debug("acknowledgement failed (%s); it goes with the next one", exc.code().name)
+            await self.ack(pb.AckRequest(positions=positions))
+        except SpartanError as exc:
+            log.debug("acknowledgement failed (%s); it goes with the next one", exc.code.name)
             for conversation, position in due.items():
                 self._due.setdefault(conversation, position)
 
@@ -59,7 +57,7 @@ class Acknowledger:
             await asyncio.gather(self._task, return_exceptions=True)
         try:
             await asyncio.wait_for(self.flush(), 3.0)
-        except (TimeoutError, grpc.aio.AioRpcError):
+        except (TimeoutError, SpartanError):
             pass
 
     async def _run(self) -> None:

@@ -24,14 +24,17 @@ import grpc
 
 from spartan import naming
 from spartan.client.acks import Acknowledger
+from spartan.client.api import GatewayApi
 from spartan.client.connection import Connection
 from spartan.client.e2e import FORGED, UNACCEPTED, ClientCrypto, Complaints
 from spartan.client.explain import action_failed, is_retryable, stream_notice
-from spartan.client.groups import GroupChatView
+from spartan.client.group_chat import GroupChatView
+from spartan.client.groups import ClientGroups
 from spartan.client.outgoing import Outgoing
 from spartan.client.state import ClientState
 from spartan.client.terminal import InteractiveTerminal, PipedTerminal
-from spartan.errors import InvalidArgument
+from spartan.errors import InvalidArgument, SpartanError
+from spartan.read_positions import ReadPositions
 from spartan.v1 import pb
 from spartan.validation import check_text
 
@@ -52,6 +55,7 @@ class Chat:
         state: ClientState | None = None,
     ) -> None:
         self.conn = conn
+        self.api = GatewayApi(conn)
         self.terminal = terminal
         self.crypto = crypto
         self.me = conn.user
@@ -64,23 +68,24 @@ class Chat:
         self.state = state or ClientState()  # what was shown or handled, and the outbox; on disk
         self.seen = self.state.seen  # ids shown or sent (bounded, on disk): a replay is dropped
         self.complaints = Complaints()  # dropped 1:1 messages: one line per sender per 10 s
-        self.positions: dict[str, tuple[str, int]] = dict(self.state.positions)  # newest received (resume cursors)
+        self.had = ReadPositions(dict(self.state.positions))  # newest received per conversation (resume cursors)
         self.waiting: dict[str, list[pb.Message]] = defaultdict(list)  # other conversations' messages
         self.announced: set[str] = set()
-        self.acks = Acknowledger(conn.call)
+        self.acks = Acknowledger(self.api.ack)
         self.synced = asyncio.Event()  # the stream replayed what waited for us
         self.started_us = time.time_ns() // 1000
         self.away: Counter[str] = Counter()  # who wrote (user or group) before this client started
         self.retry_line: str | None = None  # the last command the rate limit or an outage stopped, for /retry
-        self.group_view = GroupChatView(self)
+        self.group_keys = ClientGroups(crypto, self.api, self.notice, self.state)
+        self.group_view = GroupChatView(self, self.group_keys, self.api)
         self.outgoing = Outgoing(
             self.state,
             self.seal,
-            conn.call,
+            self.api.send_msg,
             status=terminal.status,
             notice=self.notice,
             countdown=isinstance(terminal, InteractiveTerminal),
-            on_sent=self._remember,
+            on_sent=self.remember,
         )
 
     # ------------------------------------------------------------ display
@@ -103,32 +108,18 @@ class Chat:
         return naming.dm_conversation(self.me, self.peer) if self.peer else ""
 
     def cursors(self) -> list[pb.Cursor]:
-        return [pb.Cursor(conversation=c, epoch=e, offset=o) for c, (e, o) in self.positions.items()]
+        return self.had.cursors()
 
-    def _remember(self, message_id: str) -> bool:
+    def remember(self, message_id: str) -> bool:
         """False if this id was shown already (kept on disk, so also after a restart)."""
         return self.state.remember(message_id)
-
-    def _advance(self, message: pb.Message) -> None:
-        """A message of the delivery log was received: resume after it on a reconnect."""
-        if not message.conversation or not message.offset:
-            return
-        epoch, offset = self.positions.get(message.conversation, ("", 0))
-        if epoch != message.epoch or message.offset > offset:
-            self.positions[message.conversation] = (message.epoch, message.offset)
-
-    def _is_new(self, message: pb.Message) -> bool:
-        if not message.conversation or not message.offset:
-            return True
-        epoch, offset = self.positions.get(message.conversation, ("", 0))
-        return epoch != message.epoch or message.offset > offset
 
     def keep(self, conversation: str) -> None:
         """Record (on disk, then with the server) how far `conversation` is had: up to its first
         message still waiting to be read, else up to the newest received."""
-        if conversation not in self.positions:
+        if conversation not in self.had.positions:
             return
-        epoch, offset = self.positions[conversation]
+        epoch, offset = self.had.positions[conversation]
         waiting = self.waiting.get(conversation)
         if waiting and waiting[0].epoch == epoch:
             offset = min(offset, waiting[0].offset - 1)
@@ -171,8 +162,8 @@ class Chat:
             await self.accept(name)
             return
         try:
-            await self.conn.call("RequestChat", pb.ChatRequest(peer=name))
-        except grpc.aio.AioRpcError as exc:
+            await self.api.request_chat(pb.ChatRequest(peer=name))
+        except SpartanError as exc:
             if is_retryable(exc):
                 self.retry_line = f"/switch {name}"
             self.notice(action_failed(f"asking {name} to chat", exc))
@@ -191,10 +182,10 @@ class Chat:
         if requester in self.pending:
             self.pending.remove(requester)
         try:
-            await self.conn.call("RespondChat", pb.ChatRequest(peer=requester, accept=accept))
-        except grpc.aio.AioRpcError as exc:
-            if exc.code() != grpc.StatusCode.FAILED_PRECONDITION:  # already answered elsewhere: fine
-                self.notice(f"Could not answer {requester}: {exc.details()}")
+            await self.api.respond_chat(pb.ChatRequest(peer=requester, accept=accept))
+        except SpartanError as exc:
+            if exc.code != grpc.StatusCode.FAILED_PRECONDITION:  # already answered elsewhere: fine
+                self.notice(f"Could not answer {requester}: {exc.message}")
 
     async def open_chat(self, peer: str) -> None:
         self.peer, self.group = peer, ""
@@ -202,29 +193,54 @@ class Chat:
         self.notice(f"You are now ready to chat with {peer}.")
         await self.show_waiting(naming.dm_conversation(self.me, peer))
 
+    async def enter_group(self, group: str, others: list[str]) -> None:
+        """Make `group` (with verified members `others`) the open conversation and show what waited in it."""
+        self.peer, self.group = "", group
+        self.terminal.refresh()  # the prompt names the group now
+        self.announced.discard(group)
+        self.notice(f"You are now in group {group}" + (f" with {', '.join(others)}." if others else "."))
+        await self.show_waiting(naming.group_conversation(group))
+
+    def joined(self, group: str) -> None:
+        """A verified change made this user a member of `group`."""
+        if group not in self.groups:
+            self.groups.append(group)
+
+    def left(self, group: str) -> None:
+        """A verified change took this user out of `group`: forget where it was had, leave it if open."""
+        if group not in self.groups:
+            return
+        self.groups.remove(group)
+        self.had.positions.pop(naming.group_conversation(group), None)
+        self.state.forget(naming.group_conversation(group))
+        if self.group == group:
+            self.group = ""
+            self.terminal.refresh()  # the prompt named the group
+            self.notice(f"You are no longer a member of {group}. Pick a chat with /switch USER or /group NAME.")
+
     async def show_waiting(self, conversation: str) -> None:
         """Show, in order, what arrived for `conversation` while another one was open."""
         for message in self.waiting.pop(conversation, []):
             if message.group:
                 await self.group_view.show(message)
-            elif self._remember(message.id):
+            elif self.remember(message.id):
                 await self.display(message)
         self.keep(conversation)
 
     async def show_history(self, peer: str) -> None:
         """`/history`: the recent messages the server's cache holds for this conversation."""
         try:
-            history = await self.conn.call("GetHistory", pb.HistoryRequest(peer=peer))
-        except grpc.aio.AioRpcError as exc:
-            self.notice(f"Could not load history: {exc.details()}")
+            history = await self.api.get_history(pb.HistoryRequest(peer=peer))
+        except SpartanError as exc:
+            self.notice(f"Could not load history: {exc.message}")
             return
         for message in history.messages:
-            self._remember(message.id)
+            self.remember(message.id)
             await self.display(message)
 
     # ------------------------------------------------------------ incoming
     async def handle(self, message: pb.Message) -> None:
-        if not self._is_new(message):
+        if not self.had.is_new(message):
             return  # a copy of something this client already has (a replay overlapping a live copy)
         kind = message.kind
         if kind == pb.CHAT and message.group:
@@ -235,7 +251,7 @@ class Chat:
             if message.sender == self.me or message.id in self.seen:
                 pass
             elif message.conversation == self.conversation:
-                self._remember(message.id)
+                self.remember(message.id)
                 await self.display(message)
             else:
                 self.wait_for_reader(message, message.sender)
@@ -246,7 +262,7 @@ class Chat:
         elif kind == pb.KEY_UPDATE and message.sender != self.me:
             await self.crypto.on_key_update(message.sender)  # re-fetched on the client's schedule
             self.outgoing.unblock(message.sender)
-            await self.group_view.keys.on_peer_keys(message.sender)
+            await self.group_keys.on_peer_keys(message.sender)
         elif kind == pb.NOTICE and message.conversation:
             self.notice(self.describe_loss(message))
         elif kind == pb.NOTICE:
@@ -256,7 +272,7 @@ class Chat:
         elif kind == pb.SYNCED:
             self.synced.set()
         if message.conversation and message.offset:
-            self._advance(message)
+            self.had.advance(message)
             self.keep(message.conversation)
 
     def wait_for_reader(self, message: pb.Message, source: str) -> None:
@@ -337,7 +353,7 @@ class Chat:
             f"{peer} is not verified until you compare numbers again (/verify {peer})."
         )
         self.outgoing.unblock(peer)
-        await self.group_view.keys.on_peer_keys(peer)
+        await self.group_keys.on_peer_keys(peer)
 
     # ------------------------------------------------------------ sending
     def prompt(self) -> str:
@@ -368,7 +384,7 @@ class Chat:
         """Encrypt a queued line for a user or a group (`group:NAME`); raises PeerHasNoKeys or a gRPC error."""
         group = naming.group_name(target)
         if group:
-            body = await self.group_view.keys.seal(group, text, message_id)
+            body = await self.group_keys.seal(group, text, message_id)
             return pb.Message(id=message_id, kind=pb.CHAT, group=group, body=body)
         body = await self.crypto.seal(target, text, message_id)
         return pb.Message(id=message_id, kind=pb.CHAT, recipient=target, body=body)
@@ -378,7 +394,7 @@ class Chat:
         if the rate limit or an outage stops it, say exactly what was not done and keep it for /retry."""
         try:
             return await call
-        except grpc.aio.AioRpcError as exc:
+        except SpartanError as exc:
             if is_retryable(exc):
                 self.retry_line = action
             self.notice(action_failed(action, exc))

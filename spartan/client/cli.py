@@ -16,11 +16,11 @@ import logging
 import os
 import re
 import sys
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import grpc
 
+from spartan.client.api import GatewayApi
 from spartan.client.chat import Chat, say
 from spartan.client.commands import Quit, run_command
 from spartan.client.connection import Connection
@@ -135,24 +135,24 @@ async def run(args: argparse.Namespace) -> int:
     conn = Connection(addresses, identity, tls, args.enrolment_code, server_name=args.server_name)
     try:
         await conn.open()
-    except grpc.aio.AioRpcError as exc:
-        hint = explain_connect_error(exc.details() or "", tls)
-        if exc.code() == grpc.StatusCode.UNAVAILABLE and refused_connection(exc.details() or "") and not hint:
+    except SpartanError as exc:
+        hint = explain_connect_error(exc.message, tls)
+        if exc.code == grpc.StatusCode.UNAVAILABLE and refused_connection(exc.message) and not hint:
             print(say(not_running(addresses)), file=sys.stderr)
-        elif exc.code() == grpc.StatusCode.NOT_FOUND:
+        elif exc.code == grpc.StatusCode.NOT_FOUND:
             forget_new_key(args.user, args.key_dir, created)
             print(say(unknown_user(args.user, config.users if config else [])), file=sys.stderr)
             return 1
-        elif exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-            print(
-                say(f"Could not connect to Spartan Server at {', '.join(addresses)}: {exc.details()}"), file=sys.stderr
-            )
+        elif exc.code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+            print(say(f"Could not connect to Spartan Server at {', '.join(addresses)}: {exc.message}"), file=sys.stderr)
         else:  # the server answered: the login itself was refused
-            print(say(f"Could not log in as {args.user}: {exc.details()}"), file=sys.stderr)
+            print(say(f"Could not log in as {args.user}: {exc.message}"), file=sys.stderr)
         if hint:
             print(say(f"Hint: {hint}."), file=sys.stderr)
         return 1
-    crypto = ClientCrypto(identity, PinStore(args.user, args.key_dir), _key_fetcher(conn), lambda t: chat.notice(t))
+    crypto = ClientCrypto(
+        identity, PinStore(args.user, args.key_dir), GatewayApi(conn).keys_of, lambda t: chat.notice(t)
+    )
     state = ClientState.for_user(args.user, args.key_dir)
     chat = Chat(conn, terminal, crypto, config.gateway.max_message_bytes if config else 65536, state)
     receiver = Receiver(conn, chat.handle, chat.cursors, chat.stream_notice)
@@ -162,7 +162,7 @@ async def run(args: argparse.Namespace) -> int:
         try:
             await receiver.wait_connected(CONNECT_TIMEOUT_SECONDS)
             chat.notice(f"Connected to Spartan Server at port {port_of(conn.address)}.")
-            listing = await conn.call("ListUsers", pb.ListUsersRequest())
+            listing = await chat.api.list_users(pb.ListUsersRequest())
             chat.users = [u.name for u in listing.users]
             chat.groups = list(listing.groups)
             chat.notice("User list: " + ",".join(u for u in chat.users if u != chat.me))
@@ -174,14 +174,14 @@ async def run(args: argparse.Namespace) -> int:
         except (TimeoutError, RuntimeError) as exc:
             chat.notice(f"Could not open the message stream: {exc}")
             return 1
-        except grpc.aio.AioRpcError as exc:
-            chat.notice(f"Lost the server: {exc.details()}")
+        except SpartanError as exc:
+            chat.notice(f"Lost the server: {exc.message}")
             return 1
         finally:
             await leave_outbox(chat)
             await receiver.stop()
             await chat.acks.stop()
-            chat.group_view.keys.close()
+            chat.group_keys.close()
             await conn.close()
             state.close()
     return 0
@@ -194,7 +194,7 @@ async def catch_up(chat: Chat) -> None:
         await asyncio.wait_for(chat.synced.wait(), CATCH_UP_TIMEOUT_SECONDS)
     except TimeoutError:
         chat.notice("Still fetching messages that arrived while you were away; they will appear as they come.")
-    pending = await chat.conn.call("PendingRequests", pb.PendingRequestsRequest())
+    pending = await chat.api.pending_requests(pb.PendingRequestsRequest())
     chat.pending.extend(r for r in pending.requesters if r not in chat.pending)
     chat.report_away()
     chat.outgoing.start()  # sends what an earlier run left unsent, then what is typed
@@ -216,13 +216,6 @@ def forget_new_key(user: str, directory: str | None, created: bool) -> None:
     """A key made just now for a name the server does not know is useless: do not leave it behind."""
     if created:
         key_path(user, directory).unlink(missing_ok=True)
-
-
-def _key_fetcher(conn: Connection) -> Callable[[str], Awaitable[pb.PublicKeys]]:
-    async def fetch(user: str) -> pb.PublicKeys:
-        return await conn.call("GetKeys", pb.GetKeysRequest(user=user))
-
-    return fetch
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -8,15 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
-import grpc
-
 from spartan import naming
 from spartan.client.chat import Chat
 from spartan.client.e2e import PeerHasNoKeys
 from spartan.client.explain import OUTAGE, action_failed, is_retryable, users_unreachable
-from spartan.client.groups import GROUP_COMMANDS, GROUP_HELP
+from spartan.client.group_commands import GROUP_COMMANDS, GROUP_HELP, one_other_name
 from spartan.crypto.pins import PinConflict
 from spartan.crypto.safety import format_rows
+from spartan.errors import SpartanError
 from spartan.v1 import pb
 
 HELP = [
@@ -51,7 +50,7 @@ async def run_command(chat: Chat, line: str) -> None:
         return
     try:
         await handler(chat, args)
-    except grpc.aio.AioRpcError as exc:
+    except SpartanError as exc:
         if is_retryable(exc):
             chat.retry_line = line.strip()
         chat.notice(action_failed(line.strip(), exc))
@@ -64,9 +63,9 @@ async def _help(chat: Chat, args: list[str]) -> None:
 
 async def _users(chat: Chat, args: list[str]) -> None:
     try:
-        listing = await chat.conn.call("ListUsers", pb.ListUsersRequest())
-    except grpc.aio.AioRpcError as exc:
-        if exc.code() not in OUTAGE:
+        listing = await chat.api.list_users(pb.ListUsersRequest())
+    except SpartanError as exc:
+        if exc.code not in OUTAGE:
             raise
         chat.notice(users_unreachable())
         return
@@ -75,15 +74,12 @@ async def _users(chat: Chat, args: list[str]) -> None:
 
 
 async def _switch(chat: Chat, args: list[str]) -> None:
-    if len(args) != 1:
-        chat.notice("Usage: /switch USER")
-        return
-    if args[0] == chat.peer:
-        chat.notice(f"You are already chatting with {chat.peer}.")
+    peer = one_other_name(chat, args, "/switch USER", chat.peer, f"You are already chatting with {chat.peer}.")
+    if not peer:
         return
     previous = chat.peer, chat.group
     chat.peer, chat.group = "", ""
-    await chat.start_with(args[0])
+    await chat.start_with(peer)
     if not (chat.peer or chat.group):
         chat.peer, chat.group = previous
 

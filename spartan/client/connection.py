@@ -4,6 +4,9 @@
 uses one at a time; when it becomes unavailable the next call or the stream moves to
 the next address, logs in again if needed, and carries on. Logging in is proving
 possession of the identity key: the gateway's challenge is signed with Ed25519.
+
+Every refusal leaves this module as the project's error (`spartan.errors.from_rpc_error`:
+code, sentence, retry delay), so no caller reads gRPC statuses or trailers.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from spartan.client.backoff import Backoff
 from spartan.config import TlsConfig
 from spartan.crypto.identity import Identity
 from spartan.crypto.tokens import login_transcript
+from spartan.errors import from_rpc_error
 from spartan.rpc.credentials import open_channel
 from spartan.v1 import pb, rpc
 
@@ -65,7 +69,7 @@ class Connection:
         return (("authorization", f"Bearer {self.token}"),)
 
     async def open(self) -> None:
-        """Connect and log in, trying each address once; raises the last error."""
+        """Connect and log in, trying each address once; raises the last error (a `SpartanError`)."""
         last: grpc.aio.AioRpcError | None = None
         for _ in range(len(self.addresses)):
             try:
@@ -73,11 +77,11 @@ class Connection:
                 return
             except grpc.aio.AioRpcError as exc:
                 if exc.code() not in RETRYABLE:
-                    raise
+                    raise from_rpc_error(exc) from exc
                 last = exc
                 await self._advance()
         assert last is not None
-        raise last
+        raise from_rpc_error(last) from last
 
     async def _open_current(self) -> None:
         if self.channel is None:
@@ -87,9 +91,16 @@ class Connection:
                 self.address, self.tls, [("grpc.use_local_subchannel_pool", 1)], server_name=self.server_name
             )
             self.stub = rpc.SpartanStub(self.channel)
-        await self.login()
+        await self._login()
 
     async def login(self) -> None:
+        """Log in again (a refused or expired token); raises a `SpartanError`."""
+        try:
+            await self._login()
+        except grpc.aio.AioRpcError as exc:
+            raise from_rpc_error(exc) from exc
+
+    async def _login(self) -> None:
         assert self.stub is not None
         challenge = await self.stub.GetChallenge(pb.ChallengeRequest(user=self.user), timeout=CALL_TIMEOUT_SECONDS)
         keys = self.identity.public_keys()
@@ -122,6 +133,12 @@ class Connection:
 
     async def failover(self, seen_generation: int) -> None:
         """Move to the next address unless another caller already did since `seen_generation`."""
+        try:
+            await self._failover(seen_generation)
+        except grpc.aio.AioRpcError as exc:
+            raise from_rpc_error(exc) from exc
+
+    async def _failover(self, seen_generation: int) -> None:
         async with self._lock:
             if self.generation != seen_generation:
                 return
@@ -130,37 +147,45 @@ class Connection:
 
     async def ensure_ready(self) -> None:
         """Open the current address if a failed failover left none, and renew a token about to expire."""
+        try:
+            await self._ensure_ready()
+        except grpc.aio.AioRpcError as exc:
+            raise from_rpc_error(exc) from exc
+
+    async def _ensure_ready(self) -> None:
         if self.stub is None:
             async with self._lock:
                 if self.stub is None:
                     await self._open_current()
-        await self.ensure_fresh_token()
-
-    async def ensure_fresh_token(self) -> None:
         if self.token_expires_us - time.time_ns() // 1000 < TOKEN_REFRESH_MARGIN_US:
             async with self._lock:
-                await self.login()
+                await self._login()
 
     async def call(self, method: str, request: Any, *, attempts: int | None = None) -> Any:
-        """A unary call with the session token; fails over on UNAVAILABLE, logs in again on an expired token."""
+        """A unary call with the session token; fails over on UNAVAILABLE, logs in again on an expired token.
+
+        Raises the server's refusal as a `SpartanError` (after the retries, for an outage)."""
         attempts = attempts or max(3, len(self.addresses) + 1)
         backoff = Backoff(FIRST_RETRY_SECONDS, MAX_RETRY_SECONDS)
         for attempt in range(attempts):
             generation = self.generation
             try:
-                await self.ensure_ready()
+                await self._ensure_ready()
                 assert self.stub is not None
                 return await getattr(self.stub, method)(request, metadata=self.metadata, timeout=CALL_TIMEOUT_SECONDS)
             except grpc.aio.AioRpcError as exc:
                 if exc.code() == grpc.StatusCode.UNAUTHENTICATED and attempt == 0:
-                    async with self._lock:
-                        await self.login()
+                    try:
+                        async with self._lock:
+                            await self._login()
+                    except grpc.aio.AioRpcError as refused:
+                        raise from_rpc_error(refused) from refused
                     continue
                 if exc.code() not in RETRYABLE or attempt == attempts - 1:
-                    raise
+                    raise from_rpc_error(exc) from exc
                 await asyncio.sleep(backoff.next())
                 try:
-                    await self.failover(generation)
+                    await self._failover(generation)
                 except grpc.aio.AioRpcError:
                     continue
         raise AssertionError("unreachable")

@@ -27,7 +27,7 @@ from spartan.crypto.identity import Identity, verify_public_keys
 from spartan.crypto.pairwise import PairwiseCipher, PairwiseCiphers
 from spartan.crypto.pins import PinResult, PinStore
 from spartan.crypto.safety import safety_number
-from spartan.errors import InvalidArgument
+from spartan.errors import InvalidArgument, SpartanError
 from spartan.naming import dm_conversation
 from spartan.v1 import pb
 
@@ -113,7 +113,7 @@ class ClientCrypto:
             await self._fetch(peer)
         except PeerHasNoKeys:  # includes KeyNotAccepted: the offer is recorded and was announced
             pass
-        except grpc.aio.AioRpcError:
+        except SpartanError:
             self.stale.add(peer)
 
     async def fetch_now(self, peer: str) -> None:
@@ -126,8 +126,8 @@ class ClientCrypto:
     async def _fetch(self, peer: str) -> pb.PublicKeys:
         try:
             keys = await self.fetch_keys(peer)
-        except grpc.aio.AioRpcError as exc:
-            if exc.code() == grpc.StatusCode.NOT_FOUND:
+        except SpartanError as exc:
+            if exc.code == grpc.StatusCode.NOT_FOUND:
                 raise PeerHasNoKeys(peer) from None
             raise
         try:

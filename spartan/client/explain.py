@@ -3,6 +3,7 @@
 Why a module of its own: the same gRPC status reaches the client from many places
 (start-up, commands, the send queue) and must read the same everywhere, never as
 gRPC's internal text ("failed to connect to all addresses; ... Connection refused").
+The errors are the project's (`spartan.errors`, rebuilt from the status by the connection).
 Only the standard library, grpc and `spartan.errors` are imported here, so anything may use it.
 """
 
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import grpc
 
-from spartan.errors import retry_delay
+from spartan.errors import RateLimited, SpartanError
 
 # CANCELLED as an answer (not our own cancel, which raises asyncio.CancelledError): the server or the
 # transport dropped the call under load; like an outage, the line waits and goes again with the same id.
@@ -18,18 +19,17 @@ OUTAGE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.S
 DEFAULT_RETRY_AFTER_SECONDS = 1.0
 
 
-def retry_after(exc: grpc.aio.AioRpcError) -> float | None:
+def retry_after(exc: SpartanError) -> float | None:
     """Seconds the server asks to wait after RESOURCE_EXHAUSTED: its `google.rpc.RetryInfo`,
-    else its `retry-after` trailer, else a second."""
-    if exc.code() != grpc.StatusCode.RESOURCE_EXHAUSTED:
+    else its `retry-after` trailer (both read into `RateLimited`), else a second."""
+    if exc.code != grpc.StatusCode.RESOURCE_EXHAUSTED:
         return None
-    delay = retry_delay(exc)
-    return DEFAULT_RETRY_AFTER_SECONDS if delay is None else delay
+    return exc.retry_after if isinstance(exc, RateLimited) else DEFAULT_RETRY_AFTER_SECONDS
 
 
-def is_retryable(exc: grpc.aio.AioRpcError) -> bool:
+def is_retryable(exc: SpartanError) -> bool:
     """The rate limit or an outage: the same action can succeed later unchanged."""
-    return exc.code() in OUTAGE or exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    return exc.code in OUTAGE or exc.code == grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
 def refused_connection(details: str) -> bool:
@@ -49,16 +49,16 @@ def unknown_user(user: str, known: list[str]) -> str:
     return f"Could not log in as {user}: unknown user '{user}'. Ask the operator which user names config.yaml defines."
 
 
-def action_failed(action: str, exc: grpc.aio.AioRpcError) -> str:
+def action_failed(action: str, exc: SpartanError) -> str:
     """`action` ("/leave group1", "Listing users") did not happen: why, and what to do next."""
     wait = retry_after(exc)
     if wait is not None:
         return (
             f"Not done: {action} (rate limit: the server allows it again in {max(1, round(wait))}s). Type /retry then."
         )
-    if exc.code() in OUTAGE:
+    if exc.code in OUTAGE:
         return f"Not done: {action} (the server is not reachable right now). Type /retry once it is back."
-    return f"Not done: {action}: {exc.details() or exc.code().name.lower()}."
+    return f"Not done: {action}: {exc.message}."
 
 
 def users_unreachable() -> str:

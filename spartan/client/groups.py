@@ -21,8 +21,8 @@ sender's identity key (`spartan.crypto.sender_keys`); receivers check the signat
 against the directory key, so neither the server nor another member can forge one.
 
 `ClientGroups` is the part every client needs (the terminal client and the headless
-one); `GroupChatView` is how the terminal client shows groups and runs the group
-commands.
+one); the terminal client shows groups with `spartan.client.group_chat` and runs the
+group commands of `spartan.client.group_commands`.
 """
 
 from __future__ import annotations
@@ -30,13 +30,10 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
 
-import grpc
-
-from spartan import naming
+from spartan.client.api import GatewayApi
 from spartan.client.e2e import ClientCrypto, PeerHasNoKeys
 from spartan.client.state import ClientState
 from spartan.crypto import DecryptError
@@ -45,7 +42,6 @@ from spartan.crypto.membership import (
     CREATE,
     FIRST_ACTIONS,
     LEAVE,
-    REMOVE,
     Head,
     MembershipError,
     describe,
@@ -63,12 +59,9 @@ from spartan.crypto.sender_keys import (
     open_sender_key,
     seal_sender_key,
 )
+from spartan.errors import SpartanError
 from spartan.v1 import pb
 
-if TYPE_CHECKING:
-    from spartan.client.chat import Chat
-
-Call = Callable[[str, Any], Awaitable[Any]]
 Warn = Callable[[str], None]
 
 OK, NO_KEY, FORGED = "", "no_key", "forged"
@@ -86,10 +79,10 @@ class GroupOpened:
 
 
 class ClientGroups:
-    def __init__(self, crypto: ClientCrypto, call: Call, warn: Warn, state: ClientState | None = None) -> None:
+    def __init__(self, crypto: ClientCrypto, api: GatewayApi, warn: Warn, state: ClientState | None = None) -> None:
         self.crypto = crypto
         self.me = crypto.user
-        self.call = call
+        self.api = api
         self.warn = warn  # also shows each verified change: "bob added eve to group1."
         self.state = state if state is not None else ClientState()
         self.ring = SenderKeyRing(self.me)
@@ -118,7 +111,7 @@ class ClientGroups:
 
     async def refresh(self, group: str) -> pb.GroupInfo:
         """Ask the server for the group's members and chain (NOT_FOUND / PERMISSION_DENIED propagate)."""
-        info = await self.call("GetGroup", pb.GroupRequest(group=group))
+        info = await self.api.get_group(pb.GroupRequest(group=group))
         await self.apply(info)
         return self.info[group]
 
@@ -139,7 +132,7 @@ class ClientGroups:
         if not follows:
             try:
                 await self.refresh(message.group)
-            except grpc.aio.AioRpcError:
+            except SpartanError:
                 pass  # not a member any more (or the server is away): the record itself may still tell
         await self.apply(info)  # also when refreshed: the gateway's answer may predate this message
         return self.heads.get(message.group) != head
@@ -179,7 +172,7 @@ class ClientGroups:
                 key = (await self.crypto.peer_keys(record.actor)).identity_key if record.actor else None
             except PeerHasNoKeys:
                 key = None
-            except grpc.aio.AioRpcError:
+            except SpartanError:
                 break  # the actor's key cannot be fetched now: the next refresh checks again
             try:
                 head = start(record, key) if head is None else extend(head, record, key)
@@ -216,15 +209,14 @@ class ClientGroups:
         if action == CREATE:
             listed = list(members)
             record = sign_change(self.crypto.identity, None, CREATE, "", group=group, members=listed)
-            info = await self.call("CreateGroup", pb.GroupRequest(group=group, members=listed, change=record))
+            info = await self.api.create_group(pb.GroupRequest(group=group, members=listed, change=record))
         else:
             await self.refresh(group)  # sign on top of the newest change there is (presence refuses older)
             if action == LEAVE:
                 member = self.me
             record = sign_change(self.crypto.identity, self.heads.get(group), action, member, group=group)
-            method = "AddMember" if action == ADD else "RemoveMember"
-            request = pb.GroupRequest(group=group, user="" if action == LEAVE else member, change=record)
-            info = await self.call(method, request)
+            change = self.api.add_member if action == ADD else self.api.remove_member
+            info = await change(pb.GroupRequest(group=group, user="" if action == LEAVE else member, change=record))
         info.chain.append(record)
         await self.apply(info)
         return info
@@ -234,10 +226,8 @@ class ClientGroups:
         """Distribute after a membership change; on failure the next send tries again."""
         try:
             await self._distribute(group, key)
-        except grpc.aio.AioRpcError as exc:
-            self.warn(
-                f"Could not send your new key for {group} yet ({exc.details()}); will retry on your next message."
-            )
+        except SpartanError as exc:
+            self.warn(f"Could not send your new key for {group} yet ({exc.message}); will retry on your next message.")
 
     async def _distribute(self, group: str, key: SenderKey, only: set[str] | None = None) -> None:
         self._undistributed.add(group)
@@ -255,7 +245,7 @@ class ClientGroups:
                 pb.Message(id=message_id, recipient=member, body=seal_sender_key(cipher, key, message_id=message_id))
             )
         if sealed:
-            await self.call("SendSenderKeys", pb.SenderKeyBatch(group=group, keys=sealed))
+            await self.api.send_sender_keys(pb.SenderKeyBatch(group=group, keys=sealed))
         if only is None:
             self.owed[group] = missing
             self._undistributed.discard(group)
@@ -270,8 +260,8 @@ class ClientGroups:
                 async with self._locks[group]:
                     try:
                         await self._distribute(group, key, only={peer})
-                    except grpc.aio.AioRpcError as exc:
-                        self.warn(f"Could not send your key for {group} to {peer}: {exc.details()}")
+                    except SpartanError as exc:
+                        self.warn(f"Could not send your key for {group} to {peer}: {exc.message}")
 
     async def on_sender_key(self, message: pb.Message) -> bool:
         """Take a SENDER_KEY addressed to me; True if it is a key I did not have."""
@@ -281,7 +271,7 @@ class ClientGroups:
         if sender not in self.verified(group):
             try:
                 await self.refresh(group)  # a change adding them may be on its way: check the chain once
-            except grpc.aio.AioRpcError:
+            except SpartanError:
                 return False
         members = self.verified(group)
         if self.me not in members or sender not in members:
@@ -292,7 +282,7 @@ class ClientGroups:
         except (DecryptError, PeerHasNoKeys):
             self.warn(f"A key from {sender} for {group} could not be verified and was ignored.")
             return False
-        except grpc.aio.AioRpcError:
+        except SpartanError:
             return False
         return self.ring.add(key)
 
@@ -334,7 +324,7 @@ class ClientGroups:
             return GroupOpened(plain.decode("utf-8"))
         except (DecryptError, PeerHasNoKeys, UnicodeDecodeError):
             return GroupOpened(None, FORGED)
-        except grpc.aio.AioRpcError:
+        except SpartanError:
             return GroupOpened(None, NO_KEY)
 
     # ------------------------------------------------------- withheld changes
@@ -363,7 +353,7 @@ class ClientGroups:
             await asyncio.sleep(wait)
             try:
                 await self.refresh(group)
-            except grpc.aio.AioRpcError:
+            except SpartanError:
                 pass
             head = self.heads.get(group)
             if head is not None and head.version >= version:
@@ -376,215 +366,3 @@ class ClientGroups:
         """Stop the checks still waiting (the connection is closing)."""
         for check in self._checks.values():
             check.cancel()
-
-
-class GroupChatView:
-    """The terminal client's group chats: picking a group, showing its lines, the group commands."""
-
-    def __init__(self, chat: Chat) -> None:
-        self.chat = chat
-        self.keys = ClientGroups(chat.crypto, chat.conn.call, chat.notice, chat.state)
-        self.parked: dict[tuple[str, str], list[pb.Message]] = defaultdict(list)  # waiting for a sender key
-
-    def line(self, message: pb.Message, text: str) -> str:
-        return f"[{message.group}][{message.sender}] {text}"
-
-    async def open(self, group: str) -> bool:
-        """Make `group` the current conversation and show what is new in it."""
-        try:
-            await self.keys.refresh(group)
-        except grpc.aio.AioRpcError as exc:
-            self.chat.notice(f"Cannot open {group}: {exc.details()}")
-            return False
-        chat = self.chat
-        chat.peer, chat.group = "", group
-        chat.terminal.refresh()  # the prompt names the group now
-        chat.announced.discard(group)
-        others = sorted(self.keys.verified(group) - {chat.me})  # who signed changes say is in it
-        chat.notice(f"You are now in group {group}" + (f" with {', '.join(others)}." if others else "."))
-        await chat.show_waiting(naming.group_conversation(group))
-        return True
-
-    async def show_history(self, group: str) -> None:
-        """`/history`: the recent messages the server's cache holds for `group`."""
-        chat = self.chat
-        try:
-            history = await chat.conn.call("GetHistory", pb.HistoryRequest(group=group))
-        except grpc.aio.AioRpcError as exc:
-            chat.notice(f"Could not load history: {exc.details()}")
-            return
-        unreadable = 0
-        for message in history.messages:
-            chat._remember(message.id)
-            if message.sender == chat.me:
-                continue
-            opened = await self.keys.open(message)
-            if opened.problem == NO_KEY:
-                unreadable += 1
-            else:
-                self.display(message, opened)
-        if unreadable:
-            chat.notice(f"{unreadable} earlier message(s) in {group} were sent before you could read them.")
-
-    async def show(self, message: pb.Message) -> None:
-        """Show one group message that waited while another conversation was open."""
-        if not self.chat._remember(message.id) or message.sender == self.chat.me:
-            return
-        opened = await self.keys.open(message)
-        if opened.problem == NO_KEY:
-            self.parked[(message.group, message.sender)].append(message)
-        else:
-            self.display(message, opened)
-
-    def display(self, message: pb.Message, opened: GroupOpened) -> None:
-        if opened.text is None:
-            self.chat.notice(f"A message from {message.sender} could not be decrypted.")
-        else:
-            self.chat.show(self.line(message, opened.text))
-
-    # ------------------------------------------------------------ incoming
-    async def on_chat(self, message: pb.Message) -> None:
-        chat = self.chat
-        if message.sender == chat.me or message.id in chat.seen:
-            return
-        if message.group != chat.group:
-            chat.wait_for_reader(message, message.group)
-            return
-        chat._remember(message.id)
-        opened = await self.keys.open(message)
-        if opened.problem == NO_KEY:
-            self.parked[(message.group, message.sender)].append(message)
-        else:
-            self.display(message, opened)
-
-    async def on_sender_key(self, message: pb.Message) -> None:
-        if not await self.keys.on_sender_key(message):
-            return
-        for parked in self.parked.pop((message.group, message.sender), []):
-            opened = await self.keys.open(parked)
-            if opened.problem == NO_KEY:
-                self.parked[(message.group, message.sender)].append(parked)
-            elif parked.group == self.chat.group:
-                self.display(parked, opened)
-
-    async def on_membership(self, message: pb.Message) -> None:
-        """Verify the change (ClientGroups shows it, or says why it is refused) and follow what is verified."""
-        chat = self.chat
-        await self.keys.on_membership(message)
-        group = message.group
-        if group not in self.keys.heads:
-            return  # nothing verified: the server's word alone changes nothing here
-        member = chat.me in self.keys.verified(group)
-        if member and group not in chat.groups:
-            chat.groups.append(group)
-        elif not member and group in chat.groups:
-            chat.groups.remove(group)
-            chat.positions.pop(naming.group_conversation(group), None)
-            chat.state.forget(naming.group_conversation(group))
-            if chat.group == group:
-                chat.group = ""
-                chat.terminal.refresh()  # the prompt named the group
-                chat.notice(f"You are no longer a member of {group}. Pick a chat with /switch USER or /group NAME.")
-
-
-# ------------------------------------------------------------------ commands
-async def _group(chat: Chat, args: list[str]) -> None:
-    if len(args) != 1:
-        chat.notice("Usage: /group NAME   (your groups: /groups)")
-        return
-    if args[0] == chat.group:
-        chat.notice(f"You are already in {chat.group}.")
-        return
-    await chat.group_view.open(args[0])
-
-
-async def _groups(chat: Chat, args: list[str]) -> None:
-    listing = await chat.conn.call("ListUsers", pb.ListUsersRequest())
-    chat.groups = list(listing.groups)
-    chat.notice("Your groups: " + (", ".join(chat.groups) if chat.groups else "none yet (/create NAME USER...)"))
-
-
-def _target_group(chat: Chat, named: list[str], usage: str) -> str:
-    """The group a membership command acts on: the one named, else the one shown in the prompt."""
-    if named:
-        return named[0]
-    if not chat.group:
-        chat.notice(f"You are not in a group chat: name the group ({usage}) or open one with /group NAME.")
-    return chat.group
-
-
-async def _members(chat: Chat, args: list[str]) -> None:
-    group = _target_group(chat, args[:1], "/members GROUP")
-    if group:
-        keys = chat.group_view.keys
-        await keys.refresh(group)
-        verified = sorted(keys.verified(group))  # the server's list may hold members no one added: they are flagged
-        chat.notice(f"Members of {group}: {', '.join(verified) if verified else 'none that a signed change shows'}")
-
-
-async def _change_member(chat: Chat, args: list[str], action: str, command: str) -> None:
-    """/add USER [GROUP] and /remove USER [GROUP]: one signed membership change, in the group named or shown."""
-    if len(args) not in (1, 2):
-        chat.notice(f"Usage: {command} USER [GROUP] (without GROUP: the group shown in the prompt)")
-        return
-    group = _target_group(chat, args[1:], f"{command} {args[0]} GROUP")
-    if group:
-        await _attempt_change(chat, f"{command} {args[0]} {group}", chat.group_view.keys.change(action, group, args[0]))
-
-
-async def _attempt_change(chat: Chat, action: str, change: Awaitable[pb.GroupInfo]) -> pb.GroupInfo | None:
-    """`chat.attempt` for a signed change, which may also fail here: no verified membership to sign on top of."""
-    try:
-        return await chat.attempt(action, change)
-    except MembershipError as exc:
-        chat.notice(f"{action} was not done: {exc.message}.")
-        return None
-
-
-async def _add(chat: Chat, args: list[str]) -> None:
-    await _change_member(chat, args, ADD, "/add")
-
-
-async def _remove(chat: Chat, args: list[str]) -> None:
-    await _change_member(chat, args, REMOVE, "/remove")
-
-
-async def _leave(chat: Chat, args: list[str]) -> None:
-    group = _target_group(chat, args[:1], "/leave GROUP")
-    if group:
-        await _attempt_change(chat, f"/leave {group}", chat.group_view.keys.change(LEAVE, group))
-
-
-async def _create(chat: Chat, args: list[str]) -> None:
-    """Make a group and enter it, so the prompt shows where the next line goes."""
-    if len(args) < 2:
-        chat.notice("Usage: /create NAME USER [USER...]")
-        return
-    action = f"/create {' '.join(args)}"
-    info = await _attempt_change(chat, action, chat.group_view.keys.change(CREATE, args[0], members=args[1:]))
-    if info is None:
-        return
-    if info.group not in chat.groups:
-        chat.groups.append(info.group)
-    chat.notice(f"Created {info.group}.")
-    await chat.group_view.open(info.group)
-
-
-GROUP_HELP = [
-    "/group NAME       chat in a group (typing a group's name where a user is asked works too)",
-    "/groups           your groups     /members [GROUP]   who is in the group",
-    "/add USER [GROUP]     add someone (/invite works too)   /remove USER [GROUP]   remove someone",
-    "/leave [GROUP]    leave a group; without GROUP these act on the group shown in the prompt: [group1] you >",
-    "/create NAME USER...  make a new group with those users and enter it",
-]
-
-GROUP_COMMANDS: dict[str, Callable[[Chat, list[str]], Awaitable[None]]] = {
-    "/group": _group,
-    "/groups": _groups,
-    "/members": _members,
-    "/add": _add,
-    "/invite": _add,
-    "/remove": _remove,
-    "/leave": _leave,
-    "/create": _create,
-}

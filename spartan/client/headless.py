@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 from spartan import naming
 from spartan.client.acks import Acknowledger
+from spartan.client.api import GatewayApi
 from spartan.client.connection import Connection
 from spartan.client.e2e import ClientCrypto
 from spartan.client.groups import NO_KEY, ClientGroups
@@ -30,6 +31,7 @@ from spartan.client.state import ClientState
 from spartan.config import TlsConfig
 from spartan.crypto.keystore import load_or_create
 from spartan.crypto.pins import PinStore
+from spartan.read_positions import START, ReadPositions
 from spartan.v1 import pb
 
 
@@ -57,26 +59,22 @@ class HeadlessClient:
         identity, _ = load_or_create(user, key_dir)
         self.user = user
         self.conn = Connection(addresses, identity, tls or TlsConfig())
+        self.api = GatewayApi(self.conn)
         self.encrypt = encrypt
         self.notices: list[str] = []
-        self.crypto = ClientCrypto(identity, PinStore(user, key_dir), self._fetch_keys, self.notices.append)
+        self.crypto = ClientCrypto(identity, PinStore(user, key_dir), self.api.keys_of, self.notices.append)
         self.received: list[Received] = []
         self.events: list[pb.Message] = []  # everything that is not a chat message
         self.state = ClientState.for_user(user, key_dir) if persist else ClientState()
-        self.positions = self.state.positions  # what this client has, per conversation
+        self.had = ReadPositions(self.state.positions)  # what this client has, per conversation (the journal's)
+        self.positions = self.had.positions
         self.on_chat = on_chat
         self.synced = asyncio.Event()  # set when the stream replayed everything that waited
-        self.acks = Acknowledger(self.conn.call)
+        self.acks = Acknowledger(self.api.ack)
         self._arrived = asyncio.Condition()
-        self.receiver = Receiver(self.conn, self._handle, self._cursors, self.notices.append)
-        self.groups = ClientGroups(self.crypto, self.conn.call, self.notices.append, self.state)
+        self.receiver = Receiver(self.conn, self._handle, self.had.cursors, self.notices.append)
+        self.groups = ClientGroups(self.crypto, self.api, self.notices.append, self.state)
         self._parked: dict[tuple[str, str], list[int]] = defaultdict(list)  # (group, sender) -> indexes in received
-
-    async def _fetch_keys(self, user: str) -> pb.PublicKeys:
-        return await self.conn.call("GetKeys", pb.GetKeysRequest(user=user))
-
-    def _cursors(self) -> list[pb.Cursor]:
-        return [pb.Cursor(conversation=c, epoch=e, offset=o) for c, (e, o) in self.positions.items()]
 
     async def start(self, timeout: float = 15.0) -> HeadlessClient:
         await self.conn.open()
@@ -94,28 +92,29 @@ class HeadlessClient:
 
     def follow(self, peer: str) -> None:
         """Track a conversation from its start, so a reconnect replays it from offset 0."""
-        self.positions.setdefault(naming.dm_conversation(self.user, peer), ("", 0))
+        self.positions.setdefault(naming.dm_conversation(self.user, peer), START)
 
     async def send(self, peer: str, text: str, message_id: str | None = None) -> pb.SendAck:
         message_id = message_id or uuid.uuid4().hex
         body = await self.crypto.seal(peer, text, message_id) if self.encrypt else text.encode()
         self.state.remember(message_id)
-        return await self.conn.call("SendMsg", pb.Message(id=message_id, kind=pb.CHAT, recipient=peer, body=body))
+        return await self.api.send_msg(pb.Message(id=message_id, kind=pb.CHAT, recipient=peer, body=body))
 
     def follow_group(self, group: str) -> None:
         """Track a group conversation from its start, so a reconnect replays it from offset 0."""
-        self.positions.setdefault(naming.group_conversation(group), ("", 0))
+        self.positions.setdefault(naming.group_conversation(group), START)
 
     async def send_group(self, group: str, text: str, message_id: str | None = None) -> pb.SendAck:
         message_id = message_id or uuid.uuid4().hex
         body = await self.groups.seal(group, text, message_id) if self.encrypt else text.encode()
         self.state.remember(message_id)
-        return await self.conn.call("SendMsg", pb.Message(id=message_id, kind=pb.CHAT, group=group, body=body))
+        return await self.api.send_msg(pb.Message(id=message_id, kind=pb.CHAT, group=group, body=body))
 
     def received_in(self, group: str) -> list[Received]:
         return [r for r in self.received if r.message.group == group]
 
     async def call(self, method: str, request: object) -> object:
+        """Any unary method by name, with any request (tests send malformed ones); the client itself uses `api`."""
         return await self.conn.call(method, request)
 
     async def _handle(self, message: pb.Message) -> None:
@@ -142,10 +141,7 @@ class HeadlessClient:
             self._arrived.notify_all()
 
     def _keep_position(self, message: pb.Message) -> None:
-        if not message.conversation or not message.offset:
-            return
-        epoch, offset = self.positions.get(message.conversation, ("", 0))
-        if epoch != message.epoch or message.offset > offset:
+        if message.conversation and message.offset and self.had.is_new(message):
             self.state.record(message.conversation, message.epoch, message.offset)
             self.acks.note(message.conversation, message.epoch, message.offset)
 

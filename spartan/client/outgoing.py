@@ -24,19 +24,16 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from typing import Any
-
-import grpc
 
 from spartan import naming
 from spartan.client.e2e import KeyNotAccepted, PeerHasNoKeys
 from spartan.client.explain import OUTAGE, retry_after
 from spartan.client.state import ClientState
-from spartan.errors import InvalidArgument
+from spartan.errors import InvalidArgument, SpartanError
 from spartan.v1 import pb
 
 Seal = Callable[[str, str, str], Awaitable[pb.Message]]  # (target, text, message id) -> the message to send
-Call = Callable[[str, Any], Awaitable[Any]]
+Send = Callable[[pb.Message], Awaitable[pb.SendAck]]  # GatewayApi.send_msg
 Say = Callable[[str], None]
 
 WAITING_FOR_KEYS = "{count} message(s) for {peers} will be sent once they log in for the first time."
@@ -60,7 +57,7 @@ class Outgoing:
         self,
         state: ClientState,
         seal: Seal,
-        call: Call,
+        send: Send,
         *,
         status: Say,
         notice: Say,
@@ -71,7 +68,7 @@ class Outgoing:
         changes only when the count does (piped: each change is a line on standard error)."""
         self.state = state
         self.seal = seal
-        self.call = call
+        self.send_msg = send
         self.status = status
         self.notice = notice
         self.countdown = countdown
@@ -177,7 +174,7 @@ class Outgoing:
     async def _send(self, message_id: str, target: str, text: str) -> None:
         try:
             message = await self.seal(target, text, message_id)
-            await self.call("SendMsg", message)
+            await self.send_msg(message)
         except KeyNotAccepted:
             self.unaccepted.add(target)
             self.show()
@@ -197,18 +194,16 @@ class Outgoing:
             # A failover closed the channel under the call: an outage like any other, tried again (same id).
             await self._hold(SERVER, OUTAGE_BACKOFF_SECONDS[0])
             return
-        except grpc.aio.AioRpcError as exc:
+        except SpartanError as exc:
             wait = retry_after(exc)
             if wait is not None:
                 await self._hold(RATE, wait)
-            elif exc.code() in OUTAGE:
+            elif exc.code in OUTAGE:
                 await self._hold(SERVER, OUTAGE_BACKOFF_SECONDS[min(self._outages, len(OUTAGE_BACKOFF_SECONDS) - 1)])
                 self._outages += 1
             else:
                 self.state.sent(message_id)  # waiting cannot change this answer: say exactly which line
-                self.notice(
-                    f'Not sent to {label(target)}: {exc.details() or exc.code().name.lower()}: "{preview(text)}"'
-                )
+                self.notice(f'Not sent to {label(target)}: {exc.message}: "{preview(text)}"')
             return
         self._outages = 0
         self.state.sent(message_id)

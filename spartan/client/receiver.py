@@ -21,6 +21,7 @@ import grpc
 from spartan.client.backoff import Backoff
 from spartan.client.connection import Connection
 from spartan.client.explain import retry_after
+from spartan.errors import SpartanError, from_rpc_error
 from spartan.v1 import pb
 
 log = logging.getLogger("spartan.client")
@@ -90,8 +91,9 @@ class Receiver:
                 async for message in call:
                     await self.handle(message)
                 code, details, floor = grpc.StatusCode.UNAVAILABLE, "stream ended", 0.0
-            except grpc.aio.AioRpcError as exc:
-                code, details, floor = exc.code(), exc.details() or exc.code().name, retry_after(exc) or 0.0
+            except (grpc.aio.AioRpcError, SpartanError) as failure:
+                error = from_rpc_error(failure) if isinstance(failure, grpc.aio.AioRpcError) else failure
+                code, details, floor = error.code, error.message, retry_after(error) or 0.0
             except asyncio.CancelledError:
                 raise
             if code in FATAL:
@@ -116,10 +118,10 @@ class Receiver:
                     await self.conn.login()
                 else:
                     await self.conn.failover(generation)
-            except grpc.aio.AioRpcError as exc:
-                if exc.code() == grpc.StatusCode.UNAUTHENTICATED:
+            except SpartanError as exc:
+                if exc.code == grpc.StatusCode.UNAUTHENTICATED:
                     # The key itself is refused (e.g. reset by an operator): retrying cannot help.
-                    self.failed = RuntimeError(exc.details() or "login refused")
-                    self.notify(f"Logged out: {exc.details()}")
+                    self.failed = RuntimeError(exc.message)
+                    self.notify(f"Logged out: {exc.message}")
                     return
-                log.debug("reconnect attempt failed: %s", exc.code().name)
+                log.debug("reconnect attempt failed: %s", exc.code.name)

@@ -59,9 +59,7 @@ def translate(exc: BaseException) -> errors.SpartanError | None:
     if isinstance(exc, grpc.aio.AioRpcError):
         code = exc.code()
         if code in _PASSED_ON:
-            translated = errors.from_rpc_error(exc)
-            translated.code = code
-            return translated
+            return errors.from_rpc_error(exc)
         if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED):
             return errors.Unavailable("an internal service is unavailable right now, try again shortly")
     return None

@@ -22,12 +22,12 @@ import sys
 import time
 
 import grpc
-import pytest
 from redis.asyncio import Redis
 
 from spartan.client.headless import HeadlessClient
 from spartan.enrolment import code_key, digest
 from spartan.v1 import pb, rpc
+from tests.support.refusals import refusal
 from tests.support.stack import ROOT, Stack
 
 BEYOND_LOOPBACK = {"SPARTAN_GATEWAY__HOST": "0.0.0.0"}  # reachable from other hosts, as in compose/Kubernetes
@@ -48,11 +48,9 @@ async def login_error(stack: Stack, user: str, key_dir: str, code: str = "") -> 
     client = HeadlessClient(user, stack.addresses, key_dir)
     client.conn.enrolment_code = code
     try:
-        with pytest.raises(grpc.aio.AioRpcError) as refused:
-            await client.conn.open()
+        return await refusal(client.conn.open())
     finally:
         await client.conn.close()
-    return refused.value
 
 
 async def start(stack: Stack, user: str, key_dir: str, code: str = "") -> HeadlessClient:

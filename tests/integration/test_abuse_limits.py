@@ -15,20 +15,14 @@ import time
 from pathlib import Path
 
 import grpc
-import pytest
 from redis.asyncio import Redis
 
 from spartan.v1 import pb
+from tests.support.refusals import refusal, stream_refusal
 
 PER_USER_STREAMS = 16  # gateway.max_streams_per_user's default
 RESUME_CURSORS = 1000  # gateway.max_resume_cursors's default
 MAX_STRING_CHARS = 256  # longest string field of a public request
-
-
-async def rpc_error(call) -> grpc.aio.AioRpcError:  # type: ignore[no-untyped-def]
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await call
-    return caught.value
 
 
 async def open_stream(client, request: pb.Message | None = None):  # type: ignore[no-untyped-def]
@@ -36,13 +30,6 @@ async def open_stream(client, request: pb.Message | None = None):  # type: ignor
     call = client.conn.stub.ReceiveMsg(request or pb.Message(sender=client.user), metadata=client.conn.metadata)
     headers = await call.initial_metadata()
     return call, any(key == "x-spartan-gateway" for key, _ in headers or ())
-
-
-async def stream_status(call) -> grpc.aio.AioRpcError:  # type: ignore[no-untyped-def]
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        async for _ in call:
-            pass
-    return caught.value
 
 
 async def redis_calls(redis: Redis) -> int:
@@ -59,7 +46,7 @@ async def test_one_user_cannot_fill_a_gateway_with_streams(stack_factory, client
     refused = [call for call, ok in opened if not ok]
     assert len(accepted) == PER_USER_STREAMS - 1
     for call in refused:
-        error = await stream_status(call)
+        error = await stream_refusal(call)
         assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert error.details() == (f"you already have {PER_USER_STREAMS} message streams open on this gateway, "
                                    "the most one user may; close another client first")
@@ -154,7 +141,7 @@ async def test_resume_cursors_are_capped_and_cheap(stack_factory, client_factory
         # 3,000 cursors (the most one request of the largest allowed size can carry with such names).
         too_many = [pb.Cursor(conversation=f"group:g{i}", offset=1) for i in range(3000)]
         call, ok = await open_stream(alice, pb.Message(sender="alice", resume=too_many))
-        error = await stream_status(call)
+        error = await stream_refusal(call)
         assert not ok and error.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert error.details() == f"at most {RESUME_CURSORS} resume cursors per stream; this request named 3000"
 
@@ -169,7 +156,7 @@ async def test_resume_cursors_are_capped_and_cheap(stack_factory, client_factory
 
         other = pb.Cursor(conversation="dm:bob:charlie", offset=1)
         call, ok = await open_stream(alice, pb.Message(sender="alice", resume=[other]))
-        error = await stream_status(call)
+        error = await stream_refusal(call)
         assert error.code() == grpc.StatusCode.PERMISSION_DENIED
         assert error.details() == "a resume cursor names a conversation you are not part of"
     finally:
@@ -197,14 +184,14 @@ async def test_malformed_requests_are_refused_with_one_rate_limited_line(stack_f
         started = time.monotonic()
         replies = []
         for _ in range(4):  # 2,000 in all, 500 at a time (a connection carries at most 1,000 calls at once)
-            replies += await asyncio.gather(*(rpc_error(calls[("GetChallenge", "SendMsg")[i % 2]](garbage, timeout=30))
+            replies += await asyncio.gather(*(refusal(calls[("GetChallenge", "SendMsg")[i % 2]](garbage, timeout=30))
                                               for i in range(500)), return_exceptions=True)
         elapsed = time.monotonic() - started
         # grpc parses the health service's requests itself: its failures are limited by the log set-up.
         health = channel.unary_unary("/grpc.health.v1.Health/Check")
-        health_replies = await asyncio.gather(*(rpc_error(health(garbage, timeout=30)) for _ in range(500)))
+        health_replies = await asyncio.gather(*(refusal(health(garbage, timeout=30)) for _ in range(500)))
         await asyncio.sleep(1.1)
-        last = await rpc_error(calls["SendMsg"](garbage, timeout=10))  # after a second: one line with the count
+        last = await refusal(calls["SendMsg"](garbage, timeout=10))  # after a second: one line with the count
     for reply in [*replies, last]:
         assert isinstance(reply, grpc.aio.AioRpcError), reply
         assert reply.code() == grpc.StatusCode.INVALID_ARGUMENT
@@ -232,10 +219,10 @@ async def test_group_recipient_and_string_lengths_are_checked(stack_factory, cli
         return pb.Message(id=f"m-{len(recipient)}-{recipient[:8]}", kind=pb.CHAT, group="group1", body=b"hi",
                           recipient=recipient)
 
-    huge = await rpc_error(alice.call("SendMsg", group_message("x" * 30_000)))
+    huge = await refusal(alice.call("SendMsg", group_message("x" * 30_000)))
     assert huge.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert huge.details() == f"recipient is longer than {MAX_STRING_CHARS} characters"
-    named = await rpc_error(alice.call("SendMsg", group_message("bob")))
+    named = await refusal(alice.call("SendMsg", group_message("bob")))
     assert named.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert named.details() == "a group message has no recipient: leave it empty, the group's members receive it"
 
@@ -250,11 +237,11 @@ async def test_group_recipient_and_string_lengths_are_checked(stack_factory, cli
         ("CreateGroup", pb.GroupRequest(group="g", members=["bob", "m" * 1000]), "members"),
         ("Ack", pb.AckRequest(positions=[pb.Cursor(conversation="c" * 1000)]), "positions.conversation"),
     ]:
-        error = await rpc_error(alice.call(method, request))
+        error = await refusal(alice.call(method, request))
         assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, method
         assert error.details() == f"{field} is longer than {MAX_STRING_CHARS} characters", method
     async with grpc.aio.insecure_channel(stack.address(1)) as channel:  # unauthenticated calls too
-        error = await rpc_error(pb_stub(channel).GetChallenge(pb.ChallengeRequest(user="u" * 10_000)))
+        error = await refusal(pb_stub(channel).GetChallenge(pb.ChallengeRequest(user="u" * 10_000)))
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert error.details() == f"user is longer than {MAX_STRING_CHARS} characters"
 

@@ -21,10 +21,10 @@ import urllib.request
 import uuid
 
 import grpc
-import pytest
 
 from spartan.crypto.membership import ADD, CREATE
 from spartan.v1 import pb
+from tests.support.refusals import refusal
 from tests.support.stack import ROOT, rates
 
 SENDS = rates(send=1000)  # 425 messages sent as fast as the gateway takes them
@@ -38,12 +38,6 @@ LATENCY_FACTOR = 25
 # A baseline under this is scheduling noise, not the gateway's speed: the factor applies to at least this much
 # (75 ms, against the 1.4 s another user's call took while an unprotected gateway fanned out one batch).
 BASELINE_FLOOR_SECONDS = 0.003
-
-
-async def rpc_error(call) -> grpc.aio.AioRpcError:  # type: ignore[no-untyped-def]
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await call
-    return caught.value
 
 
 def sealed_key(recipient: str, size: int = 120) -> pb.Message:
@@ -82,30 +76,30 @@ async def test_a_sender_key_flood_is_bounded_and_does_not_block_the_gateway(stac
     baseline = [await timed(bob.call("ListUsers", pb.ListUsersRequest())) for _ in range(30)]
 
     # One batch of ~1,100 keys for the victim, and a recipient named twice: refused before any work.
-    huge = await rpc_error(eve.call("SendSenderKeys", pb.SenderKeyBatch(
+    huge = await refusal(eve.call("SendSenderKeys", pb.SenderKeyBatch(
         group="trap", keys=[sealed_key("alice", 16) for _ in range(1100)])))  # small keys: the batch fits one request
     assert huge.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert f"at most {MAX_GROUP_MEMBERS - 1} sender keys per batch" in huge.details()
-    twice = await rpc_error(eve.call("SendSenderKeys", pb.SenderKeyBatch(
+    twice = await refusal(eve.call("SendSenderKeys", pb.SenderKeyBatch(
         group="trap", keys=[sealed_key("alice"), sealed_key("alice")])))
     assert twice.code() == grpc.StatusCode.INVALID_ARGUMENT and "twice" in twice.details()
-    stranger = await rpc_error(eve.call("SendSenderKeys", pb.SenderKeyBatch(group="group2", keys=[sealed_key("foo")])))
+    stranger = await refusal(eve.call("SendSenderKeys", pb.SenderKeyBatch(group="group2", keys=[sealed_key("foo")])))
     assert stranger.code() == grpc.StatusCode.PERMISSION_DENIED  # eve is not in group2
 
     # The flood: full batches (one key per other member) until the budget, counted in keys, runs out.
     accepted_keys = 0
-    refusal: grpc.aio.AioRpcError | None = None
+    stopped: grpc.aio.AioRpcError | None = None
     flood_started = time.monotonic()
 
     async def flood() -> None:
-        nonlocal accepted_keys, refusal
+        nonlocal accepted_keys, stopped
         while True:
             try:
                 ack = await eve.conn.stub.SendSenderKeys(
                     pb.SenderKeyBatch(group="trap", keys=[sealed_key(user) for user in others]),
                     metadata=eve.conn.metadata, timeout=10)
             except grpc.aio.AioRpcError as exc:
-                refusal = exc
+                stopped = exc
                 return
             accepted_keys += ack.stored
 
@@ -116,8 +110,8 @@ async def test_a_sender_key_flood_is_bounded_and_does_not_block_the_gateway(stac
     await flooding
     elapsed = time.monotonic() - flood_started
 
-    assert refusal is not None and refusal.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-    assert "retry-after" in dict(refusal.trailing_metadata() or ())
+    assert stopped is not None and stopped.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "retry-after" in dict(stopped.trailing_metadata() or ())
     refilled = elapsed * KEY_BUDGET / 60
     assert KEY_BUDGET - len(others) < accepted_keys <= KEY_BUDGET + refilled + len(others)  # keys, not calls
     assert statistics.median(during) <= LATENCY_FACTOR * max(statistics.median(baseline), BASELINE_FLOOR_SECONDS), (
@@ -215,14 +209,14 @@ async def test_group_size_bounds_a_sender_key_batch(stack_factory, client_factor
     # A limit of 4 members instead of 256 (the shipped groups have 4): 8 users cannot reach the default.
     stack = stack_factory(gateways=1, settings={"SPARTAN_PRESENCE__MAX_GROUP_MEMBERS": "4"})
     eve = await client_factory("eve", [stack.address(1)], encrypt=False)
-    big = await rpc_error(eve.groups.change(CREATE, "big", members=["alice", "bob", "charlie", "foo"]))
+    big = await refusal(eve.groups.change(CREATE, "big", members=["alice", "bob", "charlie", "foo"]))
     assert big.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert big.details() == "a group has at most 4 members, you included"
     await eve.groups.change(CREATE, "small", members=["alice", "bob", "charlie"])
-    full = await rpc_error(eve.groups.change(ADD, "small", "foo"))
+    full = await refusal(eve.groups.change(ADD, "small", "foo"))
     assert full.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert full.details() == "small already has the most members a group may have; remove one first"
-    batch = await rpc_error(eve.call("SendSenderKeys", pb.SenderKeyBatch(
+    batch = await refusal(eve.call("SendSenderKeys", pb.SenderKeyBatch(
         group="small", keys=[sealed_key(user) for user in ("alice", "bob", "charlie", "foo")])))
     assert batch.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert batch.details() == "at most 3 sender keys per batch: one for each other member of a group of at most 4"

@@ -8,6 +8,7 @@ import grpc
 import pytest
 
 from spartan.v1 import pb
+from spartan.errors import SpartanError
 from tests.support.stack import rates
 
 SENDS = rates(send=100)  # 22 messages sent back to back
@@ -56,9 +57,9 @@ async def test_request_waits_for_offline_user_and_reaches_online_user(stack_fact
     assert (await charlie.wait_event(pb.CHAT_DECLINE)).sender == "bob"
     assert list((await bob.call("PendingRequests", pb.PendingRequestsRequest())).requesters) == []
 
-    with pytest.raises(grpc.aio.AioRpcError) as answered:
+    with pytest.raises(SpartanError) as answered:
         await bob.call("RespondChat", pb.ChatRequest(peer="alice", accept=True))
-    assert answered.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert answered.value.code == grpc.StatusCode.FAILED_PRECONDITION
 
 
 async def test_user_shows_offline_after_their_gateway_is_killed(stack_factory, client_factory) -> None:

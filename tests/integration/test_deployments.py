@@ -17,14 +17,7 @@ from spartan.crypto.keystore import load_or_create
 from spartan.crypto.tokens import login_transcript
 from spartan.deployment import DEPLOYMENT_KEY
 from spartan.v1 import pb, rpc
-
-
-async def refusal(call) -> grpc.aio.AioRpcError:  # type: ignore[no-untyped-def]
-    try:
-        await call
-    except grpc.aio.AioRpcError as error:
-        return error
-    raise AssertionError("the call succeeded")
+from tests.support.refusals import refusal
 
 
 async def test_login_and_token_of_one_deployment_are_refused_by_another(stack_factory, client_factory,

@@ -13,6 +13,7 @@ import time
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from spartan.errors import SpartanError
 from tests.support.stack import rates
 
 GRACE_SECONDS = 3.0
@@ -46,7 +47,7 @@ async def send_or_none(client, peer: str, text: str) -> bool:  # type: ignore[no
     try:
         await client.send(peer, text)
         return True
-    except grpc.aio.AioRpcError:
+    except SpartanError:
         return False
     except asyncio.CancelledError:
         task = asyncio.current_task()

@@ -12,10 +12,10 @@ import json
 import re
 from pathlib import Path
 
-import grpc
 import pytest
 
 from spartan.v1 import pb
+from spartan.errors import SpartanError
 
 PLAINTEXT = "zebra-quokka-7731 meet me at the old lighthouse"
 TEXT_LINE = re.compile(r"^\d\d:\d\d:\d\d (DEBUG|INFO|WARNING|ERROR|CRITICAL) +[\w.]+: .+")
@@ -33,7 +33,7 @@ async def converse_and_stop(stack, client_factory) -> list[str]:  # type: ignore
     assert [r.text for r in await bob.wait_for(1)] == [PLAINTEXT]
     await bob.send("alice", f"re: {PLAINTEXT}")
     await alice.wait_for(1)
-    with pytest.raises(grpc.aio.AioRpcError):  # a refused call: alice is not in group2
+    with pytest.raises(SpartanError):  # a refused call: alice is not in group2
         await alice.call("GetGroup", pb.GroupRequest(group="group2"))
 
     secrets = [PLAINTEXT, stack.env["SPARTAN_AUTH__TOKEN_SECRET"], alice.conn.token, bob.conn.token]

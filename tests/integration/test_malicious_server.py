@@ -30,7 +30,8 @@ from spartan.crypto.pins import PinStore
 from spartan.crypto.safety import format_rows, safety_number
 from spartan.crypto.sender_keys import decrypt_group, open_sender_key
 from spartan.v1 import pb
-from tests.integration.test_security import PipedCli, keys, stored_messages  # noqa: F401 - keys is a fixture
+from tests.support.piped_cli import PipedCli
+from tests.support.redis_inspect import stored_messages
 from tests.support.stack import Stack
 
 DM = naming.dm_conversation("alice", "bob")
@@ -117,9 +118,7 @@ async def test_a_swapped_key_stops_sending_until_the_user_accepts_it(stack_facto
     await client_factory("bob", [stack.address(1)])
     alice = Cli("alice", stack, keys)
     try:
-        alice.read_until("User list")
-        alice.type("bob")
-        alice.read_until("You are now ready to chat with bob.")
+        alice.open_chat("bob")
         alice.type("before the swap")
         await wait_until(lambda: len(stored_messages(stack.redis.url, DM)) == 1)
         me = load_or_create("alice", keys)[0]
@@ -375,9 +374,7 @@ async def test_a_stolen_key_file_cannot_forge_messages_from_bob(stack_factory, c
     bob = await client_factory("bob", [stack.address(1)])
     alice = Cli("alice", stack, keys)
     try:
-        alice.read_until("User list")
-        alice.type("bob")
-        alice.read_until("You are now ready to chat with bob.")
+        alice.open_chat("bob")
         stolen = Identity("alice", *load_or_create("alice", keys)[0].private_seeds())  # a copy of the key file
         bob_keys = directory_keys(stack.redis.url, "bob")
         forgeries = [forge_with_stolen_key(stolen, bob_keys, f"bob here, forged {i}") for i in range(3)]
@@ -397,9 +394,7 @@ async def test_a_replayed_message_is_dropped_after_a_client_restart(stack_factor
     bob = await client_factory("bob", [stack.address(1)])
     alice = Cli("alice", stack, keys)
     try:
-        alice.read_until("User list")
-        alice.type("bob")
-        alice.read_until("You are now ready to chat with bob.")
+        alice.open_chat("bob")
         await bob.send("alice", "the original words")
         alice.read_until("[bob] the original words")
     finally:
@@ -412,9 +407,7 @@ async def test_a_replayed_message_is_dropped_after_a_client_restart(stack_factor
 
     restarted = Cli("alice", stack, keys)
     try:
-        restarted.read_until("User list")
-        restarted.type("bob")
-        restarted.read_until("You are now ready to chat with bob.")
+        restarted.open_chat("bob")
         publish(stack.redis.url, "alice", replay)
         await bob.send("alice", "new words")
         restarted.read_until("[bob] new words")

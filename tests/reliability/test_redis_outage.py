@@ -9,6 +9,7 @@ import grpc
 import pytest
 from redis.asyncio import Redis
 
+from spartan.errors import SpartanError
 from spartan.v1 import pb
 from tests.support.stack import rates
 
@@ -31,9 +32,9 @@ async def test_redis_restart_with_aof_loses_no_acknowledged_message(stack_factor
     await bob.wait_for(10)
 
     stack.redis.kill()
-    with pytest.raises(grpc.aio.AioRpcError) as down:
+    with pytest.raises(SpartanError) as down:
         await alice.send("bob", "during outage")
-    assert down.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert down.value.code == grpc.StatusCode.UNAVAILABLE
 
     stack.redis.start()
     for _ in range(100):  # the gateways reconnect with backoff
@@ -41,8 +42,8 @@ async def test_redis_restart_with_aof_loses_no_acknowledged_message(stack_factor
             await alice.send("bob", "after 0")
             acknowledged.append("after 0")
             break
-        except grpc.aio.AioRpcError as exc:
-            assert exc.code() == grpc.StatusCode.UNAVAILABLE
+        except SpartanError as exc:
+            assert exc.code == grpc.StatusCode.UNAVAILABLE
             await asyncio.sleep(0.2)
     for i in range(1, 10):
         await alice.send("bob", f"after {i}")
@@ -62,9 +63,9 @@ async def test_presence_and_history_down_fail_fast_and_recover(stack_factory, cl
     await bob.wait_for(1)
 
     stack.kill("presence")
-    with pytest.raises(grpc.aio.AioRpcError) as no_presence:
+    with pytest.raises(SpartanError) as no_presence:
         await alice.call("ListUsers", pb.ListUsersRequest())
-    assert no_presence.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert no_presence.value.code == grpc.StatusCode.UNAVAILABLE
     await alice.send("bob", "sends do not need presence")
     await bob.wait_for(2)
     await asyncio.sleep(3.0)  # down long enough for the gateway's backoff to reach its 2 s maximum
@@ -75,9 +76,9 @@ async def test_presence_and_history_down_fail_fast_and_recover(stack_factory, cl
     print(f"recovery: presence {took:.2f}s")
 
     stack.kill("history")
-    with pytest.raises(grpc.aio.AioRpcError) as no_history:
+    with pytest.raises(SpartanError) as no_history:
         await alice.call("GetHistory", pb.HistoryRequest(peer="bob"))
-    assert no_history.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert no_history.value.code == grpc.StatusCode.UNAVAILABLE
     await asyncio.sleep(3.0)
     stack.restart("history")
     history, took = await eventually(lambda: alice.call("GetHistory", pb.HistoryRequest(peer="bob")))
@@ -93,8 +94,8 @@ async def eventually(call, seconds: float = 10.0):  # type: ignore[no-untyped-de
     while True:
         try:
             return await call(), time.monotonic() - started
-        except grpc.aio.AioRpcError as exc:
-            if exc.code() != grpc.StatusCode.UNAVAILABLE or time.monotonic() - started > seconds:
+        except SpartanError as exc:
+            if exc.code != grpc.StatusCode.UNAVAILABLE or time.monotonic() - started > seconds:
                 raise
             await asyncio.sleep(0.2)
 

@@ -19,6 +19,7 @@ import pytest
 from redis.asyncio import Redis
 
 from spartan.client.headless import HeadlessClient, Received
+from spartan.errors import SpartanError
 from tests.support.stack import rates
 
 pytestmark = pytest.mark.soak
@@ -71,9 +72,9 @@ async def test_chat_survives_rolling_gateway_restarts(stack_factory, client_fact
             try:
                 await clients[sender].send(receiver, text)
                 acked[sender].append(text)
-            except grpc.aio.AioRpcError as exc:  # a send may fail while its gateway restarts; nothing else may
-                if exc.code() not in RESTART_CODES:
-                    raise AssertionError(f"{sender}'s send failed with {exc.code().name}: {exc.details()}") from exc
+            except SpartanError as exc:  # a send may fail while its gateway restarts; nothing else may
+                if exc.code not in RESTART_CODES:
+                    raise AssertionError(f"{sender}'s send failed with {exc.code.name}: {exc.message}") from exc
                 failures += 1
             n += 1
             await asyncio.sleep(INTERVAL)

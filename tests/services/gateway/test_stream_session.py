@@ -1,14 +1,13 @@
-"""A stream session's bounded mailbox, its ending on overflow, and its de-duplication rule.
+"""A stream session's bounded mailbox and its ending on overflow.
 
 Proven here: deliveries queue in order and wake the handler; a queue exactly full is not
 an overflow, one more message is: the queue is dropped, the stream is ended once with
 RESOURCE_EXHAUSTED's sentence (`SLOW_STREAM`) through the registered `end`, later deliveries
 are ignored, and the handler is released (cancelled) only if it is still parked a while
 after the status went out; the same overflow happens with a real hub flooding the session
-from Redis, while a session with room on the same channel gets everything; `is_new` drops a
-message at or before the newest delivered offset of the same epoch, lets through a new epoch,
-other conversations and messages without a position (notices); gap, outage and close wake
-the handler.
+from Redis, while a session with room on the same channel gets everything; gap, outage and
+close wake the handler. Its de-duplication rule is `spartan.read_positions`
+(tests/spartan/test_read_positions.py).
 """
 from __future__ import annotations
 
@@ -129,32 +128,6 @@ async def test_an_overflow_without_a_registered_end_marks_the_session_only() -> 
     session = StreamSession("bob", "s1", queue_size=1)
     deliver(session, message(1), message(2))
     assert session.overflowed and session.ending is None and session.wakeup.is_set()
-
-
-def test_is_new_drops_what_this_stream_already_delivered() -> None:
-    session = StreamSession("bob", "s1", queue_size=10)
-    first = message(5)
-    assert session.is_new(first)
-    session.mark(first)
-    assert not session.is_new(message(5))  # the same message again (live and replayed)
-    assert not session.is_new(message(3))  # older than what was delivered
-    assert session.is_new(message(6))
-    assert session.is_new(message(1, epoch="e2"))  # Redis lost its data: offsets start again
-    assert session.is_new(message(1, conversation="group:team"))  # positions are per conversation
-    notice = pb.Message(id="n", kind=pb.NOTICE, text="reconnected")
-    assert session.is_new(notice)
-    session.mark(notice)
-    assert session.is_new(notice)  # messages without a position are never taken for duplicates
-
-
-def test_cursor_is_the_newest_position_delivered() -> None:
-    session = StreamSession("bob", "s1", queue_size=10)
-    assert session.cursor(DM) == pb.Cursor(conversation=DM, offset=0, epoch="")
-    session.mark(message(4))
-    session.mark(message(7))
-    assert session.cursor(DM) == pb.Cursor(conversation=DM, offset=7, epoch="e1")
-    session.mark(message(2, epoch="e2"))
-    assert session.cursor(DM) == pb.Cursor(conversation=DM, offset=2, epoch="e2")
 
 
 @pytest.mark.parametrize("signal", ["on_gap", "on_outage", "close"])

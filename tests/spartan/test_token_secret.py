@@ -17,7 +17,7 @@ from spartan.admin import gen_secret
 from spartan.config import AuthConfig
 from spartan.token_secret import TokenSecretError, refusal, resolve, write_new_secret
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 K8S_PLACEHOLDER = (ROOT / "deploy" / "k8s" / "token-secret.txt").read_text().strip()
 OLD_COMPOSE_DEFAULT = "dev-only-change-me-0f6d1c2b9a7e4f3d8c5b2a1e0d9c8b7a"
 

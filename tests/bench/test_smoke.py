@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]  # matplotlib comes with the bench extra (scripts/bootstrap.sh)
+ROOT = Path(__file__).resolve().parents[2]  # matplotlib comes with the bench extra (scripts/bootstrap.sh)
 
 
 @pytest.mark.timeout(240)

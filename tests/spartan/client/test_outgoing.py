@@ -2,13 +2,13 @@
 
 The server here is a small stand-in that answers SendMsg the way the gateway does
 (RESOURCE_EXHAUSTED with a `retry-after` trailer, UNAVAILABLE, INVALID_ARGUMENT),
-as real grpc.aio.AioRpcError values; the CLI tests run the real gateway.
+as the client's connection raises them (an `AioRpcError` rebuilt by `from_rpc_error`); the CLI
+tests run the real gateway.
 """
 from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any
 
 import grpc
 import pytest
@@ -17,12 +17,13 @@ from spartan.client.e2e import PeerHasNoKeys
 from spartan.client.outgoing import Outgoing
 from spartan.client.state import ClientState
 from spartan.crypto.membership import MembershipError
+from spartan.errors import SpartanError, from_rpc_error
 from spartan.v1 import pb
 
 
-def refusal(code: grpc.StatusCode, details: str, retry_after: str | None = None) -> grpc.aio.AioRpcError:
+def refusal(code: grpc.StatusCode, details: str, retry_after: str | None = None) -> SpartanError:
     trailers = grpc.aio.Metadata(("retry-after", retry_after)) if retry_after else grpc.aio.Metadata()
-    return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), trailers, details)
+    return from_rpc_error(grpc.aio.AioRpcError(code, grpc.aio.Metadata(), trailers, details))
 
 
 class Server:
@@ -33,7 +34,7 @@ class Server:
         self.retry_after = retry_after
         self.accepted: list[tuple[str, str]] = []
         self.tokens = burst
-        self.refuse: dict[str, grpc.aio.AioRpcError] = {}  # text -> a lasting refusal
+        self.refuse: dict[str, SpartanError] = {}  # text -> a lasting refusal
         self.no_keys: set[str] = set()
         self.cancel_once: set[str] = set()
         self.unverified: set[str] = set()  # groups no signed change makes the sender a member of
@@ -45,8 +46,7 @@ class Server:
             raise MembershipError(f"no change signed by a member makes you a member of {target[6:]}")
         return pb.Message(id=message_id, recipient=target, body=text.encode())
 
-    async def call(self, method: str, message: Any) -> pb.SendAck:
-        assert method == "SendMsg"
+    async def send_msg(self, message: pb.Message) -> pb.SendAck:
         text = message.body.decode()
         if text in self.cancel_once:
             self.cancel_once.discard(text)
@@ -63,7 +63,7 @@ class Server:
 
 def queue(server: Server, state: ClientState, notices: list[str], statuses: list[str],
           countdown: bool = True) -> Outgoing:
-    return Outgoing(state, server.seal, server.call, status=statuses.append, notice=notices.append,
+    return Outgoing(state, server.seal, server.send_msg, status=statuses.append, notice=notices.append,
                     countdown=countdown)
 
 

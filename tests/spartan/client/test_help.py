@@ -5,7 +5,7 @@ from pathlib import Path
 
 from spartan.client.commands import COMMANDS, HELP
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+README = Path(__file__).resolve().parents[3] / "README.md"
 
 
 def chat_section() -> str:

@@ -28,7 +28,7 @@ hands out the same tokens. (Writing them with T = W and `left` < 1 gives the
 familiar burst + rate*T - 1 <= allowed <= burst + rate*T, less the refill accrued
 between the last accepted check and the end reading.)
 
-Run as `python3 -m tests.test_ratelimit_clock_skew '<json>'` the module is the child
+Run as `python3 -m tests.spartan.ratelimit.test_clock_skew '<json>'` the module is the child
 process that hammers and prints its counts as JSON.
 """
 from __future__ import annotations
@@ -51,7 +51,7 @@ from spartan.ratelimit import RateLimiter, RatePolicy, bucket_key
 from spartan.redis_conn import connect
 from tests.support.redis_server import RedisServer
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 CLOCK_OFFSETS_SECONDS = (-420.0, 0.0, 300.0)  # seven minutes behind, on time, five minutes ahead
 POLICY = RatePolicy(rate=20, per_seconds=1, burst=40)  # refilling it takes 2 s without a check
 
@@ -146,7 +146,7 @@ def start_child(url: str, offset: float, seconds: float, tasks: int) -> subproce
         "url": url, "user": "alice", "api": "send", "seconds": seconds, "tasks": tasks,
         "policy": {"rate": POLICY.rate, "per_seconds": POLICY.per_seconds, "burst": POLICY.burst},
     }
-    command = [sys.executable, "-m", "tests.test_ratelimit_clock_skew", json.dumps(settings)]
+    command = [sys.executable, "-m", "tests.spartan.ratelimit.test_clock_skew", json.dumps(settings)]
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     faketime = shutil.which("faketime")
     if faketime is not None:

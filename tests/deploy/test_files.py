@@ -5,7 +5,7 @@ compose-spec schema, manifests with kubernetes-validate's bundled schemas, nginx
 and Prometheus configs with the real `nginx -t` and `promtool`, and every command,
 environment variable and port the files use is compared with what the package
 really accepts (`[project.scripts]`, `spartan.config.env_names()`, `load_config`).
-Proxy and probe configs (nginx, Prometheus, healthcheck) are checked in test_deploy_proxies.py.
+Proxy and probe configs (nginx, Prometheus, healthcheck) are checked in test_proxies.py.
 """
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ from spartan.config import Config, env_names, load_config
 from spartan.enrolment import required as enrolment_required
 from spartan.token_secret import refusal
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 COMPOSE_FILE = DEPLOY / "docker-compose.yml"
 K8S = DEPLOY / "k8s"

@@ -1,6 +1,6 @@
 """The image: the Dockerfile's stages and user, and the wheel its builder stage makes.
 
-Offline, like test_deploy_files.py (whose paths and console-script list it shares):
+Offline, like test_files.py (whose paths and console-script list it shares):
 the wheel is built from a clean copy of the build context, as the builder stage does.
 """
 from __future__ import annotations
@@ -12,7 +12,7 @@ import sys
 import zipfile
 from pathlib import Path
 
-from tests.test_deploy_files import DEPLOY, ROOT, console_scripts
+from tests.deploy.test_files import DEPLOY, ROOT, console_scripts
 
 
 def test_dockerfile_builds_a_wheel_and_runs_it_as_non_root() -> None:

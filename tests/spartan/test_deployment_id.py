@@ -14,7 +14,7 @@ from spartan.deployment import DEPLOYMENT_KEY, resolve
 from tests.support.ports import free_port
 from tests.support.redis_server import RedisServer
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 async def test_gateways_sharing_a_redis_agree_on_one_generated_id(redis: Redis) -> None:

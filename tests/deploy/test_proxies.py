@@ -21,7 +21,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from deploy.nginx.render import nginx_command, render_compose_conf, write_local_conf
 from deploy.prometheus.render import render_compose_config, render_local_config
 from tests.support.ports import free_port, wait_for_port
-from tests.test_deploy_files import DEPLOY, HEALTHCHECK, METRICS_PORT, compose, spartan_compose_services
+from tests.deploy.test_files import DEPLOY, HEALTHCHECK, METRICS_PORT, compose, spartan_compose_services
 
 
 # --- healthcheck and nginx -----------------------------------------------------------------------

@@ -9,7 +9,7 @@ import pytest
 
 from spartan.config import ConfigError, env_names, load_config
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SEED = ROOT.parent / "shared" / "seed" / "config.yaml"
 
 
