@@ -15,7 +15,7 @@ asked for during the outage.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 import pytest
 import redis.exceptions
@@ -23,32 +23,9 @@ from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 
 from services.gateway.hub import YIELD_EVERY, PubSubHub
-from spartan import redis_conn
-from spartan.config import RedisConfig
 from spartan.v1 import pb
 from tests.support.mailbox import RecordingMailbox
 from tests.support.redis_server import RedisServer
-
-
-@pytest.fixture
-async def gateway_redis(redis_server: RedisServer) -> AsyncIterator[Redis]:
-    """The client a gateway builds (bounded pool, its retry policy), on the private server."""
-    client = redis_conn.connect(RedisConfig(url=redis_server.url))
-    try:
-        yield client
-    finally:
-        await client.aclose()
-
-
-@pytest.fixture
-async def hub(gateway_redis: Redis) -> AsyncIterator[PubSubHub]:
-    hub = PubSubHub(gateway_redis)
-    hub.start()
-    await asyncio.wait_for(hub.connected.wait(), 15)
-    try:
-        yield hub
-    finally:
-        await hub.close()
 
 
 def chat(text: str, conversation: str = "dm:alice:bob") -> bytes:

@@ -11,35 +11,19 @@ the conversation from its start.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
-import pytest
 from redis.asyncio import Redis
 
 from services.gateway.hub import PubSubHub
 from services.gateway.replay import REPLAY_PAGE, DeliveryReplayer
 from services.gateway.stream_session import StreamSession
-from spartan import naming, redis_conn
-from spartan.config import DeliveryConfig, RedisConfig
+from spartan import naming
+from spartan.config import DeliveryConfig
 from spartan.delivery_log import DeliveryLog
 from spartan.v1 import pb
-from tests.support.redis_server import RedisServer
 
 DM = naming.dm_conversation("alice", "bob")
 BOB = naming.user_channel("bob")
-
-
-@pytest.fixture
-async def hub(redis_server: RedisServer) -> AsyncIterator[PubSubHub]:
-    client = redis_conn.connect(RedisConfig(url=redis_server.url))
-    hub = PubSubHub(client)
-    hub.start()
-    await asyncio.wait_for(hub.connected.wait(), 15)
-    try:
-        yield hub
-    finally:
-        await hub.close()
-        await client.aclose()
 
 
 async def send(log: DeliveryLog, *texts: str) -> None:

@@ -12,7 +12,6 @@ close wake the handler. Its de-duplication rule is `spartan.read_positions`
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import pytest
 from prometheus_client import REGISTRY
@@ -24,10 +23,7 @@ from services.gateway.stream_session import (
     STUCK_WRITE_SECONDS,
     StreamSession,
 )
-from spartan import redis_conn
-from spartan.config import RedisConfig
 from spartan.v1 import pb
-from tests.support.redis_server import RedisServer
 
 DM = "dm:alice:bob"
 
@@ -140,19 +136,6 @@ def test_gap_outage_and_close_wake_the_handler(signal: str) -> None:
         getattr(session, signal)()
         assert (session.gap, session.outage) == ((True, False) if signal == "on_gap" else (False, True))
     assert session.wakeup.is_set()
-
-
-@pytest.fixture
-async def hub(redis_server: RedisServer) -> AsyncIterator[PubSubHub]:
-    client = redis_conn.connect(RedisConfig(url=redis_server.url))
-    hub = PubSubHub(client)
-    hub.start()
-    await asyncio.wait_for(hub.connected.wait(), 15)
-    try:
-        yield hub
-    finally:
-        await hub.close()
-        await client.aclose()
 
 
 async def test_a_flood_from_redis_ends_the_slow_session_and_spares_the_one_with_room(hub: PubSubHub,
