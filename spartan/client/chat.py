@@ -332,6 +332,8 @@ class Chat:
             self.show(f"[{message.sender}] {opened.text}")
             return
         sender = message.sender
+        if opened.problem == UNACCEPTED:
+            self.state.hold(message.id, sender, message.SerializeToString())  # shown if the key is accepted
         count = self.complaints.count(f"{opened.problem}:{sender}")
         if count is None:
             return  # said less than 10 s ago: counted for the next line
@@ -339,7 +341,8 @@ class Chat:
         if opened.problem == UNACCEPTED:
             self.notice(
                 f"A message signed with {sender}'s new key, which you have not accepted, is not shown as "
-                f"from {sender}{more}. Compare safety numbers (/verify {sender}), then /accept-key {sender}."
+                f"from {sender}{more}. Compare safety numbers (/verify {sender}), then /accept-key {sender} "
+                "to see it."
             )
         else:
             assert opened.problem == FORGED
@@ -354,6 +357,11 @@ class Chat:
         )
         self.outgoing.unblock(peer)
         await self.group_keys.on_peer_keys(peer)
+        held = [pb.Message.FromString(raw) for raw in self.state.release(peer)]
+        if held:
+            self.notice(f"What {peer} sent under that key ({len(held)} message{'s' if len(held) != 1 else ''}):")
+            for message in held:
+                await self.display(message)
 
     # ------------------------------------------------------------ sending
     def prompt(self) -> str:

@@ -11,16 +11,20 @@ it is rewritten as one snapshot when it grows long. Mode 0600, like the key: uns
 messages are plaintext until they can be encrypted.
 
 The last membership change verified per group is kept too, so a restarted client
-still refuses a change that does not extend it (`spartan.crypto.membership`).
+still refuses a change that does not extend it (`spartan.crypto.membership`). So are
+messages that arrived signed with a peer's new key the user has not accepted yet (the
+newest `HELD_KEPT`, still encrypted): accepting the key shows them, also after a restart.
 
 Lines: `{"c": conversation, "e": epoch, "o": offset}` (a position),
 `{"q": id, "to": peer, "t": text}` (queued), `{"sent": id}` (left the outbox),
-`{"s": id}` (a message id shown or sent) and
-`{"g": group, "v": version, "h": hash in hex, "m": members}` (a group's verified head).
+`{"s": id}` (a message id shown or sent),
+`{"g": group, "v": version, "h": hash in hex, "m": members}` (a group's verified head),
+`{"k": id, "from": peer, "m": message in base64}` (held for a key) and `{"released": id}`.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import os
@@ -33,6 +37,7 @@ log = logging.getLogger("spartan.client")
 
 COMPACT_AFTER_LINES = 5000  # journal lines beyond the last snapshot that trigger a new one
 SEEN_IDS_KEPT = 10_000  # newest message ids remembered, over all conversations
+HELD_KEPT = 500  # newest messages held for an unaccepted key, over all peers
 
 
 class ClientState:
@@ -44,6 +49,7 @@ class ClientState:
         self.outbox: dict[str, tuple[str, str]] = {}  # message id -> (peer, text), oldest first
         self.seen: OrderedDict[str, None] = OrderedDict()  # ids shown or sent, oldest first
         self.heads: dict[str, tuple[int, str, list[str]]] = {}  # group -> (version, hash hex, members)
+        self.held: OrderedDict[str, tuple[str, bytes]] = OrderedDict()  # id -> (peer, message), oldest first
         self._lines = 0
         self._compact_at = COMPACT_AFTER_LINES
         self._fd: int | None = None
@@ -89,6 +95,24 @@ class ClientState:
         while len(self.seen) > SEEN_IDS_KEPT:
             self.seen.popitem(last=False)
 
+    def hold(self, message_id: str, peer: str, message: bytes) -> None:
+        """Keep a message `peer` signed with a key the user has not accepted (serialized, still encrypted)."""
+        self._hold(message_id, peer, message)
+        self._write({"k": message_id, "from": peer, "m": base64.b64encode(message).decode()})
+
+    def _hold(self, message_id: str, peer: str, message: bytes) -> None:
+        self.held[message_id] = (peer, message)
+        while len(self.held) > HELD_KEPT:
+            self.held.popitem(last=False)
+
+    def release(self, peer: str) -> list[bytes]:
+        """The messages held for `peer`'s key, oldest first; they are no longer kept."""
+        released = [(i, message) for i, (sender, message) in self.held.items() if sender == peer]
+        for message_id, _ in released:
+            del self.held[message_id]
+            self._write({"released": message_id})
+        return [message for _, message in released]
+
     def record_head(self, group: str, version: int, digest: str, members: list[str]) -> None:
         """Remember the last verified membership change of `group`."""
         self.heads[group] = (version, digest, members)
@@ -113,6 +137,10 @@ class ClientState:
             self.outbox.pop(str(entry["sent"]), None)
         elif "s" in entry:
             self._see(str(entry["s"]))
+        elif "k" in entry:
+            self._hold(str(entry["k"]), str(entry["from"]), base64.b64decode(str(entry["m"])))
+        elif "released" in entry:
+            self.held.pop(str(entry["released"]), None)
         elif "g" in entry:
             members = entry["m"]
             if not isinstance(members, list):
@@ -140,6 +168,7 @@ class ClientState:
         entries += [{"q": i, "to": p, "t": t} for i, (p, t) in self.outbox.items()]
         entries += [{"s": i} for i in self.seen]
         entries += [{"g": g, "v": v, "h": h, "m": m} for g, (v, h, m) in self.heads.items()]
+        entries += [{"k": i, "from": p, "m": base64.b64encode(m).decode()} for i, (p, m) in self.held.items()]
         temporary = self.path.with_suffix(".tmp")
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as out:

@@ -149,12 +149,16 @@ async def test_a_swapped_key_stops_sending_until_the_user_accepts_it(stack_facto
         shown = alice.read_until("charlie declined your chat request.")
         said = [line for line in shown if "not accepted" in line]
         assert said == ["[Spartan] A message signed with bob's new key, which you have not accepted, is not "
-                        "shown as from bob. Compare safety numbers (/verify bob), then /accept-key bob."]
+                        "shown as from bob. Compare safety numbers (/verify bob), then /accept-key bob to see it."]
         assert not any("impostor speaking" in line for line in alice.lines)
 
         alice.type("/accept-key bob")
         accepted = alice.read_until("Accepted bob's new key")[-1]
         assert safety_number("alice", me.identity_key, "bob", impostor.identity_key) in accepted
+        # What arrived under the key now accepted is shown, in order, once: nothing of it was lost.
+        alice.read_until("What bob sent under that key (3 messages):")
+        shown_after = [alice.read_until("[bob] impostor speaking as bob")[-1] for _ in range(3)]
+        assert shown_after == ["[bob] impostor speaking as bob"] * 3
         await wait_until(lambda: len(stored_messages(stack.redis.url, DM)) == 2)
         sent = stored_messages(stack.redis.url, DM)[-1]
         opened = PairwiseCipher(impostor, "alice", me.public_keys()).decrypt(

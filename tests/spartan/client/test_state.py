@@ -1,9 +1,10 @@
-"""The client state journal remembers the ids of shown messages across restarts, bounded, compacted rarely."""
+"""The client state journal remembers the ids of shown messages and the messages held for an unaccepted key
+across restarts, bounded, compacted rarely."""
 from __future__ import annotations
 
 from pathlib import Path
 
-from spartan.client.state import COMPACT_AFTER_LINES, SEEN_IDS_KEPT, ClientState
+from spartan.client.state import COMPACT_AFTER_LINES, HELD_KEPT, SEEN_IDS_KEPT, ClientState
 
 
 def test_shown_ids_survive_a_restart(tmp_path: Path) -> None:
@@ -44,3 +45,28 @@ def test_the_journal_is_rewritten_when_it_grows(tmp_path: Path) -> None:
     assert len(path.read_text().splitlines()) < COMPACT_AFTER_LINES
     state.close()
     assert ClientState(path).positions == {"dm:alice:bob": ("e", COMPACT_AFTER_LINES + 10)}
+
+
+def test_messages_held_for_a_key_survive_a_restart_until_released(tmp_path: Path) -> None:
+    path = tmp_path / "alice.state"
+    state = ClientState(path)
+    state.hold("m-1", "bob", b"\x00sealed one")
+    state.hold("m-2", "charlie", b"sealed two")
+    state.hold("m-3", "bob", b"sealed three\n")
+    state.close()
+    again = ClientState(path)
+    assert again.release("bob") == [b"\x00sealed one", b"sealed three\n"]  # oldest first, bytes intact
+    assert again.release("bob") == []
+    again.close()
+    after = ClientState(path)
+    assert after.release("bob") == [] and after.release("charlie") == [b"sealed two"]
+    after.close()
+
+
+def test_only_the_newest_held_messages_are_kept(tmp_path: Path) -> None:
+    state = ClientState(tmp_path / "alice.state")
+    for number in range(HELD_KEPT + 3):
+        state.hold(f"m-{number}", "bob", f"sealed {number}".encode())
+    held = state.release("bob")
+    assert len(held) == HELD_KEPT and held[0] == b"sealed 3"
+    state.close()
