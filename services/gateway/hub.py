@@ -5,7 +5,10 @@ so a single owner task does both: it executes queued (un)subscribe commands betw
 reads and dispatches every message to the mailboxes registered for its channel.
 Subscriptions are reference-counted across streams, and `subscribe()` returns only
 once Redis has acknowledged the SUBSCRIBE, so a stream can tell its client it is
-connected knowing nothing published from then on is missed.
+connected knowing nothing published from then on is missed. A channel whose last
+stream left counts as unsubscribed at once, and an acknowledgement counts only if no
+UNSUBSCRIBE was sent after it: a client that reconnects while its old stream's
+UNSUBSCRIBE is on its way gets a SUBSCRIBE behind it, not a dropped channel.
 
 The owner task is supervised: if the connection drops it reconnects with backoff,
 resubscribes every channel, and tells every mailbox that it may have missed messages
@@ -24,7 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable
 from typing import Protocol
 
@@ -69,7 +72,8 @@ class PubSubHub:
         self._routes: dict[str, set[Mailbox]] = defaultdict(set)
         self._commands: asyncio.Queue[_Command] = asyncio.Queue()
         self._awaiting_ack: dict[str, list[asyncio.Future[None]]] = defaultdict(list)
-        self._subscribed: set[str] = set()  # channels acknowledged on the current connection
+        self._subscribed: set[str] = set()  # channels acknowledged on the current connection, none leaving
+        self._unsubscribing: Counter[str] = Counter()  # UNSUBSCRIBEs sent whose acknowledgement has not come
         self._pending_acks: dict[int, int] = {}  # id(command future) -> acknowledgements still missing
         self._task: asyncio.Task[None] | None = None
         self._closing = False
@@ -118,6 +122,10 @@ class PubSubHub:
                 del self._routes[channel]
                 gone.append(channel)
         if gone:
+            # Not subscribed from now on, for `subscribe`: a stream opening while this UNSUBSCRIBE is
+            # queued or on its way must queue a SUBSCRIBE behind it, or Redis would drop its channel
+            # right after the stream was told it is connected (a live-looking stream that gets nothing).
+            self._subscribed.difference_update(gone)
             self._commands.put_nowait(_Command(False, gone))
 
     async def _supervise(self) -> None:
@@ -150,6 +158,7 @@ class PubSubHub:
                     self._notify_outage()
                 self.connected.clear()
                 self._subscribed.clear()
+                self._unsubscribing.clear()
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
             finally:
@@ -186,8 +195,9 @@ class PubSubHub:
         else:
             gone = [c for c in command.channels if c not in self._routes]
             if gone:
-                await pubsub.unsubscribe(*gone)
+                self._unsubscribing.update(gone)
                 self._subscribed.difference_update(gone)
+                await pubsub.unsubscribe(*gone)
             _resolve(command.done)
 
     def _handle(self, message: dict) -> int:
@@ -208,8 +218,14 @@ class PubSubHub:
             for mailbox in mailboxes:
                 mailbox.deliver(parsed, raw)
             return len(mailboxes)
+        elif kind == "unsubscribe":
+            self._unsubscribing[channel] -= 1
+            if self._unsubscribing[channel] <= 0:
+                del self._unsubscribing[channel]
+            self._subscribed.discard(channel)
         elif kind == "subscribe":
-            self._subscribed.add(channel)
+            if not self._unsubscribing[channel]:  # else an UNSUBSCRIBE sent after it is still to come
+                self._subscribed.add(channel)
             for done in self._awaiting_ack.pop(channel, ()):
                 remaining = self._pending_acks.get(id(done), 1) - 1
                 if remaining <= 0:

@@ -315,3 +315,71 @@ async def test_a_failure_that_is_not_a_connection_error_is_still_told_as_an_outa
     await redis.publish("sp:user:{bob}", chat("after the failure"))
     await box.wait_for(1)
     assert box.ids == ["after the failure"]
+
+
+async def test_a_stream_opening_while_its_channel_is_being_unsubscribed_still_gets_messages(
+        hub: PubSubHub, redis: Redis, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A user's last stream closes (the hub sends UNSUBSCRIBE) and the user's new stream opens while that
+    UNSUBSCRIBE is on its way: the new stream must not be told it is connected on a channel Redis is about
+    to drop (a restarted client got nothing, about one run in three)."""
+    leaving, arriving = RecordingMailbox("leaving"), RecordingMailbox("arriving")
+    await hub.subscribe(leaving, ["sp:user:{alice}"])
+    unsubscribe = PubSub.unsubscribe
+    sending = asyncio.Event()
+
+    async def slow_unsubscribe(self: PubSub, *args: object) -> object:
+        sending.set()
+        await asyncio.sleep(0.3)  # the UNSUBSCRIBE is on its way: the owner task waits on the connection
+        return await unsubscribe(self, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(PubSub, "unsubscribe", slow_unsubscribe)
+    hub.unsubscribe(leaving, ["sp:user:{alice}"])
+    await asyncio.wait_for(sending.wait(), 5)
+    await hub.subscribe(arriving, ["sp:user:{alice}"], timeout=5)  # returns once Redis acknowledged
+    await asyncio.sleep(0.5)  # the UNSUBSCRIBE has reached Redis by now
+    assert await redis.publish("sp:user:{alice}", chat("for the new stream")) == 1
+    await arriving.wait_for(1)
+    assert arriving.ids == ["for the new stream"] and leaving.ids == []
+
+
+async def test_a_subscription_acknowledged_after_its_unsubscribe_was_sent_is_not_taken_as_current(
+        hub: PubSubHub, redis: Redis, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stream closes before its SUBSCRIBE was acknowledged (a loaded Redis answers later than the hub's
+    20 ms poll): the UNSUBSCRIBE goes out, then both acknowledgements arrive. The late "subscribe" must not
+    make the hub believe the channel is subscribed, or the next stream would be told it is connected on a
+    channel Redis dropped."""
+    brief, later = RecordingMailbox("brief"), RecordingMailbox("later")
+    read, subscribe, unsubscribe = PubSub.get_message, PubSub.subscribe, PubSub.unsubscribe
+    holding = True  # the acknowledgements have not arrived yet: reads find nothing
+    subscribed_sent, unsubscribe_sent = asyncio.Event(), asyncio.Event()
+
+    async def get_message(self: PubSub, *args: object, **kwargs: object) -> object:
+        if holding:
+            await asyncio.sleep(0.01)
+            return None
+        return await read(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    async def sending_subscribe(self: PubSub, *args: object) -> object:
+        result = await subscribe(self, *args)  # type: ignore[arg-type]
+        subscribed_sent.set()
+        return result
+
+    async def sending_unsubscribe(self: PubSub, *args: object) -> object:
+        result = await unsubscribe(self, *args)  # type: ignore[arg-type]
+        unsubscribe_sent.set()
+        return result
+
+    monkeypatch.setattr(PubSub, "get_message", get_message)
+    monkeypatch.setattr(PubSub, "subscribe", sending_subscribe)
+    monkeypatch.setattr(PubSub, "unsubscribe", sending_unsubscribe)
+    first = asyncio.ensure_future(hub.subscribe(brief, ["sp:user:{carol}"], timeout=5))
+    await asyncio.wait_for(subscribed_sent.wait(), 5)
+    hub.unsubscribe(brief, ["sp:user:{carol}"])  # it leaves before Redis acknowledged its SUBSCRIBE
+    await asyncio.wait_for(unsubscribe_sent.wait(), 5)
+    holding = False  # now both acknowledgements arrive, "subscribe" first
+    await first
+    await eventually(lambda: _equals(subscribers(redis, "sp:user:{carol}"), 0), "unsubscribed")
+    await hub.subscribe(later, ["sp:user:{carol}"], timeout=5)
+    assert await redis.publish("sp:user:{carol}", chat("for the later stream")) == 1
+    await later.wait_for(1)
+    assert later.ids == ["for the later stream"]
