@@ -33,6 +33,7 @@ from spartan.client.groups import ClientGroups
 from spartan.client.outgoing import Outgoing
 from spartan.client.state import ClientState
 from spartan.client.terminal import InteractiveTerminal, PipedTerminal
+from spartan.crypto.sender_keys import max_plaintext_bytes
 from spartan.errors import InvalidArgument, SpartanError
 from spartan.read_positions import ReadPositions
 from spartan.v1 import pb
@@ -382,7 +383,7 @@ class Chat:
     def text_ok(self, text: str) -> bool:
         """Check typed text before it is queued; explains a refusal."""
         try:
-            check_text(text, self.max_message_bytes)
+            check_text(text, max_plaintext_bytes(self.max_message_bytes))
         except InvalidArgument as exc:
             self.notice(f"Not sent: {exc.message}.")
             return False

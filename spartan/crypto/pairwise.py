@@ -16,13 +16,17 @@ alice's key file can derive the key she shares with bob and, without the
 signature, seal messages "from bob" that alice would accept (key-compromise
 impersonation). Envelope layout:
 
-    version (1 byte = 0x02) | nonce (12) | ciphertext (n) | GCM tag (16) | signature (64)
+    version (1 byte = 0x03) | nonce (12) | ciphertext (n) | GCM tag (16) | signature (64)
 
     signature = Ed25519(sender identity key,
                         encode_fields(SIGN_LABEL, associated data, version ‖ nonce ‖ ciphertext ‖ tag))
 
-Version 1 envelopes (the same without a signature) are refused: accepting them
-would let a forger simply omit the signature.
+The plaintext is padded to a multiple of 64 bytes before encryption
+(`spartan.crypto.padding`), so the envelope's length gives the message's only to
+within 64 bytes. Version 2 envelopes (the same, unpadded) are still read; version 1
+envelopes (without a signature) are refused: accepting them would let a forger
+simply omit the signature. The version is part of the associated data and the
+signature, so a padded envelope cannot be passed off as an unpadded one.
 Every failure to open an envelope raises `DecryptError`, whatever the cause.
 Random 96-bit nonces are safe for far more messages than a conversation sees
 (the GCM bound is about 2**32 messages per key).
@@ -37,10 +41,13 @@ from Crypto.Random import get_random_bytes
 
 from spartan.crypto.encoding import DecryptError, encode_fields
 from spartan.crypto.identity import SIGNATURE_BYTES, Identity, verify_public_keys, verify_signature
+from spartan.crypto.padding import pad, unpad
 from spartan.errors import InvalidArgument
 from spartan.v1 import pb
 
-ENVELOPE_VERSION = 2
+ENVELOPE_VERSION = 3  # padded
+UNPADDED_ENVELOPE_VERSION = 2  # still read
+READ_VERSIONS = (UNPADDED_ENVELOPE_VERSION, ENVELOPE_VERSION)
 NONCE_BYTES = 12
 TAG_BYTES = 16
 KEY_BYTES = 32
@@ -60,8 +67,10 @@ def derive_pairwise_key(me: Identity, peer: str, peer_keys: pb.PublicKeys) -> by
     return HKDF(shared, KEY_BYTES, KDF_SALT, SHA256, context=info)
 
 
-def associated_data(*, message_id: str, sender: str, recipient: str, conversation: str) -> bytes:
-    return encode_fields(AD_LABEL, ENVELOPE_VERSION, message_id, sender, recipient, conversation)
+def associated_data(
+    *, message_id: str, sender: str, recipient: str, conversation: str, version: int = ENVELOPE_VERSION
+) -> bytes:
+    return encode_fields(AD_LABEL, version, message_id, sender, recipient, conversation)
 
 
 def signed_transcript(associated: bytes, sealed: bytes) -> bytes:
@@ -95,17 +104,18 @@ class PairwiseCipher:
         )
         cipher = AES.new(self._key, AES.MODE_GCM, nonce=nonce, mac_len=TAG_BYTES)
         cipher.update(associated)
-        ciphertext, tag = cipher.encrypt_and_digest(plaintext)
+        ciphertext, tag = cipher.encrypt_and_digest(pad(plaintext))
         sealed = bytes((ENVELOPE_VERSION,)) + nonce + ciphertext + tag
         return sealed + self.me.sign(signed_transcript(associated, sealed))
 
     def decrypt(self, envelope: bytes, *, message_id: str, sender: str, recipient: str, conversation: str) -> bytes:
         if len(envelope) < OVERHEAD:
             raise DecryptError(f"message from {sender} is truncated ({len(envelope)} bytes)")
-        if envelope[0] != ENVELOPE_VERSION:
-            raise DecryptError(f"message from {sender} uses unknown envelope version {envelope[0]}")
+        version = envelope[0]
+        if version not in READ_VERSIONS:
+            raise DecryptError(f"message from {sender} uses unknown envelope version {version}")
         associated = associated_data(
-            message_id=message_id, sender=sender, recipient=recipient, conversation=conversation
+            message_id=message_id, sender=sender, recipient=recipient, conversation=conversation, version=version
         )
         sealed, signature = envelope[:-SIGNATURE_BYTES], envelope[-SIGNATURE_BYTES:]
         signer = self.me.identity_key if sender == self.me.user else self.peer_identity_key
@@ -119,12 +129,13 @@ class PairwiseCipher:
         cipher = AES.new(self._key, AES.MODE_GCM, nonce=nonce, mac_len=TAG_BYTES)
         cipher.update(associated)
         try:
-            return cipher.decrypt_and_verify(ciphertext, tag)
+            plaintext = cipher.decrypt_and_verify(ciphertext, tag)
         except ValueError:
             raise DecryptError(
                 f"message {message_id} from {sender} failed authentication "
                 "(tampered, misrouted, or encrypted under other keys)"
             ) from None
+        return unpad(plaintext) if version == ENVELOPE_VERSION else plaintext
 
 
 class PairwiseCiphers:

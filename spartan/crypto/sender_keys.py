@@ -5,7 +5,7 @@ id and the group membership version it was made for. The owner sends it to
 every other member through the pairwise channel (`seal_sender_key` /
 `open_sender_key`), then encrypts each group message once:
 
-    version (1 byte = 0x02) | key id (8) | membership version (8) | membership hash (32)
+    version (1 byte = 0x03) | key id (8) | membership version (8) | membership hash (32)
     | nonce (12) | ciphertext | GCM tag (16) | signature (64)
 
 AES-256-GCM under the sender key with associated data (group, sender, key id,
@@ -13,8 +13,9 @@ message id); the signature is Ed25519 by the sender's identity key over a
 labelled transcript of the same fields and the whole envelope before it. The
 membership version and hash are the sender's verified view of the group
 (`spartan.crypto.membership`), signed with the message, so a receiver learns
-when a sender has seen a change the server did not show it. Version 0x01
-envelopes (no view) are still read.
+when a sender has seen a change the server did not show it. The plaintext is
+padded to a multiple of 64 bytes (`spartan.crypto.padding`). Version 0x02 envelopes
+(unpadded) and 0x01 (unpadded, no view) are still read.
 Receivers verify the signature *first*: every member holds the sender key, so
 without it any member could forge messages from another.
 
@@ -37,11 +38,14 @@ from Crypto.Random import get_random_bytes
 
 from spartan.crypto.encoding import DecryptError, encode_fields
 from spartan.crypto.identity import Identity, verify_signature
+from spartan.crypto.padding import PAD_BLOCK, pad, unpad
+from spartan.crypto.pairwise import OVERHEAD as PAIRWISE_OVERHEAD
 from spartan.crypto.pairwise import PairwiseCipher
 from spartan.errors import InvalidArgument
 from spartan.naming import group_conversation
 
-ENVELOPE_VERSION = 2
+ENVELOPE_VERSION = 3  # padded
+UNPADDED_ENVELOPE_VERSION = 2  # still read
 LEGACY_ENVELOPE_VERSION = 1  # without the membership view: still read
 KEY_FORMAT_VERSION = 1
 SECRET_BYTES = 32
@@ -49,7 +53,12 @@ NONCE_BYTES = 12
 TAG_BYTES = 16
 SIGNATURE_BYTES = 64
 VIEW_BYTES = 8 + 32
-HEADER_BYTES = {LEGACY_ENVELOPE_VERSION: 1 + 8 + NONCE_BYTES, ENVELOPE_VERSION: 1 + 8 + VIEW_BYTES + NONCE_BYTES}
+HEADER_BYTES = {
+    LEGACY_ENVELOPE_VERSION: 1 + 8 + NONCE_BYTES,
+    UNPADDED_ENVELOPE_VERSION: 1 + 8 + VIEW_BYTES + NONCE_BYTES,
+    ENVELOPE_VERSION: 1 + 8 + VIEW_BYTES + NONCE_BYTES,
+}
+OVERHEAD = HEADER_BYTES[ENVELOPE_VERSION] + TAG_BYTES + SIGNATURE_BYTES
 AD_LABEL = b"spartan/v1/group-message"
 SIGN_LABEL = b"spartan/v1/group-signature"
 KEYS_KEPT_PER_SENDER = 8  # older keys of a sender stay readable for in-flight and history messages
@@ -123,6 +132,12 @@ class MembershipView:
 NO_VIEW = MembershipView(0, bytes(32))
 
 
+def max_plaintext_bytes(max_body_bytes: int) -> int:
+    """The longest plaintext whose envelope, 1:1 or group and padded, still fits in `max_body_bytes`."""
+    room = max_body_bytes - max(OVERHEAD, PAIRWISE_OVERHEAD)
+    return max(room // PAD_BLOCK * PAD_BLOCK - 1, 0)
+
+
 def _associated_data(version: int, group: str, sender: str, key_id: int, message_id: str) -> bytes:
     return encode_fields(AD_LABEL, version, group, sender, key_id, message_id)
 
@@ -151,7 +166,7 @@ def encrypt_group(
     if len(view.digest) != 32:
         raise InvalidArgument("a membership view names a 32-byte hash")
     cipher.update(_associated_data(ENVELOPE_VERSION, group, sender_key.owner, sender_key.key_id, message_id))
-    ciphertext, tag = cipher.encrypt_and_digest(plaintext)
+    ciphertext, tag = cipher.encrypt_and_digest(pad(plaintext))
     header = bytes((ENVELOPE_VERSION,)) + struct.pack(">QQ", sender_key.key_id, view.version) + view.digest
     body = header + nonce + ciphertext + tag
     signature = sender_identity.sign(
@@ -200,9 +215,10 @@ def decrypt_group(
     cipher = AES.new(sender_key.secret, AES.MODE_GCM, nonce=nonce, mac_len=TAG_BYTES)
     cipher.update(_associated_data(version, group, sender, key_id, message_id))
     try:
-        return cipher.decrypt_and_verify(ciphertext, tag)
+        plaintext = cipher.decrypt_and_verify(ciphertext, tag)
     except ValueError:
         raise DecryptError(f"group message {message_id} from {sender} failed authentication") from None
+    return unpad(plaintext) if version == ENVELOPE_VERSION else plaintext
 
 
 def seal_sender_key(cipher: PairwiseCipher, sender_key: SenderKey, *, message_id: str) -> bytes:

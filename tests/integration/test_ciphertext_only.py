@@ -15,6 +15,7 @@ import redis as redis_sync
 
 from spartan import naming
 from spartan.client.headless import HeadlessClient
+from spartan.crypto.padding import pad
 from spartan.v1 import pb
 from tests.support.piped_cli import PipedCli, copy_identity
 from tests.support.redis_inspect import flip_stored_body, redis_dump, stored_messages
@@ -63,7 +64,7 @@ async def test_servers_store_and_log_only_ciphertext(stack_factory, client_facto
     for message_id, text in sent.items():
         body = by_id[message_id].body
         assert text is not None and body != text.encode() and text.encode() not in body
-        assert body[0] == 2 and len(body) == len(text.encode()) + ENVELOPE_OVERHEAD  # version, nonce, tag, signature
+        assert body[0] == 3 and len(body) == len(pad(text.encode())) + ENVELOPE_OVERHEAD  # padded to 64 bytes
     assert len({by_id[i].body[1:13] for i in sent}) == len(sent)  # a fresh nonce per message
 
 

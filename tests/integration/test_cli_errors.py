@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from spartan.crypto.sender_keys import max_plaintext_bytes
 from tests.support.cli import LocalServer, read_until, register, write
 
 
@@ -45,7 +46,8 @@ def test_bad_choices_and_rate_limit_are_explained(server: LocalServer) -> None:
     say("/history", "[alice] six")
     assert lines[-5:] == [f"[alice] {text}" for text in ("two", "three", "four", "five", "six")]
     say("/retry", "Nothing to retry.")
-    say("x" * 70000, "Not sent: message is larger than the maximum of 65536 bytes.")
+    # config.yaml allows 65,536-byte bodies; the longest text whose padded, signed envelope fits is shorter.
+    say("x" * 70000, f"Not sent: message is larger than the maximum of {max_plaintext_bytes(65536)} bytes.")
     say("/nope", "Unknown command /nope. Type /help for the list.")
     alice.stdin.close()
     assert alice.wait(timeout=30) == 0

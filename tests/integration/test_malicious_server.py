@@ -25,7 +25,14 @@ from spartan import naming
 from spartan.client.e2e import REFETCH_SECONDS
 from spartan.crypto.identity import Identity
 from spartan.crypto.keystore import load_or_create
-from spartan.crypto.pairwise import PairwiseCipher, associated_data, derive_pairwise_key, signed_transcript
+from spartan.crypto.padding import pad
+from spartan.crypto.pairwise import (
+    ENVELOPE_VERSION,
+    PairwiseCipher,
+    associated_data,
+    derive_pairwise_key,
+    signed_transcript,
+)
 from spartan.crypto.pins import PinStore
 from spartan.crypto.safety import format_rows, safety_number
 from spartan.crypto.sender_keys import decrypt_group, open_sender_key
@@ -366,8 +373,8 @@ def forge_with_stolen_key(stolen: Identity, peer_keys: pb.PublicKeys, text: str)
     nonce = uuid.uuid4().bytes[:12]
     cipher = AES.new(derive_pairwise_key(stolen, "bob", peer_keys), AES.MODE_GCM, nonce=nonce, mac_len=16)
     cipher.update(associated_data(**route))
-    ciphertext, tag = cipher.encrypt_and_digest(text.encode())
-    sealed = b"\x02" + nonce + ciphertext + tag
+    ciphertext, tag = cipher.encrypt_and_digest(pad(text.encode()))
+    sealed = bytes((ENVELOPE_VERSION,)) + nonce + ciphertext + tag
     return chat_from("bob", "alice", sealed + stolen.sign(signed_transcript(associated_data(**route), sealed)),
                      message_id)
 

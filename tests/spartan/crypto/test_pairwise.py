@@ -1,5 +1,6 @@
-"""1:1 encryption: both sides share a key, any change to an envelope or its routing is caught, and
-every envelope is signed by its sender, so a stolen key file cannot forge messages from its owner's peers."""
+"""1:1 encryption: both sides share a key, any change to an envelope or its routing is caught, every
+envelope is signed by its sender, so a stolen key file cannot forge messages from its owner's peers, and
+plaintexts are padded to 64-byte blocks (unpadded version 2 envelopes are still read)."""
 from __future__ import annotations
 
 import pytest
@@ -11,7 +12,15 @@ from hypothesis import strategies as st
 
 from spartan.crypto import DecryptError, Identity, PairwiseCipher, PairwiseCiphers
 from spartan.crypto.encoding import encode_fields
-from spartan.crypto.pairwise import AD_LABEL, OVERHEAD, associated_data, derive_pairwise_key, signed_transcript
+from spartan.crypto.padding import PAD_BLOCK, pad, unpad
+from spartan.crypto.pairwise import (
+    AD_LABEL,
+    ENVELOPE_VERSION,
+    OVERHEAD,
+    associated_data,
+    derive_pairwise_key,
+    signed_transcript,
+)
 from spartan.errors import InvalidArgument
 
 ALICE = Identity.generate("alice")
@@ -38,9 +47,9 @@ def test_both_sides_derive_the_same_key() -> None:
 
 
 def test_round_trip_both_directions(alice_to_bob: PairwiseCipher, bob_from_alice: PairwiseCipher) -> None:
-    for plaintext in (b"", b"hi bob", bytes(range(256)) * 256):
+    for plaintext in (b"", b"hi bob", bytes(range(256)) * 256, b"ends in zeros\x00\x00", b"\x80" * 64):
         envelope = alice_to_bob.encrypt(plaintext, **ROUTE)
-        assert len(envelope) == len(plaintext) + OVERHEAD
+        assert len(envelope) == len(pad(plaintext)) + OVERHEAD
         assert plaintext not in envelope or not plaintext
         assert bob_from_alice.decrypt(envelope, **ROUTE) == plaintext
     back = {"message_id": "m-2", "sender": "bob", "recipient": "alice", "conversation": "dm:alice:bob"}
@@ -75,8 +84,39 @@ def test_truncation_and_extension_are_detected(alice_to_bob: PairwiseCipher,
 
 def test_unknown_version_is_rejected(alice_to_bob: PairwiseCipher, bob_from_alice: PairwiseCipher) -> None:
     envelope = alice_to_bob.encrypt(b"x", **ROUTE)
-    with pytest.raises(DecryptError, match="unknown envelope version 3"):
-        bob_from_alice.decrypt(b"\x03" + envelope[1:], **ROUTE)
+    with pytest.raises(DecryptError, match="unknown envelope version 4"):
+        bob_from_alice.decrypt(b"\x04" + envelope[1:], **ROUTE)
+
+
+def test_lengths_within_one_block_give_the_same_envelope_length(alice_to_bob: PairwiseCipher) -> None:
+    lengths = {len(alice_to_bob.encrypt(b"y" * n, **ROUTE)) for n in range(PAD_BLOCK)}
+    assert lengths == {PAD_BLOCK + OVERHEAD}
+    assert len(alice_to_bob.encrypt(b"y" * PAD_BLOCK, **ROUTE)) == 2 * PAD_BLOCK + OVERHEAD
+
+
+def test_padding_known_answer_and_bad_padding_refused() -> None:
+    assert pad(b"abc") == b"abc\x80" + bytes(60)
+    assert pad(b"") == b"\x80" + bytes(63)
+    assert unpad(b"abc\x00\x80" + bytes(59)) == b"abc\x00"
+    for bad in (b"", b"abc" + bytes(61), bytes(64), b"abc\x80" + bytes(59), b"\x80" + bytes(127)):
+        with pytest.raises(DecryptError):
+            unpad(bad)
+
+
+def test_an_unpadded_version_2_envelope_is_still_read(bob_from_alice: PairwiseCipher) -> None:
+    """What clients before padding sealed (and delivery logs may still hold) opens as it did."""
+    route = dict(ROUTE)
+    key = derive_pairwise_key(ALICE, "bob", BOB.public_keys())
+    nonce = bytes(range(12))
+    cipher = AES.new(key, AES.MODE_GCM, nonce=nonce, mac_len=16)
+    cipher.update(associated_data(**route, version=2))
+    ciphertext, tag = cipher.encrypt_and_digest(b"sealed before padding")
+    sealed = b"\x02" + nonce + ciphertext + tag
+    envelope = sealed + ALICE.sign(signed_transcript(associated_data(**route, version=2), sealed))
+    assert bob_from_alice.decrypt(envelope, **route) == b"sealed before padding"
+    relabelled = b"\x03" + envelope[1:]  # claimed padded: the signature covers the version
+    with pytest.raises(DecryptError):
+        bob_from_alice.decrypt(relabelled, **route)
 
 
 def test_unsigned_version_1_envelopes_are_refused(bob_from_alice: PairwiseCipher) -> None:
@@ -110,8 +150,32 @@ KAT_SIGNATURE = bytes.fromhex(
 )
 
 
+KAT_V3_SEALED = b"\x03" + bytes(12) + b"\xaa" * 64 + b"\xbb" * 16  # a padded (one-block) ciphertext
+KAT_V3_SIGNATURE = bytes.fromhex(
+    "4d19cb98b3e00851d0615d600d644dd81ac96db8929bcbf80e574ec92bc51f42"
+    "d3e8acea5d7101677b89f76aadf465e68815a0ed55c88aab387a2a064f5e6f06"
+)
+
+
+def test_signed_bytes_known_answer_of_the_padded_version() -> None:
+    transcript = signed_transcript(associated_data(**KAT_ROUTE), KAT_V3_SEALED)
+    assert transcript == bytes.fromhex(
+        "00000017" + b"spartan/v1/dm-signature".hex()
+        + "0000004c"
+        + "00000015" + b"spartan/v1/dm-message".hex()
+        + "00000008" + "0000000000000003"  # envelope version 3: padded
+        + "00000003" + b"m-1".hex() + "00000005" + b"alice".hex() + "00000003" + b"bob".hex()
+        + "0000000c" + b"dm:alice:bob".hex()
+        + "0000005d" + KAT_V3_SEALED.hex()
+    )
+    assert len(transcript) == 204
+    alice = Identity("alice", KAT_SEED, bytes(range(32, 64)))
+    assert alice.sign(transcript) == KAT_V3_SIGNATURE
+    assert Ed25519PrivateKey.from_private_bytes(KAT_SEED).sign(transcript) == KAT_V3_SIGNATURE
+
+
 def test_signed_bytes_known_answer() -> None:
-    assert signed_transcript(associated_data(**KAT_ROUTE), KAT_SEALED) == KAT_TRANSCRIPT
+    assert signed_transcript(associated_data(**KAT_ROUTE, version=2), KAT_SEALED) == KAT_TRANSCRIPT
     assert len(KAT_TRANSCRIPT) == 143
     alice = Identity("alice", KAT_SEED, bytes(range(32, 64)))
     assert alice.sign(KAT_TRANSCRIPT) == KAT_SIGNATURE
@@ -137,8 +201,8 @@ def test_a_stolen_key_file_cannot_forge_messages_from_a_peer(bob_from_alice: Pai
     nonce = bytes(range(12))
     cipher = AES.new(key, AES.MODE_GCM, nonce=nonce, mac_len=16)
     cipher.update(associated_data(**route))
-    ciphertext, tag = cipher.encrypt_and_digest(b"bob here: send me the codes")
-    sealed = b"\x02" + nonce + ciphertext + tag
+    ciphertext, tag = cipher.encrypt_and_digest(pad(b"bob here: send me the codes"))
+    sealed = bytes((ENVELOPE_VERSION,)) + nonce + ciphertext + tag
     for signer in (stolen, MALLORY):  # alice's own key, or any key the thief owns
         forged = sealed + signer.sign(signed_transcript(associated_data(**route), sealed))
         with pytest.raises(DecryptError, match="does not carry a valid signature of bob"):
