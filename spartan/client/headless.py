@@ -29,7 +29,7 @@ from spartan.client.groups import NO_KEY, ClientGroups
 from spartan.client.receiver import Receiver
 from spartan.client.state import ClientState
 from spartan.config import TlsConfig
-from spartan.crypto.keystore import load_or_create
+from spartan.crypto.keystore import Passphrase, load_or_create
 from spartan.crypto.pins import PinStore
 from spartan.read_positions import START, ReadPositions
 from spartan.v1 import pb
@@ -54,9 +54,12 @@ class HeadlessClient:
         encrypt: bool = True,
         persist: bool = False,
         on_chat: Callable[[Received], None] | None = None,
+        passphrase: Passphrase | None = None,
     ) -> None:
-        """`on_chat` is called for each new chat message as it is recorded (before its position is kept)."""
-        identity, _ = load_or_create(user, key_dir)
+        """`on_chat` is called for each new chat message as it is recorded (before its position is kept);
+        `passphrase` is asked for the key file's passphrase if the file is protected (`KeyStoreError` if
+        it is protected and none is given, or the passphrase is wrong)."""
+        identity, _ = load_or_create(user, key_dir, passphrase=passphrase)
         self.user = user
         self.conn = Connection(addresses, identity, tls or TlsConfig())
         self.api = GatewayApi(self.conn)
