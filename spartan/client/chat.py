@@ -78,7 +78,7 @@ class Chat:
         self.away: Counter[str] = Counter()  # who wrote (user or group) before this client started
         self.retry_line: str | None = None  # the last command the rate limit or an outage stopped, for /retry
         self.group_keys = ClientGroups(crypto, self.api, self.notice, self.state)
-        self.group_view = GroupChatView(self, self.group_keys, self.api)
+        self.group_view = GroupChatView(self, self.group_keys)
         self.outgoing = Outgoing(
             self.state,
             self.seal,
@@ -228,15 +228,21 @@ class Chat:
                 await self.display(message)
         self.keep(conversation)
 
-    async def show_history(self, peer: str) -> None:
-        """`/history`: the recent messages the server's cache holds for this conversation."""
+    async def recent(self, request: pb.HistoryRequest) -> list[pb.Message]:
+        """The recent messages the server's cache holds for a conversation, each id remembered as shown
+        (so a live copy is not shown again); none, after saying why, if they cannot be loaded."""
         try:
-            history = await self.api.get_history(pb.HistoryRequest(peer=peer))
+            history = await self.api.get_history(request)
         except SpartanError as exc:
             self.notice(f"Could not load history: {exc.message}")
-            return
+            return []
         for message in history.messages:
             self.remember(message.id)
+        return list(history.messages)
+
+    async def show_history(self, peer: str) -> None:
+        """`/history` in a 1:1 chat (a group's: `GroupChatView.show_history`)."""
+        for message in await self.recent(pb.HistoryRequest(peer=peer)):
             await self.display(message)
 
     # ------------------------------------------------------------ incoming

@@ -12,7 +12,6 @@ from collections import defaultdict
 from collections.abc import Container
 from typing import Protocol
 
-from spartan.client.api import GatewayApi
 from spartan.client.groups import NO_KEY, ClientGroups, GroupOpened
 from spartan.errors import SpartanError
 from spartan.v1 import pb
@@ -38,6 +37,8 @@ class ChatSurface(Protocol):
 
     def remember(self, message_id: str) -> bool: ...
 
+    async def recent(self, request: pb.HistoryRequest) -> list[pb.Message]: ...
+
     def wait_for_reader(self, message: pb.Message, source: str) -> None: ...
 
     async def enter_group(self, group: str, others: list[str]) -> None: ...
@@ -48,10 +49,9 @@ class ChatSurface(Protocol):
 
 
 class GroupChatView:
-    def __init__(self, chat: ChatSurface, keys: ClientGroups, api: GatewayApi) -> None:
+    def __init__(self, chat: ChatSurface, keys: ClientGroups) -> None:
         self.chat = chat
         self.keys = keys
-        self.api = api
         self.parked: dict[tuple[str, str], list[pb.Message]] = defaultdict(list)  # waiting for a sender key
 
     def line(self, message: pb.Message, text: str) -> str:
@@ -71,14 +71,8 @@ class GroupChatView:
     async def show_history(self, group: str) -> None:
         """`/history`: the recent messages the server's cache holds for `group`."""
         chat = self.chat
-        try:
-            history = await self.api.get_history(pb.HistoryRequest(group=group))
-        except SpartanError as exc:
-            chat.notice(f"Could not load history: {exc.message}")
-            return
         unreadable = 0
-        for message in history.messages:
-            chat.remember(message.id)
+        for message in await chat.recent(pb.HistoryRequest(group=group)):
             if message.sender == chat.me:
                 continue
             opened = await self.keys.open(message)
