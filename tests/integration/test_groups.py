@@ -368,6 +368,10 @@ def test_cli_picks_a_group_at_the_prompt_and_shows_group_lines(stack_factory, tm
     read_until(bob, lines["bob"], "[group1][alice] Hi group!")
     write(bob, "Hi alice")
     read_until(alice, lines["alice"], "[group1][bob] Hi alice")
+    write(alice, "/history")  # the group's recent messages from the server, decrypted with the sender keys
+    read_until(alice, lines["alice"], "Recent messages in group1:")
+    read_until(alice, lines["alice"], "[group1][bob] Hi alice")
+    assert lines["alice"][-1] == "[group1][bob] Hi alice"
     write(alice, "/members")
     read_until(alice, lines["alice"], "Members of group1: alice, bob, charlie, eve")
     write(alice, "/groups")
