@@ -1,6 +1,7 @@
 """Driving the real CLI in tests: `python3 server.py` in a scratch folder, piped clients, tmux panes."""
 from __future__ import annotations
 
+import itertools
 import os
 import shlex
 import shutil
@@ -74,23 +75,27 @@ def wait_until(predicate, timeout: float = 20.0) -> None:  # type: ignore[no-unt
     raise AssertionError("condition not reached in time")
 
 
+_PANE_NUMBERS = itertools.count(1)
+
+
 class Pane:
     """A tmux session running one client in a real terminal, on a tmux server of its own.
 
-    One server per pane: when the last session of a shared server ends, the server exits,
-    and a session created in that moment fails to start ("server exited unexpectedly").
+    One server per pane, never reused (a test may open a second pane of the same name): when
+    the last session of a server ends, the server exits, and a session created on that socket
+    in that moment fails to start ("server exited unexpectedly").
     """
 
     def __init__(self, name: str, command: list[str], cwd: Path, env: dict[str, str]) -> None:
         self.name = name
+        self.tmux_socket = f"spartan-test-{name}-{os.getpid()}-{next(_PANE_NUMBERS)}"
         exports = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items() if k.startswith(("SPARTAN_", "PYTHONPATH")))
         shell = f"cd {shlex.quote(str(cwd))} && env {exports} {' '.join(map(shlex.quote, command))}; echo \"[exited $?]\"; sleep 30"
         self.tmux("new-session", "-d", "-s", name, "-x", "120", "-y", "30", shell)
 
     def tmux(self, *args: str) -> str:
         """Run one tmux command against this pane's server; returns what it printed."""
-        return subprocess.run(["tmux", "-L", f"spartan-test-{self.name}", *args], check=True, capture_output=True,
-                              text=True).stdout
+        return subprocess.run(["tmux", "-L", self.tmux_socket, *args], check=True, capture_output=True, text=True).stdout
 
     def type(self, text: str) -> None:
         self.tmux("send-keys", "-t", self.name, "-l", text)
@@ -106,7 +111,7 @@ class Pane:
         return any(text in line for line in self.lines())
 
     def close(self) -> None:
-        subprocess.run(["tmux", "-L", f"spartan-test-{self.name}", "kill-server"], capture_output=True)
+        subprocess.run(["tmux", "-L", self.tmux_socket, "kill-server"], capture_output=True)
 
 
 def write(process: subprocess.Popen[str], line: str) -> None:
