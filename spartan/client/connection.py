@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import grpc
@@ -31,6 +32,16 @@ RETRYABLE = (grpc.StatusCode.UNAVAILABLE,)
 TOKEN_REFRESH_MARGIN_US = 60_000_000
 FIRST_RETRY_SECONDS = 0.2  # a failed call waits up to this, then up to twice as long, … (spartan.client.backoff)
 MAX_RETRY_SECONDS = 2.0
+
+
+@contextmanager
+def as_spartan_errors() -> Iterator[None]:
+    """The one place a gRPC status becomes the project's error (code, sentence, retry delay; the
+    `AioRpcError` stays as `__cause__`)."""
+    try:
+        yield
+    except grpc.aio.AioRpcError as exc:
+        raise from_rpc_error(exc) from exc
 
 
 class Connection:
@@ -95,10 +106,8 @@ class Connection:
 
     async def login(self) -> None:
         """Log in again (a refused or expired token); raises a `SpartanError`."""
-        try:
+        with as_spartan_errors():
             await self._login()
-        except grpc.aio.AioRpcError as exc:
-            raise from_rpc_error(exc) from exc
 
     async def _login(self) -> None:
         assert self.stub is not None
@@ -133,10 +142,8 @@ class Connection:
 
     async def failover(self, seen_generation: int) -> None:
         """Move to the next address unless another caller already did since `seen_generation`."""
-        try:
+        with as_spartan_errors():
             await self._failover(seen_generation)
-        except grpc.aio.AioRpcError as exc:
-            raise from_rpc_error(exc) from exc
 
     async def _failover(self, seen_generation: int) -> None:
         async with self._lock:
@@ -147,10 +154,8 @@ class Connection:
 
     async def ensure_ready(self) -> None:
         """Open the current address if a failed failover left none, and renew a token about to expire."""
-        try:
+        with as_spartan_errors():
             await self._ensure_ready()
-        except grpc.aio.AioRpcError as exc:
-            raise from_rpc_error(exc) from exc
 
     async def _ensure_ready(self) -> None:
         if self.stub is None:
@@ -175,11 +180,8 @@ class Connection:
                 return await getattr(self.stub, method)(request, metadata=self.metadata, timeout=CALL_TIMEOUT_SECONDS)
             except grpc.aio.AioRpcError as exc:
                 if exc.code() == grpc.StatusCode.UNAUTHENTICATED and attempt == 0:
-                    try:
-                        async with self._lock:
-                            await self._login()
-                    except grpc.aio.AioRpcError as refused:
-                        raise from_rpc_error(refused) from refused
+                    async with self._lock:
+                        await self.login()
                     continue
                 if exc.code() not in RETRYABLE or attempt == attempts - 1:
                     raise from_rpc_error(exc) from exc
