@@ -32,7 +32,9 @@ async def test_a_gateway_with_thousands_of_streams_renews_every_lease(
     assert LEASES > 2 * RENEW_BATCH
     with caplog.at_level(logging.WARNING, logger="spartan.gateway.leases"):
         await keeper.renew()
-    assert not caplog.records, [record.getMessage() for record in caplog.records]
+    # The lease keeper's own records only: grpc's event-loop callbacks log to `asyncio` on a loaded machine.
+    refused = [record.getMessage() for record in caplog.records if record.name == "spartan.gateway.leases"]
+    assert not refused, refused
     redis = Redis.from_url(stack.redis.url)
     try:
         assert await PresenceStore(redis).online_users() == set(users)
