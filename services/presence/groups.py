@@ -1,10 +1,13 @@
 """Group membership in Redis: seeded from config once, changed at run time, versioned.
 
-Each group is a set of members plus a version in one hash that increases on every
-change (clients rotate their sender keys when it does). A reverse index per user
-lists their groups so a gateway can subscribe to them on connect. Config groups are
-created with HSETNX on the version hash, so a restart neither duplicates them nor
-re-adds members who were removed at run time. Every change is a MEMBERSHIP message
+Each group is a set of members, a version that increases on every change (clients
+rotate their sender keys when it does) and its chain of change records, all under the
+group's hash tag so each script touches one cluster slot. A reverse index per user (in
+that user's slot) lists their groups so a gateway can subscribe to them on connect; it
+cannot change in the same step as the group, so it is kept a superset (written before
+an add, cleaned after a removal) and read through the groups' member sets, which are
+the truth. Config groups are created with SETNX on the version, so a restart neither
+duplicates them nor re-adds members who were removed at run time. Every change is a MEMBERSHIP message
 kept in the delivery log of each member's inbox (and of the affected user's, who may
 have just left), so a member who was offline learns of it when they connect; it is
 also published for the gateways' membership caches. Members who join start reading
@@ -39,19 +42,30 @@ from spartan.redis_scripts import script
 from spartan.v1 import pb
 from spartan.validation import check_name, check_user
 
-VERSIONS = "sp:p:groups"
+GROUP_NAMES = "sp:p:group-names"  # set of every group's name, for the start-up checks that visit them all
+LEGACY_VERSIONS = "sp:p:groups"  # hash group -> version of releases before per-group keys; read to migrate
 
 
 def members_key(group: str) -> str:
     return f"sp:p:group:{{{group}}}:members"
 
 
+def version_key(group: str) -> str:
+    return f"sp:p:group:{{{group}}}:version"
+
+
 def chain_key(group: str) -> str:
-    """The group's change records, oldest first (same slot as its members: one script touches both)."""
+    """The group's change records, oldest first."""
     return f"sp:p:group:{{{group}}}:chain"
 
 
+def group_keys(group: str) -> list[str]:
+    """KEYS[1..3] of every group script: members, version and chain (one slot)."""
+    return [members_key(group), version_key(group), chain_key(group)]
+
+
 def user_groups_key(user: str) -> str:
+    """A superset of the user's groups (see the module docstring)."""
     return f"sp:p:usergroups:{{{user}}}"
 
 
@@ -78,29 +92,47 @@ class GroupStore:
         self.log = log
         self.users = frozenset(users)
         self._change = script(redis, "group_change")
+        self._read = script(redis, "group_read")
+        self._write = script(redis, "group_write")
         self._start_chain = script(redis, "group_chain_start")
 
     async def seed(self, groups: Mapping[str, list[str]]) -> None:
         """Create the config groups once, each with the operator's genesis record as its chain's first entry.
 
-        Groups kept from before changes were signed get a genesis of their state now, so their
-        members' clients have a chain to start from (the operator vouches for it, as for config).
-
         Replicas may seed at the same moment. A config group is written genesis first (only if it has
         no chain), then its members (idempotent), and its version last, so no replica ever sees a
         version without its members and chain: the group simply does not exist until it is whole.
         """
+        await self._migrate_legacy_versions()
         for group, members in groups.items():
-            if await self.redis.hexists(VERSIONS, group):
+            if await self.redis.exists(version_key(group)):
                 continue  # seeded before, or created or changed at run time: keep what is there
             genesis = _genesis(group, 1, members)
             await self._start_chain(keys=[chain_key(group)], args=[genesis.SerializeToString()])
             await self._write_members(group, members, None)
-            await self.redis.hsetnx(VERSIONS, group, 1)
-        for raw in await self.redis.hkeys(VERSIONS):
+            await self.redis.set(version_key(group), 1, nx=True)
+        await self._start_missing_chains()
+
+    async def _migrate_legacy_versions(self) -> None:
+        """Copy versions from the one hash of earlier releases to each group's own key (never over a newer one).
+
+        The old hash stays as it was: a replica of an earlier release may still be reading it.
+        """
+        for raw_group, raw_version in (await self.redis.hgetall(LEGACY_VERSIONS)).items():
+            group = text(raw_group)
+            await self.redis.set(version_key(group), int(raw_version), nx=True)
+            await self.redis.sadd(GROUP_NAMES, group)
+
+    async def _start_missing_chains(self) -> None:
+        """Groups kept from before changes were signed get a genesis of their state now, so their
+        members' clients have a chain to start from (the operator vouches for it, as for config)."""
+        for raw in await self.redis.smembers(GROUP_NAMES):
             group = text(raw)
             if not await self.redis.exists(chain_key(group)):
-                info = await self.get(group)
+                try:
+                    info = await self.get(group)
+                except NotFound:
+                    continue  # a config group another replica is seeding: its genesis is already written
                 if not info.members:
                     continue  # being created right now (its creator writes the chain), not a group from before
                 genesis = _genesis(group, info.version, info.members)
@@ -120,11 +152,11 @@ class GroupStore:
             self._check_record(change, group, creator, CREATE, "")
             if change.version != 1 or change.previous != NO_PREVIOUS or list(change.members) != everyone:
                 raise InvalidArgument(f"the change record does not describe the creation of {group} with its members")
-            if await self.redis.hexists(VERSIONS, group):  # said before a bad signature: the precise reason first
+            if await self.redis.exists(version_key(group)):  # said before a bad signature: the precise reason first
                 raise AlreadyExists(f"group '{group}' already exists")
             if not await self._signed(change):
                 raise _REASONS["unsigned"](group, creator)
-        if not await self.redis.hsetnx(VERSIONS, group, 1):
+        if not await self.redis.set(version_key(group), 1, nx=True):
             raise AlreadyExists(f"group '{group}' already exists")
         await self._write_members(group, everyone, change)
         await self.log.join(group_conversation(group), everyone)
@@ -153,11 +185,7 @@ class GroupStore:
 
     async def get(self, group: str) -> pb.GroupInfo:
         check_name(group, "group name")
-        async with self.redis.pipeline(transaction=True) as pipe:  # version, members and chain of one moment
-            pipe.hget(VERSIONS, group)
-            pipe.smembers(members_key(group))
-            pipe.lrange(chain_key(group), 0, -1)
-            version, raw_members, raw_chain = await pipe.execute()
+        version, raw_members, raw_chain = await self._read(keys=group_keys(group), args=[])
         if version is None:
             raise NotFound(f"unknown group '{group}'")
         return pb.GroupInfo(
@@ -168,7 +196,15 @@ class GroupStore:
         )
 
     async def groups_of(self, user: str) -> list[str]:
-        return sorted(text(g) for g in await self.redis.smembers(user_groups_key(user)))
+        """The groups `user` is a member of: the index's candidates, each checked against its member set."""
+        candidates = sorted(text(g) for g in await self.redis.smembers(user_groups_key(user)))
+        if not candidates:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for group in candidates:
+                pipe.sismember(members_key(group), user)
+            member_of = await pipe.execute()
+        return [group for group, member in zip(candidates, member_of, strict=True) if member]
 
     async def _apply(
         self, op: str, group: str, actor: str, user: str, change: pb.MembershipRecord | None
@@ -185,24 +221,35 @@ class GroupStore:
             else:
                 verdict = "ok" if await self._signed(change) else "unsigned"
             record = [change.SerializeToString(), change.version, "\n".join(change.members), last or b"", verdict]
+        if op == "add" and await self._may_change(group, actor):
+            await self.redis.sadd(user_groups_key(user), group)  # before the member: the index stays a superset
         status, value, *members = await self._change(
-            keys=[members_key(group), VERSIONS, user_groups_key(user), chain_key(group)],
-            args=[op, group, actor, user, self.max_members, *record],
+            keys=group_keys(group), args=[op, group, actor, user, self.max_members, *record]
         )
         if status == b"err":
             raise _REASONS[text(value)](group, user)
+        if op == "remove":
+            await self.redis.srem(user_groups_key(user), group)
         # This change's own version and members: a read after it could see a later change's.
         return pb.GroupInfo(group=group, members=sorted(text(m) for m in members[0]), version=int(value))
 
+    async def _may_change(self, group: str, actor: str) -> bool:
+        """Whether the group exists and `actor` is in it: only then may an add touch another user's index
+        (a refused add would otherwise leave entries behind that anyone could multiply)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.exists(version_key(group))
+            pipe.sismember(members_key(group), actor)
+            exists, member = await pipe.execute()
+        return bool(exists) and bool(member)
+
     async def _write_members(self, group: str, members: list[str], first: pb.MembershipRecord | None) -> None:
-        async with self.redis.pipeline(transaction=True) as pipe:
-            if members:
-                pipe.sadd(members_key(group), *members)
+        """The members' index entries first (a superset is harmless), then members and first record in one step."""
+        async with self.redis.pipeline(transaction=False) as pipe:
             for member in members:
                 pipe.sadd(user_groups_key(member), group)
-            if first is not None:
-                pipe.rpush(chain_key(group), first.SerializeToString())
             await pipe.execute()
+        await self._write(keys=group_keys(group), args=[first.SerializeToString() if first else b"", *members])
+        await self.redis.sadd(GROUP_NAMES, group)
 
     async def _announce(
         self,

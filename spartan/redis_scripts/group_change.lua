@@ -1,8 +1,8 @@
 -- Add or remove one group member atomically, bump the group's membership version and keep the change's record.
+-- Every key has the group's hash tag (one cluster slot); the members' reverse index is the caller's to update.
 -- KEYS[1]  set of the group's members
--- KEYS[2]  hash group name -> membership version (all groups)
--- KEYS[3]  set of the groups of ARGV[4] (reverse index)
--- KEYS[4]  list of the group's signed change records, oldest first (same slot as KEYS[1])
+-- KEYS[2]  the group's membership version (integer string)
+-- KEYS[3]  list of the group's signed change records, oldest first
 -- ARGV[1]  "add" | "remove"
 -- ARGV[2]  group name
 -- ARGV[3]  acting user (must be a member)
@@ -18,7 +18,7 @@
 --          "no_group", "not_member", "already_member", "not_in_group", "last_member", "full",
 --          "stale" (the record does not follow the chain's last record, or that changed meanwhile),
 --          "unsigned" (not signed by its actor), "mismatch" (the record names other members)
-local version = redis.call('HGET', KEYS[2], ARGV[2])
+local version = redis.call('GET', KEYS[2])
 if not version then return {'err', 'no_group'} end
 if redis.call('SISMEMBER', KEYS[1], ARGV[3]) == 0 then return {'err', 'not_member'} end
 if ARGV[1] == 'add' then
@@ -30,7 +30,7 @@ else
 end
 if ARGV[6] ~= '' then
   if tonumber(version) + 1 ~= tonumber(ARGV[7]) then return {'err', 'stale'} end
-  if redis.call('LINDEX', KEYS[4], -1) ~= ARGV[9] then return {'err', 'stale'} end
+  if redis.call('LINDEX', KEYS[3], -1) ~= ARGV[9] then return {'err', 'stale'} end
   if ARGV[10] ~= 'ok' then return {'err', ARGV[10]} end
   local after = {}
   for _, member in ipairs(redis.call('SMEMBERS', KEYS[1])) do
@@ -39,13 +39,11 @@ if ARGV[6] ~= '' then
   if ARGV[1] == 'add' then table.insert(after, ARGV[4]) end
   table.sort(after)
   if table.concat(after, '\n') ~= ARGV[8] then return {'err', 'mismatch'} end
-  redis.call('RPUSH', KEYS[4], ARGV[6])
+  redis.call('RPUSH', KEYS[3], ARGV[6])
 end
 if ARGV[1] == 'add' then
   redis.call('SADD', KEYS[1], ARGV[4])
-  redis.call('SADD', KEYS[3], ARGV[2])
 else
   redis.call('SREM', KEYS[1], ARGV[4])
-  redis.call('SREM', KEYS[3], ARGV[2])
 end
-return {'ok', redis.call('HINCRBY', KEYS[2], ARGV[2], 1), redis.call('SMEMBERS', KEYS[1])}
+return {'ok', redis.call('INCR', KEYS[2]), redis.call('SMEMBERS', KEYS[1])}

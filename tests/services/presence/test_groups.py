@@ -12,7 +12,9 @@ restart does not re-add a member removed at run time; concurrent changes each ge
 version, and what is announced for a change is the group as that change left it. Signed
 change records form the group's chain and travel with each announcement; a record that
 does not describe the change made (another member, an old version, another member list)
-is refused and changes nothing.
+is refused and changes nothing. Groups kept in the one version hash of earlier releases keep
+their version; a user's group list is read through the member sets (its index may hold a
+group the user is not in, never miss one), and an outsider's add writes nothing anywhere.
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ import asyncio
 import pytest
 from redis.asyncio import Redis
 
-from services.presence.groups import GroupStore
+from services.presence.groups import LEGACY_VERSIONS, GroupStore, members_key, user_groups_key
 from services.presence.store import PresenceStore
 from spartan import naming
 from spartan.config import DeliveryConfig
@@ -352,3 +354,46 @@ def _renamed(record: pb.MembershipRecord, group: str) -> pb.MembershipRecord:
     copy.CopyFrom(record)
     copy.group = group
     return copy
+
+
+async def test_a_group_kept_by_an_earlier_release_keeps_its_version_members_and_gets_a_genesis(redis: Redis) -> None:
+    # Earlier releases kept every group's version in one hash (a key in one cluster slot for all groups).
+    await redis.hset(LEGACY_VERSIONS, "old", 7)
+    await redis.sadd(members_key("old"), "alice", "bob")
+    await redis.sadd(user_groups_key("alice"), "old")
+    await redis.sadd(user_groups_key("bob"), "old")
+    await make(redis).seed({"old": ["alice", "charlie"]})  # the config names it too: what is kept wins
+    genesis = pb.MembershipRecord(group="old", version=7, previous=NO_PREVIOUS, action=GENESIS,
+                                  members=["alice", "bob"])
+    assert await make(redis).get("old") == pb.GroupInfo(group="old", members=["alice", "bob"], version=7,
+                                                        chain=[genesis])
+    assert await make(redis).groups_of("bob") == ["old"]
+    await register(redis, ALICE)
+    info = await make(redis).add("old", actor="alice", user="eve")
+    assert info.version == 8
+    assert await redis.hget(LEGACY_VERSIONS, "old") == b"7", "the old hash is left for replicas of that release"
+
+
+async def test_the_group_index_is_read_through_the_member_sets(redis: Redis) -> None:
+    # A user's index of groups is in the user's slot, the members in the group's: they cannot change in one
+    # step, so the index may name a group the user is not in (an add refused after its index entry).
+    store = make(redis)
+    await store.create("g1", "alice", ["bob"])
+    await store.create("g2", "alice", ["charlie"])
+    await redis.sadd(user_groups_key("bob"), "g2", "no-such-group")
+    assert await store.groups_of("bob") == ["g1"]
+    with pytest.raises(FailedPrecondition):  # refused after the index entry was written
+        await make(redis, max_members=2).add("g2", actor="alice", user="bob")
+    assert await store.groups_of("bob") == ["g1"]
+    await store.remove("g1", actor="alice", user="bob")
+    assert await store.groups_of("bob") == []
+    assert not await redis.sismember(user_groups_key("bob"), "g1"), "a removal cleans the index"
+
+
+async def test_an_outsiders_add_leaves_nothing_in_the_victims_index(redis: Redis) -> None:
+    store = make(redis)
+    await store.create("g1", "alice", ["bob"])
+    for group in ("g1", "nonexistent"):
+        with pytest.raises((PermissionDenied, NotFound)):
+            await store.add(group, actor="eve", user="charlie")
+    assert await redis.smembers(user_groups_key("charlie")) == set()
