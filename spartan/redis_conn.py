@@ -4,11 +4,19 @@ redis-py's default asyncio pool raises `MaxConnectionsError` past its size under
 concurrency; a `BlockingConnectionPool` makes callers wait for a free connection
 instead, so a burst of RPCs queues rather than fails. Connection errors surface as
 `redis.exceptions.ConnectionError`/`TimeoutError`, which handlers map to UNAVAILABLE.
+
+A Redis Cluster is named by a `redis+cluster://host:port[,host:port…]` URL (any reachable
+node is enough to find the others). Every key the services build carries its owner's
+hash tag so each script and transaction touches one slot
+(tests/integration/test_one_slot_per_call.py), which is what lets the stores run there.
 """
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 from redis.asyncio import BlockingConnectionPool, ConnectionPool, Redis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff, NoBackoff
 
@@ -28,6 +36,34 @@ def connect(settings: RedisConfig, url: str | None = None) -> Redis:
         protocol=2,  # RESP3's push handler formats a debug string for every pub/sub message
     )
     return Redis(connection_pool=pool)
+
+
+CLUSTER_SCHEME = "redis+cluster"
+
+
+def is_cluster_url(url: str) -> bool:
+    return url.startswith(CLUSTER_SCHEME + "://")
+
+
+async def connect_cluster(settings: RedisConfig, url: str) -> RedisCluster:
+    """A Redis Cluster client whose slot map is read before it is handed out.
+
+    redis-py reads the map on the first command; commands that arrive together on a new
+    client then race that read and fail on half-made connections, so it is read here once.
+    """
+    nodes = []
+    for address in urlsplit(url).netloc.split(","):
+        host, _, port = address.rpartition(":")
+        nodes.append(ClusterNode(host or "127.0.0.1", int(port or 6379)))
+    client = RedisCluster(
+        startup_nodes=nodes,
+        max_connections=settings.pool_size,
+        socket_timeout=settings.timeout_seconds,
+        socket_connect_timeout=settings.timeout_seconds,
+        protocol=2,  # as `connect`
+    )
+    await client.initialize()
+    return client
 
 
 def without_retries(redis: Redis) -> Redis:

@@ -1,12 +1,48 @@
-"""Shared fixtures: private Redis servers and a connected async client."""
+"""Shared fixtures: private Redis servers and a connected async client.
+
+A test marked `on_cluster` (or in a module that says `pytestmark = pytest.mark.on_cluster`)
+runs twice: its `redis` is a client of a single redis-server, then of a private Redis
+Cluster of 3 primaries and 3 replicas (one per session, emptied before each test). A test
+that also asks for `redis_server` kills or restarts that one server, so it runs once.
+"""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster as RedisClusterClient
 
+from spartan.config import RedisConfig
+from spartan.redis_conn import connect_cluster
+
+from tests.support.redis_cluster import RedisCluster
 from tests.support.redis_server import RedisServer
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "on_cluster: run with `redis` on a single Redis, then on a Redis Cluster")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "redis" not in metafunc.fixturenames or "backbone" not in metafunc.fixturenames:
+        return
+    clustered = metafunc.definition.get_closest_marker("on_cluster") and "redis_server" not in metafunc.fixturenames
+    metafunc.parametrize("backbone", ["single", "cluster"] if clustered else ["single"], indirect=True)
+
+
+@pytest.fixture
+def backbone(request: pytest.FixtureRequest) -> str:
+    return getattr(request, "param", "single")
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[RedisCluster]:
+    cluster = RedisCluster().start()
+    try:
+        yield cluster
+    finally:
+        cluster.close()
 
 
 @pytest.fixture
@@ -19,10 +55,15 @@ def redis_server() -> Iterator[RedisServer]:
 
 
 @pytest.fixture
-async def redis(redis_server: RedisServer) -> AsyncIterator[Redis]:
-    client = Redis.from_url(redis_server.url)
+async def redis(request: pytest.FixtureRequest, backbone: str) -> AsyncIterator[Redis | RedisClusterClient]:
+    if backbone == "cluster":
+        cluster: RedisCluster = request.getfixturevalue("redis_cluster")
+        cluster.flush()
+        client = await connect_cluster(RedisConfig(), cluster.url)
+    else:
+        client = Redis.from_url(request.getfixturevalue("redis_server").url)
     try:
-        yield client
+        yield client  # both clients take the same commands and scripts
     finally:
         await client.aclose()
 

@@ -17,6 +17,9 @@ from redis.asyncio import Redis
 from spartan.config import DeliveryConfig
 from spartan.delivery_log import DeliveryLog, Page, conversation_keys
 from spartan.v1 import pb
+import pytest  # noqa: E402
+
+pytestmark = pytest.mark.on_cluster  # the same behaviour on one Redis and on a Redis Cluster
 
 DM = "dm:alice:bob"
 MEMBERS = ("alice", "bob")

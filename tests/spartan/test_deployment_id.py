@@ -14,6 +14,8 @@ from spartan.deployment import DEPLOYMENT_KEY, resolve
 from tests.support.ports import free_port
 from tests.support.redis_server import RedisServer
 
+pytestmark = pytest.mark.on_cluster  # the same behaviour on one Redis and on a Redis Cluster
+
 ROOT = Path(__file__).resolve().parents[2]
 
 

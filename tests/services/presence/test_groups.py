@@ -50,6 +50,8 @@ from spartan.crypto.membership import (
 )
 from spartan.v1 import pb
 
+pytestmark = pytest.mark.on_cluster  # the same behaviour on one Redis and on a Redis Cluster
+
 ALICE, BOB, EVE = Identity.generate("alice"), Identity.generate("bob"), Identity.generate("eve")
 USERS = ["alice", "bob", "charlie", "eve", "foo", "bar", "baz", "qux"]
 

@@ -11,6 +11,8 @@ from spartan.cache import MISSING, RedisBackend, json_codec, lru_cache
 from spartan.errors import Unavailable
 from tests.support.redis_server import RedisServer
 
+pytestmark = pytest.mark.on_cluster  # the same behaviour on one Redis and on a Redis Cluster
+
 
 async def test_eviction_order_is_exact_least_recently_used(redis: Redis) -> None:
     backend = RedisBackend(redis, name="order", maxsize=3)

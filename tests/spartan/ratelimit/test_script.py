@@ -16,6 +16,8 @@ from spartan.ratelimit import RateLimiter, RatePolicy, bucket_key
 from spartan.redis_scripts import script
 from tests.support.redis_server import RedisServer
 
+pytestmark = pytest.mark.on_cluster  # the same behaviour on one Redis and on a Redis Cluster
+
 KEY = bucket_key("alice", "send")
 
 
