@@ -311,6 +311,20 @@ def _coerce(kind: Any, value: Any, key: str) -> Any:
     return value
 
 
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+REDIS_CLUSTER_SCHEME = "redis+cluster://"
+
+
+def _check_redis_url(url: str) -> None:
+    if url.startswith(REDIS_CLUSTER_SCHEME):
+        raise ConfigError(
+            "redis.url: a Redis Cluster cannot back the services yet (live delivery needs sharded pub/sub "
+            "on the gateways; see docs/ARCHITECTURE.md); name one Redis with redis:// or rediss://"
+        )
+    if url and not url.startswith(REDIS_SCHEMES):
+        raise ConfigError(f"redis.url: expected a redis://, rediss:// or unix:// address, got {url!r}")
+
+
 def _validate(config: Config) -> None:
     def positive(key: str, value: float, allow_zero: bool = False) -> None:
         if value < 0 or (value == 0 and not allow_zero):
@@ -341,6 +355,7 @@ def _validate(config: Config) -> None:
     positive("max_num_messages_per_user", config.max_num_messages_per_user)
     positive("max_call_per_30_seconds_per_user", config.max_call_per_30_seconds_per_user)
     positive("redis.pool_size", config.redis.pool_size)
+    _check_redis_url(config.redis.url)
     positive("gateway.max_message_bytes", config.gateway.max_message_bytes)
     positive("gateway.stream_queue_size", config.gateway.stream_queue_size)
     positive("gateway.max_streams", config.gateway.max_streams)

@@ -6,9 +6,11 @@ instead, so a burst of RPCs queues rather than fails. Connection errors surface 
 `redis.exceptions.ConnectionError`/`TimeoutError`, which handlers map to UNAVAILABLE.
 
 A Redis Cluster is named by a `redis+cluster://host:port[,host:port…]` URL (any reachable
-node is enough to find the others). Every key the services build carries its owner's
-hash tag so each script and transaction touches one slot
-(tests/integration/test_one_slot_per_call.py), which is what lets the stores run there.
+node is enough to find the others); config refuses it for the services until live
+delivery runs on one (docs/ARCHITECTURE.md); the stores' tests use it already. Every
+key the services build carries its owner's hash tag so each script and transaction
+touches one slot (tests/integration/test_one_slot_per_call.py), which is what lets the
+stores run there.
 """
 
 from __future__ import annotations
@@ -36,13 +38,6 @@ def connect(settings: RedisConfig, url: str | None = None) -> Redis:
         protocol=2,  # RESP3's push handler formats a debug string for every pub/sub message
     )
     return Redis(connection_pool=pool)
-
-
-CLUSTER_SCHEME = "redis+cluster"
-
-
-def is_cluster_url(url: str) -> bool:
-    return url.startswith(CLUSTER_SCHEME + "://")
 
 
 async def connect_cluster(settings: RedisConfig, url: str) -> RedisCluster:
