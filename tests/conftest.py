@@ -25,7 +25,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    if "redis" not in metafunc.fixturenames or "backbone" not in metafunc.fixturenames:
+    if "redis" not in metafunc.fixturenames or getattr(metafunc.module, "PARAMETRIZES_BACKBONE", False):
         return
     clustered = metafunc.definition.get_closest_marker("on_cluster") and "redis_server" not in metafunc.fixturenames
     metafunc.parametrize("backbone", ["single", "cluster"] if clustered else ["single"], indirect=True)

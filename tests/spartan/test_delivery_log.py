@@ -12,12 +12,12 @@ from __future__ import annotations
 import asyncio
 import time
 
+import pytest
 from redis.asyncio import Redis
 
 from spartan.config import DeliveryConfig
 from spartan.delivery_log import DeliveryLog, Page, conversation_keys
 from spartan.v1 import pb
-import pytest  # noqa: E402
 
 pytestmark = pytest.mark.on_cluster  # the same behaviour on one Redis and on a Redis Cluster
 

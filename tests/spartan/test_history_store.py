@@ -16,7 +16,6 @@ from spartan.redis_pipeline import AutoPipeline
 from spartan.v1 import pb
 from tests.support.redis_server import RedisServer
 
-pytestmark = pytest.mark.on_cluster  # the same behaviour on one Redis and on a Redis Cluster
 
 DM = naming.dm_conversation("alice", "bob")
 GROUP = naming.group_conversation("team")
@@ -34,13 +33,21 @@ def bodies(response: pb.HistoryResponse) -> list[str]:
 SCRIPTS_THROUGH = {"pipeline": False}
 
 
-@pytest.fixture(autouse=True, params=["pool", "pipeline"])
-def scripts_through(request: pytest.FixtureRequest, backbone: str) -> str:
-    """Every test runs twice on one Redis: scripts through the connection pool (the history
-    service) and through an AutoPipeline (the gateway's send path, which writes to one
-    connection of one Redis: on a cluster the pool's client routes each script to its slot)."""
-    if request.param == "pipeline" and backbone == "cluster":
-        pytest.skip("an AutoPipeline is one connection to one Redis; on a cluster scripts go through the pool")
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Scripts through the connection pool (the history service) on one Redis and on a cluster, and
+    through an AutoPipeline (the gateway's send path: one connection to one Redis) on one Redis."""
+    if "redis" in metafunc.fixturenames and "redis_server" not in metafunc.fixturenames:
+        metafunc.parametrize(("backbone", "scripts_through"),
+                             [("single", "pool"), ("single", "pipeline"), ("cluster", "pool")], indirect=True)
+    else:
+        metafunc.parametrize("scripts_through", ["pool", "pipeline"], indirect=True)
+
+
+PARAMETRIZES_BACKBONE = True  # for tests/conftest.py: this module names its own combinations
+
+
+@pytest.fixture(autouse=True)
+def scripts_through(request: pytest.FixtureRequest) -> str:
     SCRIPTS_THROUGH["pipeline"] = request.param == "pipeline"
     return str(request.param)
 

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from redis.asyncio import Redis
 
 from services.presence.store import LEASES, PresenceStore, lease_member
 from spartan.v1 import pb
-import pytest  # noqa: E402
 
 pytestmark = pytest.mark.on_cluster  # the same behaviour on one Redis and on a Redis Cluster
 
