@@ -50,7 +50,7 @@ class Result:
 
 
 async def publish_calls(redis: Redis) -> int:
-    return int((await redis.info("commandstats")).get("cmdstat_publish", {}).get("calls", 0))
+    return int((await redis.info("commandstats")).get("cmdstat_spublish", {}).get("calls", 0))
 
 
 async def run_group(label: str, size: int, clients: dict[str, HeadlessClient], redis: Redis, *,

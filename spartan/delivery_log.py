@@ -6,7 +6,8 @@ used); recovery after a reconnect, a client restart or days offline must not dep
 on what a cache happens to hold. Each conversation (`dm:a:b`, `group:g`, and
 `inbox:<user>` for a user's control messages) has its own log here. One Lua script
 assigns the next offset, the conversation's epoch and `sent_at_us` (Redis `TIME`),
-stores the message and publishes the very same bytes, so every delivered message has
+stores the message and publishes the very same bytes on the conversation's channel
+(`SPUBLISH`, same slot), so every delivered message has
 a position that a client can resume from. Members acknowledge positions; what every
 member has acknowledged leaves the log, so memory follows what is undelivered.
 
@@ -21,7 +22,8 @@ Keys (the hash tag is the conversation, so each script touches one cluster slot)
     sp:d:{<conversation>}:meta    hash  last (newest offset), epoch
     sp:d:{<conversation>}:log     list  stored message bytes, oldest first
     sp:d:{<conversation>}:acks    hash  user -> acknowledged offset
-    sp:d:{inbox:<user>}:convs     set   the user's 1:1 conversations (with their inbox's tag)
+    sp:d:{inbox:<user>}:convs     set   the user's 1:1 conversations (with their inbox's tag), whose
+                                        channels the user's streams follow
 """
 
 from __future__ import annotations
@@ -104,19 +106,21 @@ class DeliveryLog:
         self._ack = script(redis, "delivery_ack")
         self._join = script(redis, "delivery_join")
 
-    async def append(self, conversation: str, payload: bytes, channels: Sequence[str] = (), sender: str = "") -> Stored:
-        """Keep serialized message bytes (without offset/epoch/sent_at_us) and publish them."""
-        args: list[Any] = [payload, self.max_per_conversation, self.retention_seconds, sender, *channels]
+    async def append(self, conversation: str, payload: bytes, sender: str = "") -> Stored:
+        """Keep serialized message bytes (without offset/epoch/sent_at_us) and publish them on the
+        conversation's channel (in the slot of its keys, so the script can)."""
+        channel = naming.conversation_channel(conversation)
+        args: list[Any] = [payload, self.max_per_conversation, self.retention_seconds, sender, channel]
         offset, epoch, sent_at_us, dropped = await _call(self._append, conversation_keys(conversation), args)
         return Stored(int(offset), text(epoch), int(sent_at_us), int(dropped))
 
-    async def append_message(self, conversation: str, message: pb.Message, channels: Sequence[str] = ()) -> Stored:
+    async def append_message(self, conversation: str, message: pb.Message) -> Stored:
         """`append` for a message built here (a control message); server fields are the log's to set."""
         message = pb.Message.FromString(message.SerializeToString())
         for name in SERVER_FIELDS:
             message.ClearField(name)
         message.conversation = conversation
-        return await self.append(conversation, message.SerializeToString(), channels)
+        return await self.append(conversation, message.SerializeToString())
 
     async def read(self, conversation: str, after_offset: int, limit: int, user: str = "") -> Page:
         """Up to `limit` held messages after `after_offset` (-1: after `user`'s acknowledged offset)."""
@@ -143,11 +147,7 @@ class DeliveryLog:
             await _call(self._join, conversation_keys(conversation), list(users))
 
     async def remember_dm(self, conversation: str) -> None:
-        """Add a new 1:1 conversation to both users' index (found again by a client with no state).
-
-        Called after the first message is kept, so a failure here must not fail that send
-        (a retry would store it twice): it is logged, and the next send that finds the
-        conversation new again (a Redis that lost data) tries once more."""
+        """Add a 1:1 conversation to both users' index: their streams follow the conversations listed there."""
         members = naming.dm_members(conversation)
         if members is None:
             return
@@ -158,7 +158,7 @@ class DeliveryLog:
                 await pipe.execute()
         except _REDIS_DOWN as error:
             REDIS_ERRORS.labels("delivery_index").inc()
-            log.warning("could not index %s for its users: %s", conversation, error)
+            raise Unavailable(f"delivery log unavailable: {error}") from error
 
     async def dm_conversations(self, user: str) -> list[str]:
         try:

@@ -2,9 +2,11 @@
 
 Conversation ids are what clients and history use: `dm:<a>:<b>` with the two user
 names sorted (so both sides name it the same), or `group:<name>`; `inbox:<user>` is
-the delivery log of a user's control messages (chat requests, answers, membership). Channels carry
-live deliveries: one per user (1:1 messages and control messages for that user)
-and one per group (one publish reaches every gateway holding a member).
+the delivery log of a user's control messages (chat requests, answers, membership).
+Channels carry live deliveries, one per conversation in that conversation's cluster
+slot: a user's inbox channel, each 1:1 conversation's, each group's (one publish
+reaches every gateway holding a member). All are sharded pub/sub channels
+(`SPUBLISH`/`SSUBSCRIBE`, Redis 7), on one Redis as on a cluster.
 """
 
 from __future__ import annotations
@@ -49,12 +51,19 @@ def inbox_owner(conversation: str) -> str | None:
     return conversation[len(INBOX_PREFIX) :]
 
 
+def conversation_channel(conversation: str) -> str:
+    """The conversation's live channel, under its hash tag: the script that keeps a message in the
+    conversation's delivery log publishes it there (`SPUBLISH` to a channel of the script's own slot)."""
+    return f"sp:ch:{{{conversation}}}"
+
+
 def user_channel(user: str) -> str:
-    return f"sp:user:{{{user}}}"
+    """The channel of the user's inbox: control messages and sealed sender keys for that user."""
+    return conversation_channel(inbox_conversation(user))
 
 
 def group_channel(group: str) -> str:
-    return f"sp:group:{{{group}}}"
+    return conversation_channel(group_conversation(group))
 
 
 GROUP_CHANGES_CHANNEL = "sp:groups:changes"  # every membership change, for gateways' caches

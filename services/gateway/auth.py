@@ -205,7 +205,7 @@ class Authenticator:
         if outcome is Outcome.ACCEPTED:
             log.info("enrolment code of %s used", user)
         update = pb.Message(kind=pb.KEY_UPDATE, sender=request.user, id=fingerprint(request.keys.identity_key)[:32])
-        await self.redis.publish(BROADCAST_CHANNEL, update.SerializeToString())
+        await self.redis.spublish(BROADCAST_CHANNEL, update.SerializeToString())
 
 
 ACCESS = "__spartan_access__"  # "public" or "authenticated": set by the decorators below

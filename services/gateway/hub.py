@@ -1,5 +1,10 @@
 """One Redis pub/sub connection per gateway process, multiplexing every connected stream's channels.
 
+The channels are sharded pub/sub channels (`SSUBSCRIBE`, Redis 7): the scripts that keep
+a message publish it with `SPUBLISH` to a channel in their own cluster slot, and a
+sharded channel's messages stay on the node that serves its slot. One `SSUBSCRIBE` names
+channels of one slot only (a cluster refuses more), so subscriptions go out per slot.
+
 redis-py's `PubSub` must not be subscribed from one task while another reads it,
 so a single owner task does both: it executes queued (un)subscribe commands between
 reads and dispatches every message to the mailboxes registered for its channel.
@@ -28,12 +33,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter, defaultdict
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Protocol
 
 import redis.exceptions
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
+from redis.crc import key_slot
 
 from spartan.metrics import PUBSUB_RECONNECTS, REDIS_ERRORS
 from spartan.redis_conn import without_retries
@@ -43,6 +49,7 @@ log = logging.getLogger("spartan.gateway.hub")
 
 POLL_SECONDS = 0.02  # longest a queued (un)subscribe waits while the connection is idle
 YIELD_EVERY = 256  # deliveries between two yields to the event loop
+KEEPALIVE_CHANNEL = "sp:gateway:keepalive"  # always subscribed, so a read blocks instead of failing
 _DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
 
 
@@ -166,8 +173,7 @@ class PubSubHub:
 
     async def _resubscribe(self, pubsub: PubSub) -> None:
         """On a fresh connection: subscribe every routed channel (and a keepalive channel so reads block)."""
-        channels = ["sp:gateway:keepalive", *self._routes]
-        await pubsub.subscribe(*channels)
+        await _per_slot(pubsub.ssubscribe, [KEEPALIVE_CHANNEL, *self._routes])
 
     async def _run(self, pubsub: PubSub) -> None:
         while not self._closing:
@@ -191,20 +197,20 @@ class PubSubHub:
             for channel in wanted:
                 self._awaiting_ack[channel].append(command.done)
             self._pending_acks[id(command.done)] = len(wanted)
-            await pubsub.subscribe(*wanted)
+            await _per_slot(pubsub.ssubscribe, wanted)
         else:
             gone = [c for c in command.channels if c not in self._routes]
             if gone:
                 self._unsubscribing.update(gone)
                 self._subscribed.difference_update(gone)
-                await pubsub.unsubscribe(*gone)
+                await _per_slot(pubsub.sunsubscribe, gone)
             _resolve(command.done)
 
     def _handle(self, message: dict) -> int:
         """Dispatch one pub/sub message; returns the number of mailboxes it was delivered to."""
         kind = message["type"]
         channel = message["channel"].decode() if isinstance(message["channel"], bytes) else message["channel"]
-        if kind == "message":
+        if kind == "smessage":
             raw: bytes = message["data"]
             routes = self._routes.get(channel)
             if not routes:
@@ -218,12 +224,12 @@ class PubSubHub:
             for mailbox in mailboxes:
                 mailbox.deliver(parsed, raw)
             return len(mailboxes)
-        elif kind == "unsubscribe":
+        elif kind == "sunsubscribe":
             self._unsubscribing[channel] -= 1
             if self._unsubscribing[channel] <= 0:
                 del self._unsubscribing[channel]
             self._subscribed.discard(channel)
-        elif kind == "subscribe":
+        elif kind == "ssubscribe":
             if not self._unsubscribing[channel]:  # else an UNSUBSCRIBE sent after it is still to come
                 self._subscribed.add(channel)
             for done in self._awaiting_ack.pop(channel, ()):
@@ -245,6 +251,15 @@ class PubSubHub:
     def _notify_outage(self) -> None:
         for mailbox in self._mailboxes():
             mailbox.on_outage()
+
+
+async def _per_slot(command: Callable[..., Awaitable[object]], channels: Iterable[str]) -> None:
+    """`command` once per cluster slot, with that slot's channels."""
+    by_slot: dict[int, list[str]] = defaultdict(list)
+    for channel in channels:
+        by_slot[key_slot(channel.encode())].append(channel)
+    for same_slot in by_slot.values():
+        await command(*same_slot)
 
 
 def _resolve(future: asyncio.Future[None]) -> None:

@@ -62,7 +62,7 @@ class SenderKeyInbox:
                 pipe.lpush(inbox, raw)
                 pipe.ltrim(inbox, 0, SENDER_KEYS_KEPT - 1)
                 pipe.sadd(naming.sender_key_index(recipient), inbox)
-                pipe.publish(naming.user_channel(recipient), raw)
+                pipe.spublish(naming.user_channel(recipient), raw)
             await pipe.execute()
         MESSAGES_SENT.labels("sender_key").inc(len(stored))
         return sent_at_us

@@ -3,10 +3,12 @@
 A send first takes a token from the sender's `send` bucket (`token_bucket.lua`), so a
 full bucket answers RESOURCE_EXHAUSTED before anything else is looked at, then checks
 the message, then appends it to the delivery log (`delivery_append.lua`, which also
-publishes it) and to the recent-history cache (`history_append.lua`). The rate check
-and both appends go through one `AutoPipeline`: the appends of one send leave in the
-same write, and concurrent sends share the connection instead of a pool. The history
-store knows nothing of buckets: the rate decision is taken here, before it is called.
+publishes it on the conversation's channel; a 1:1 conversation's first message on a
+gateway makes sure both users' streams follow that channel first, `_start_dm`) and to
+the recent-history cache (`history_append.lua`). The rate check and both appends go
+through one `AutoPipeline`: the appends of one send leave in the same write, and
+concurrent sends share the connection instead of a pool. The history store knows
+nothing of buckets: the rate decision is taken here, before it is called.
 
 Sender keys travel apart from chat messages (the key inbox) and take one token per
 key from their own `sender_keys` bucket, after the checks that cost nothing and
@@ -17,8 +19,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
+from collections import OrderedDict
 from collections.abc import Sequence
 
+import redis.exceptions
 from redis.asyncio import Redis
 
 from services.gateway.groups import GroupDirectory
@@ -41,6 +46,7 @@ KIND_NAMES = {value: name.lower() for name, value in pb.Kind.items()}
 # recipient) so that one call cannot carry more than many calls may; four full rotations a minute.
 SENDER_KEY_ROTATIONS_PER_MINUTE = 4
 DRAINING = "this gateway is shutting down; reconnect and send again"
+STARTED_DMS_KEPT = 65536  # conversations a gateway remembers having started; one forgotten is started again
 
 log = logging.getLogger("spartan.gateway")
 
@@ -68,6 +74,7 @@ class SendPath:
         self.key_inbox = SenderKeyInbox(store.redis, self.users, self.max_message_bytes)
         self.pipeline = pipeline
         self.draining = False
+        self._started_dms: OrderedDict[str, None] = OrderedDict()  # 1:1 conversations started here (see _start_dm)
 
     async def send(self, user: str, request: pb.Message) -> pb.SendAck:
         """Acknowledged means kept in the delivery log (and published) for every recipient."""
@@ -85,8 +92,11 @@ class SendPath:
             return pb.SendAck(
                 id=request.id, conversation=naming.group_conversation(request.group), sent_at_us=sent_at_us
             )
-        conversation, channels = await self._route(user, request)
+        conversation = await self._route(user, request)
         recipient = "" if request.group else request.recipient  # a group message reaches the group's members
+        started_before = conversation in self._started_dms
+        if not request.group:
+            await self._start_dm(conversation)
         payload = pb.Message(
             id=request.id,
             kind=request.kind,
@@ -99,11 +109,11 @@ class SendPath:
         # Both appends go out in the same pipelined write: the cache's is not waited for before the log's.
         cached = asyncio.ensure_future(self.store.append_raw(conversation, payload))
         try:
-            stored = await self.delivery.append(conversation, payload, channels, sender=user)
+            stored = await self.delivery.append(conversation, payload, sender=user)
         finally:
             await _cache_quietly(cached)
-        if stored.offset == 1:
-            await self.delivery.remember_dm(conversation)
+        if stored.offset == 1 and started_before and not request.group:
+            await self._restart_dm(conversation)  # Redis lost its data (a new epoch): the index went with it
         MESSAGES_SENT.labels(KIND_NAMES[request.kind]).inc()
         return pb.SendAck(
             id=request.id,
@@ -120,8 +130,8 @@ class SendPath:
         await self._store_sender_keys(user, group, list(keys), batch=True)
         return len(keys)
 
-    async def _route(self, user: str, request: pb.Message) -> tuple[str, list[str]]:
-        """The conversation a message belongs to and the channels that deliver it."""
+    async def _route(self, user: str, request: pb.Message) -> str:
+        """The conversation a message belongs to (its delivery log publishes on that conversation's channel)."""
         if request.group:
             if request.recipient not in ("", request.group):
                 raise InvalidArgument(
@@ -129,13 +139,47 @@ class SendPath:
                     field="recipient",
                 )
             await self.groups.require_member(request.group, user)
-            return naming.group_conversation(request.group), [naming.group_channel(request.group)]
+            return naming.group_conversation(request.group)
         if not request.recipient:
             raise InvalidArgument("a message needs a recipient (user) or a group", field="recipient")
         recipient = check_user(request.recipient, self.users, "recipient", field="recipient")
         if recipient == user:
             raise InvalidArgument("you cannot send messages to yourself", field="recipient")
-        return naming.dm_conversation(user, recipient), [naming.user_channel(recipient)]
+        return naming.dm_conversation(user, recipient)
+
+    async def _restart_dm(self, conversation: str) -> None:
+        """`_start_dm` again after the message is kept: a failure is logged, not a failed send (a retry
+        would keep the message twice); the next send of the conversation starts it again."""
+        self._started_dms.pop(conversation, None)
+        try:
+            await self._start_dm(conversation)
+        except Unavailable as error:
+            log.warning("could not index %s again after Redis lost its data: %s", conversation, error)
+
+    async def _start_dm(self, conversation: str) -> None:
+        """Make sure both users' streams follow a 1:1 conversation's channel before its message is kept.
+
+        The conversation goes into both users' index (streams that open from now on subscribe to
+        it), then a CONVERSATION message on both users' inbox channels tells the streams open now
+        to subscribe and read the conversation's log. Each gateway does this once per conversation
+        it has not started yet, so a retry after a failure part way does it all again; a failure
+        fails the send (nothing is kept), and the client sends again.
+        """
+        if conversation in self._started_dms:
+            self._started_dms.move_to_end(conversation)
+            return
+        await self.delivery.remember_dm(conversation)
+        start = pb.Message(id=uuid.uuid4().hex, kind=pb.CONVERSATION, conversation=conversation).SerializeToString()
+        try:
+            async with self.store.redis.pipeline(transaction=False) as pipe:
+                for member in naming.dm_members(conversation) or ():
+                    pipe.spublish(naming.user_channel(member), start)
+                await pipe.execute()
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as error:
+            raise Unavailable(f"could not start the conversation: {error}") from error
+        self._started_dms[conversation] = None
+        if len(self._started_dms) > STARTED_DMS_KEPT:
+            self._started_dms.popitem(last=False)
 
     async def _store_sender_keys(self, user: str, group: str, keys: list[pb.Message], *, batch: bool) -> int:
         """Check the batch (cheap checks first), take one rate token per key, then keep and publish each."""

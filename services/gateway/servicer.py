@@ -255,15 +255,11 @@ class SpartanServicer:
         self.streams_of[user] += 1
         ACTIVE_STREAMS.inc()
         lease = self.leases.lease(user, session.session_id)
-        channels: list[str] = []
         opening = False
         try:
             await self.opens.enter()  # set-up steps are paced; live delivery below is not
             opening = True
-            # Copy the names out: keeping the repeated field would pin the reply for the stream's life.
-            groups = list((await self.presence.GroupsOf(pb.UserRef(user=user), timeout=self.timeout)).groups)
-            channels = [naming.user_channel(user), naming.BROADCAST_CHANNEL, *map(naming.group_channel, groups)]
-            await self.hub.subscribe(session, channels)
+            groups = await self._follow(session)
             await self.leases.open(lease)
             await context.send_initial_metadata((("x-spartan-gateway", self.leases.gateway_id),))
             for raw in await self.sends.key_inbox.pending(user, groups):
@@ -283,7 +279,7 @@ class SpartanServicer:
             if self.streams_of[user] <= 0:
                 del self.streams_of[user]
             ACTIVE_STREAMS.dec()
-            self.hub.unsubscribe(session, [*channels, *session.groups])
+            self.hub.unsubscribe(session, session.channels)
             self.leases.close(lease)
 
     def _resume_cursors(self, user: str, cursors: Sequence[pb.Cursor]) -> dict[str, pb.Cursor]:
@@ -328,36 +324,72 @@ class SpartanServicer:
                 yield notice(RECONNECTING)
             if session.gap:
                 session.gap = False
-                groups = list(
-                    (await self.presence.GroupsOf(pb.UserRef(user=session.user), timeout=self.timeout)).groups
-                )
+                groups = await self._follow(session)  # announcements of the outage are lost: read them again
                 async for message in self._catch_up(session, groups, {}):
                     yield message
                 yield notice(RECONNECTED)
             while session.queue:
                 message, raw = session.queue.popleft()
+                if message.kind == pb.CONVERSATION:
+                    if session.user in (naming.dm_members(message.conversation) or ()):
+                        async for replayed in self._follow_conversation(session, message.conversation):
+                            yield replayed
+                    continue
                 if not session.is_new(message):
                     continue
-                if message.kind == pb.MEMBERSHIP:
-                    await self._observe(session, message)
                 session.mark(message)
+                if message.kind == pb.CHAT and message.recipient and message.recipient != session.user:
+                    continue  # the user's own 1:1 message, on the channel both users follow: they sent it
+                joined = await self._observe(session, message) if message.kind == pb.MEMBERSHIP else None
                 (DELIVERED_BY_KIND.get(message.kind) or MESSAGES_DELIVERED.labels("unknown")).inc()
                 if message.sent_at_us and message.kind == pb.CHAT:
                     DELIVERY_SECONDS.observe(max(0.0, time.time() - message.sent_at_us / 1e6))
                 yield raw
+                if joined:
+                    async for replayed in self._follow_conversation(session, joined):
+                        yield replayed
 
-    async def _observe(self, session: StreamSession, message: pb.Message) -> None:
-        """Follow membership changes of this stream's user: join or leave the group's channel."""
-        if message.kind != pb.MEMBERSHIP or message.recipient != session.user or not message.group:
-            return
+    async def _follow(self, session: StreamSession) -> list[str]:
+        """Subscribe the stream to every channel of its user; returns the user's groups.
+
+        The inbox channel comes first: a 1:1 conversation started from then on is announced
+        there (CONVERSATION), so the index of 1:1 conversations read after it misses none.
+        """
+        # Copy the names out: keeping the repeated field would pin the reply for the stream's life.
+        groups = list((await self.presence.GroupsOf(pb.UserRef(user=session.user), timeout=self.timeout)).groups)
+        await self._subscribe(
+            session, [naming.user_channel(session.user), naming.BROADCAST_CHANNEL, *map(naming.group_channel, groups)]
+        )
+        dms = await self.delivery.dm_conversations(session.user)
+        await self._subscribe(session, [naming.conversation_channel(dm) for dm in dms])
+        return groups
+
+    async def _subscribe(self, session: StreamSession, channels: list[str]) -> None:
+        session.channels.update(channels)  # before: what the hub routes, the stream's end unsubscribes
+        await self.hub.subscribe(session, channels)
+
+    async def _follow_conversation(self, session: StreamSession, conversation: str) -> AsyncIterator[pb.Message]:
+        """Subscribe to a conversation the user just joined, then read its log: what was kept
+        before the subscription came through is replayed, what comes after arrives live."""
+        await self._subscribe(session, [naming.conversation_channel(conversation)])
+        cursor = session.cursor(conversation) if conversation in session.positions else None
+        async for message in self.replayer.replay(session, conversation, cursor):
+            yield message
+
+    async def _observe(self, session: StreamSession, message: pb.Message) -> str | None:
+        """Follow membership changes of this stream's user: join or leave the group's channel.
+        Returns the group's conversation when the user joined it (to be followed after this message)."""
+        if message.recipient != session.user or not message.group:
+            return None
         await self.groups.forget(message.group)
         channel = naming.group_channel(message.group)
         if session.user in message.members:
             session.groups.add(message.group)
-            await self.hub.subscribe(session, [channel])
-        else:
-            session.groups.discard(message.group)
-            self.hub.unsubscribe(session, [channel])
+            return naming.group_conversation(message.group)
+        session.groups.discard(message.group)
+        session.channels.discard(channel)
+        self.hub.unsubscribe(session, [channel])
+        return None
 
     async def _catch_up(
         self, session: StreamSession, groups: list[str], resume: dict[str, pb.Cursor]

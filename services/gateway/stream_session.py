@@ -54,6 +54,7 @@ class StreamSession(ReadPositions):
         self.ending: asyncio.Task[None] | None = None  # that status on its way (after an overflow)
         self.status_sent = asyncio.Event()  # the call is marked ended: the handler may return
         self.groups: set[str] = set()  # groups joined while this stream was open
+        self.channels: set[str] = set()  # every channel the hub routes to this stream
 
     # Mailbox protocol (called by the hub).
     def deliver(self, message: pb.Message, raw: bytes) -> None:

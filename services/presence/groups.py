@@ -36,7 +36,7 @@ from spartan.crypto.identity import verify_signature
 from spartan.crypto.membership import ADD, CREATE, GENESIS, LEAVE, NO_PREVIOUS, REMOVE, record_hash, transcript
 from spartan.delivery_log import DeliveryLog
 from spartan.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
-from spartan.naming import GROUP_CHANGES_CHANNEL, group_conversation, inbox_conversation, user_channel
+from spartan.naming import GROUP_CHANGES_CHANNEL, group_conversation, inbox_conversation
 from spartan.redis_conn import text
 from spartan.redis_scripts import script
 from spartan.v1 import pb
@@ -273,9 +273,9 @@ class GroupStore:
             change=change,
         )
         for member in sorted(set(to)):
-            await self.log.append_message(inbox_conversation(member), message, [user_channel(member)])
+            await self.log.append_message(inbox_conversation(member), message)
         message.sent_at_us = time.time_ns() // 1000
-        await self.redis.publish(GROUP_CHANGES_CHANNEL, message.SerializeToString())
+        await self.redis.spublish(GROUP_CHANGES_CHANNEL, message.SerializeToString())
 
     async def _signed(self, change: pb.MembershipRecord) -> bool:
         keys = await self.directory.get_keys(change.actor)

@@ -19,7 +19,7 @@ from spartan.config import Config
 from spartan.delivery_log import DeliveryLog
 from spartan.enrolment import EnrolmentCodes
 from spartan.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
-from spartan.naming import inbox_conversation, user_channel
+from spartan.naming import inbox_conversation
 from spartan.rpc.handlers import unary
 from spartan.v1 import pb, rpc
 from spartan.validation import check_user
@@ -90,7 +90,7 @@ class PresenceServicer(rpc.PresenceServicer):
         return pb.ChatRequestAck(peer_online=requester in await self.store.online_users())
 
     async def _deliver(self, message: pb.Message) -> None:
-        await self.log.append_message(inbox_conversation(message.recipient), message, [user_channel(message.recipient)])
+        await self.log.append_message(inbox_conversation(message.recipient), message)
 
     @unary(SERVICE)
     async def PendingRequests(

@@ -12,7 +12,7 @@
 -- ARGV[3]  retention in seconds: the log expires this long after the last append
 -- ARGV[4]  sender, who has the message already ("" for none): their ack moves to the
 --          new offset when it was right behind it
--- ARGV[5..] pub/sub channels that receive the stored bytes
+-- ARGV[5..] sharded pub/sub channels of the conversation's slot that receive the stored bytes (SPUBLISH)
 -- Returns {offset, epoch, sent_at_us, dropped_count}
 --
 -- The stored bytes are ARGV[1] followed by the protobuf encodings of field 8
@@ -52,6 +52,6 @@ if ARGV[4] ~= '' then
 end
 
 for i = 5, #ARGV do
-  redis.call('PUBLISH', ARGV[i], stored)
+  redis.call('SPUBLISH', ARGV[i], stored)
 end
 return {offset, epoch, sent_at_us, dropped}

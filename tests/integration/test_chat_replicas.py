@@ -35,6 +35,25 @@ async def test_alice_and_bob_on_different_gateways_chat_both_ways(stack_factory,
     assert offsets == sorted(offsets) and len(set(offsets)) == len(offsets)
 
 
+async def test_a_first_message_reaches_every_open_stream_of_both_users_live(stack_factory, client_factory) -> None:
+    """Each 1:1 conversation has its own channel; streams that were open before its first message
+    follow it from then on: both of bob's devices get alice's first message, and both of alice's get
+    bob's reply, without reconnecting. Sends stay within the shipped 3 per 30 s."""
+    stack = stack_factory(gateways=3)
+    alice = [await client_factory("alice", [stack.address(1)]), await client_factory("alice", [stack.address(3)])]
+    bob = [await client_factory("bob", [stack.address(2)]), await client_factory("bob", [stack.address(3)])]
+    await alice[0].send("bob", "first words")
+    for device in bob:
+        assert [r.text for r in await device.wait_for(1)] == ["first words"]
+    await bob[1].send("alice", "a reply")
+    for device in alice:
+        assert [r.text for r in await device.wait_for(1)] == ["a reply"]
+    await alice[1].send("bob", "from the other device")
+    for device in bob:
+        assert [r.text for r in await device.wait_for(2)][1:] == ["from the other device"]
+    assert [r.text for r in alice[0].received] == ["a reply"], "a device is not sent what its user sent"
+
+
 async def test_request_waits_for_offline_user_and_reaches_online_user(stack_factory, client_factory) -> None:
     stack = stack_factory(gateways=2)
     alice = await client_factory("alice", [stack.address(1)])

@@ -102,7 +102,7 @@ async def test_flipped_bits_in_stored_or_relayed_ciphertext_are_detected(stack_f
                     body[-20] ^= 0x80
                 relayed = pb.Message(id=message_id, kind=pb.CHAT, sender="alice", recipient="bob",
                                      conversation=conversation, body=bytes(body))
-                publisher.publish(naming.user_channel("bob"), relayed.SerializeToString())
+                publisher.spublish(naming.user_channel("bob"), relayed.SerializeToString())
         finally:
             publisher.close()
         await reader.wait_for(5)

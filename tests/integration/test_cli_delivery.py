@@ -155,7 +155,7 @@ async def test_a_message_published_twice_is_shown_once(fast_server: LocalServer)
     redis = Redis(unix_socket_path=str(server.workdir / ".spartan" / "redis" / "redis.sock"))
     try:
         stored = (await redis.lrange(delivery_keys(dm_conversation("alice", "bob"))[1], 0, -1))[-1]
-        await redis.publish(user_channel("bob"), stored)
+        await redis.spublish(user_channel("bob"), stored)
     finally:
         await redis.aclose()
     await send_as_alice(server, ["and then this"])

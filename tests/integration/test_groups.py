@@ -43,7 +43,7 @@ async def group1_on_three_gateways(stack, client_factory) -> dict:  # type: igno
 
 
 async def publish_calls(redis: Redis) -> int:
-    return int((await redis.info("commandstats")).get("cmdstat_publish", {}).get("calls", 0))
+    return int((await redis.info("commandstats")).get("cmdstat_spublish", {}).get("calls", 0))
 
 
 def membership_seen(client, version: int):  # type: ignore[no-untyped-def]
@@ -80,7 +80,7 @@ async def test_one_publish_per_group_message_and_one_subscription_per_gateway(st
         await clients["alice"].send_group("group1", "warm-up: distributes alice's sender key")
         for user in ("bob", "charlie", "eve"):
             await clients[user].wait_for(1)
-        assert (await redis.pubsub_numsub(naming.group_channel("group1")))[0][1] == 3  # one per gateway, not per member
+        assert (await redis.pubsub_shardnumsub(naming.group_channel("group1")))[0][1] == 3  # one per gateway, not per member
 
         before = await publish_calls(redis)
         messages = 25
@@ -333,7 +333,7 @@ async def test_forged_group_message_is_flagged_and_delivery_goes_on(stack_factor
                         conversation=naming.group_conversation("group1"), body=bytes(tampered))
     redis = Redis.from_url(stack.redis.url)  # a compromised server relays it
     try:
-        await redis.publish(naming.group_channel("group1"), forged.SerializeToString())
+        await redis.spublish(naming.group_channel("group1"), forged.SerializeToString())
     finally:
         await redis.aclose()
     await charlie.wait_for(2)

@@ -93,7 +93,7 @@ def publish(url: str, user: str, *messages: pb.Message) -> None:
     client = redis_sync.Redis.from_url(url)
     try:
         for message in messages:
-            client.publish(naming.user_channel(user), message.SerializeToString())
+            client.spublish(naming.user_channel(user), message.SerializeToString())
     finally:
         client.close()
 

@@ -1,4 +1,5 @@
-"""Every Redis call the services make touches one cluster slot, with every script among them.
+"""Every Redis call the services make touches one cluster slot, with every script among them,
+and nothing is published with a plain PUBLISH (a cluster copies those to every node).
 
 A Redis Cluster refuses a script, a multi-key command or a transaction whose keys hash to
 more than one slot. The real services run a session of everything users do (logins, chat
@@ -20,7 +21,7 @@ from spartan.crypto.membership import ADD, CREATE, REMOVE
 from spartan.redis_scripts import source
 from spartan.v1 import pb
 from tests.support.refusals import refusal
-from tests.support.slot_monitor import SlotMonitor, cross_slot_calls
+from tests.support.slot_monitor import SlotMonitor, cross_slot_calls, plain_publishes
 from tests.support.redis_server import RedisServer
 from tests.support.stack import Stack, rates
 
@@ -72,6 +73,8 @@ async def test_every_call_of_a_chat_session_touches_one_slot(tmp_path, client_fa
         stack.stop()
     try:
         assert await cross_slot_calls(redis, monitor.calls) == []
+        assert plain_publishes(monitor.calls) == []
+        assert any(call.name == "ssubscribe" for call in monitor.calls), "the gateways' subscriptions were seen"
         ran = {call.args[1].decode() for call in monitor.calls if call.name == "evalsha"}
         missing = sorted(name for sha, name in shipped_scripts().items() if sha not in ran)
         assert missing == [], f"scripts this session never ran, so never checked: {missing}"

@@ -1,7 +1,8 @@
 """Every command a Redis executes, read off `MONITOR`, with the cluster slots its keys hash to.
 
-A Redis Cluster refuses a script, a multi-key command or a MULTI/EXEC block whose keys
-are in more than one slot. Watching a single `redis-server` while the real services run
+A Redis Cluster refuses a script, a multi-key command, a MULTI/EXEC block or an
+`SSUBSCRIBE` whose keys or shard channels are in more than one slot (a script's
+`SPUBLISH` included), and copies every plain `PUBLISH` to every node. Watching a single `redis-server` while the real services run
 shows which calls would be refused there, without a cluster: the keys of `EVAL`/`EVALSHA`
 come from their key count, the keys of any other command from the server itself
 (`COMMAND GETKEYS`), and the commands a script runs (MONITOR's `[0 lua]` lines) belong to
@@ -22,7 +23,8 @@ _ESCAPES = {b"n": b"\n", b"r": b"\r", b"t": b"\t", b"a": b"\a", b"b": b"\b", b'"
 _ESCAPE = re.compile(rb"\\(x[0-9a-fA-F]{2}|.)", re.S)
 NO_KEYS = {"multi", "exec", "discard", "watch", "unwatch", "monitor", "ping", "hello", "client", "select",
            "script", "info", "command", "time", "publish", "subscribe", "unsubscribe", "psubscribe",
-           "punsubscribe", "ssubscribe", "sunsubscribe", "quit", "readonly", "cluster", "flushall", "config"}
+           "punsubscribe", "quit", "readonly", "cluster", "flushall", "config"}
+SHARD_CHANNELS = {"spublish": slice(1, 2), "ssubscribe": slice(1, None), "sunsubscribe": slice(1, None)}
 
 
 def _unescape(token: bytes) -> bytes:
@@ -82,10 +84,13 @@ class SlotMonitor:
 
 
 async def keys_of(redis: Redis, args: list[bytes]) -> list[bytes]:
-    """The key arguments of a command, as the server names them."""
+    """The key arguments of a command, as the server names them, and its shard channels (a cluster
+    routes those by slot too; `COMMAND GETKEYS` does not name them)."""
     name = args[0].decode().lower()
     if name in ("eval", "evalsha", "eval_ro", "evalsha_ro", "fcall"):
         return args[3 : 3 + int(args[2])]
+    if name in SHARD_CHANNELS:
+        return args[SHARD_CHANNELS[name]]
     if name in NO_KEYS:
         return []
     try:
@@ -94,8 +99,17 @@ async def keys_of(redis: Redis, args: list[bytes]) -> list[bytes]:
         return []  # a command without key arguments
 
 
+def plain_publishes(calls: list[Call]) -> list[str]:
+    """Every PUBLISH, from a client or a script: on a cluster it would be copied to every node."""
+    found = [f"PUBLISH {call.args[1]!r}" for call in calls if call.name == "publish"]
+    found += [f"PUBLISH {inner[1]!r} in {call.name}" for call in calls for inner in call.inner
+              if inner[0].lower() == b"publish"]
+    return found
+
+
 async def cross_slot_calls(redis: Redis, calls: list[Call]) -> list[str]:
-    """Each call (a script with what it ran, a multi-key command, a MULTI/EXEC block) whose keys span slots."""
+    """Each call (a script with what it ran, a multi-key command, a MULTI/EXEC block, a shard-channel
+    subscription) whose keys and shard channels span slots."""
     found: list[str] = []
     blocks: dict[str, list[Call]] = {}
     for call in calls:

@@ -34,7 +34,7 @@ def chat(text: str, conversation: str = "dm:alice:bob") -> bytes:
 
 
 async def subscribers(redis: Redis, channel: str) -> int:
-    ((_, count),) = await redis.pubsub_numsub(channel)
+    ((_, count),) = await redis.pubsub_shardnumsub(channel)
     return int(count)
 
 
@@ -51,7 +51,7 @@ async def eventually(check: Callable[[], Awaitable[bool]], what: str, timeout: f
 async def test_a_publish_right_after_subscribe_is_delivered(hub: PubSubHub, redis: Redis) -> None:
     box = RecordingMailbox()
     await hub.subscribe(box, ["sp:user:{bob}"])
-    assert await redis.publish("sp:user:{bob}", chat("first")) == 1  # acknowledged: Redis counts the hub
+    assert await redis.spublish("sp:user:{bob}", chat("first")) == 1  # acknowledged: Redis counts the hub
     await box.wait_for(1)
     assert box.ids == ["first"]
     assert box.raws == [chat("first")]  # the very bytes published, for the stream to forward unchanged
@@ -66,7 +66,7 @@ async def test_a_channel_stays_subscribed_until_its_last_mailbox_leaves(hub: Pub
     assert hub.channel_count == 1
 
     hub.unsubscribe(first, [channel])
-    await redis.publish(channel, chat("after one left"))
+    await redis.spublish(channel, chat("after one left"))
     await second.wait_for(1)
     assert second.ids == ["after one left"]
     assert await subscribers(redis, channel) == 1
@@ -82,8 +82,8 @@ async def test_one_mailbox_subscribed_twice_gets_each_message_once(hub: PubSubHu
     box = RecordingMailbox()
     await hub.subscribe(box, ["sp:user:{bob}", "sp:user:{bob}"])
     await hub.subscribe(box, ["sp:user:{bob}"])
-    await redis.publish("sp:user:{bob}", chat("once"))
-    await redis.publish("sp:user:{bob}", chat("marker"))
+    await redis.spublish("sp:user:{bob}", chat("once"))
+    await redis.spublish("sp:user:{bob}", chat("marker"))
     await box.wait_for(2)
     assert box.ids == ["once", "marker"]
 
@@ -92,7 +92,7 @@ async def test_unsubscribing_a_channel_never_subscribed_changes_nothing(hub: Pub
     box, other = RecordingMailbox(), RecordingMailbox("other")
     await hub.subscribe(box, ["sp:user:{bob}"])
     hub.unsubscribe(other, ["sp:user:{bob}", "sp:user:{nobody}"])
-    await redis.publish("sp:user:{bob}", chat("still here"))
+    await redis.spublish("sp:user:{bob}", chat("still here"))
     await box.wait_for(1)
     assert box.ids == ["still here"]
 
@@ -103,8 +103,8 @@ async def test_every_mailbox_on_a_channel_gets_the_message_parsed_once(hub: PubS
     for box in boxes:
         await hub.subscribe(box, ["sp:group:{team}"])
     await hub.subscribe(elsewhere, ["sp:group:{other}"])
-    await redis.publish("sp:group:{team}", chat("to all", "group:team"))
-    await redis.publish("sp:group:{other}", chat("to the other group", "group:other"))
+    await redis.spublish("sp:group:{team}", chat("to all", "group:team"))
+    await redis.spublish("sp:group:{other}", chat("to the other group", "group:other"))
     for box in boxes:
         await box.wait_for(1)
     await elsewhere.wait_for(1)
@@ -119,8 +119,8 @@ async def test_order_per_channel_holds_through_large_batches(hub: PubSubHub, red
     count = 2 * YIELD_EVERY + 17  # more than one batch between two yields of the owner task
     async with redis.pipeline(transaction=False) as pipe:
         for i in range(count):
-            pipe.publish("sp:user:{bob}", chat(f"dm {i}"))
-            pipe.publish("sp:group:{team}", chat(f"group {i}", "group:team"))
+            pipe.spublish("sp:user:{bob}", chat(f"dm {i}"))
+            pipe.spublish("sp:group:{team}", chat(f"group {i}", "group:team"))
         await pipe.execute()
     await box.wait_for(2 * count, timeout=30)
     assert [i for i in box.ids if i.startswith("dm ")] == [f"dm {i}" for i in range(count)]
@@ -149,7 +149,7 @@ async def test_other_tasks_run_between_the_messages_of_a_large_fan_out(hub: PubS
     try:
         async with redis.pipeline(transaction=False) as pipe:
             for i in range(10):
-                pipe.publish("sp:group:{big}", chat(f"m{i}", "group:big"))
+                pipe.spublish("sp:group:{big}", chat(f"m{i}", "group:big"))
             await pipe.execute()
         for box in boxes:
             await box.wait_for(10, timeout=60)
@@ -174,8 +174,8 @@ async def test_closing_the_hub_releases_its_redis_subscriptions(gateway_redis: R
 async def test_an_undecodable_publish_is_dropped_and_the_next_one_delivered(hub: PubSubHub, redis: Redis) -> None:
     box = RecordingMailbox()
     await hub.subscribe(box, ["sp:user:{bob}"])
-    await redis.publish("sp:user:{bob}", b"\xff\xff\xff not a protobuf")
-    await redis.publish("sp:user:{bob}", chat("after the bad one"))
+    await redis.spublish("sp:user:{bob}", b"\xff\xff\xff not a protobuf")
+    await redis.spublish("sp:user:{bob}", chat("after the bad one"))
     await box.wait_for(1)
     await asyncio.sleep(0.1)
     assert box.ids == ["after the bad one"]
@@ -187,7 +187,7 @@ async def test_subscribing_many_channels_at_once_waits_for_every_acknowledgement
     channels = [f"sp:user:{{u{i}}}" for i in range(200)]
     await hub.subscribe(box, channels)
     for channel in channels:  # no waiting: every one is acknowledged already
-        assert await redis.publish(channel, chat(channel)) == 1
+        assert await redis.spublish(channel, chat(channel)) == 1
     await box.wait_for(len(channels))
     assert box.ids == channels
 
@@ -195,7 +195,7 @@ async def test_subscribing_many_channels_at_once_waits_for_every_acknowledgement
 async def test_concurrent_subscribes_to_one_channel_all_return_acknowledged(hub: PubSubHub, redis: Redis) -> None:
     boxes = [RecordingMailbox(f"box{i}") for i in range(20)]
     await asyncio.gather(*(hub.subscribe(box, ["sp:group:{team}"]) for box in boxes))
-    assert await redis.publish("sp:group:{team}", chat("hello", "group:team")) == 1
+    assert await redis.spublish("sp:group:{team}", chat("hello", "group:team")) == 1
     for box in boxes:
         assert (await box.wait_for(1))[0].id == "hello"
 
@@ -207,7 +207,7 @@ async def test_resubscribing_right_after_the_last_mailbox_left_keeps_the_channel
     hub.unsubscribe(leaving, ["sp:user:{bob}"])  # queued; the owner task has not run it yet
     await hub.subscribe(arriving, ["sp:user:{bob}"])
     await asyncio.sleep(0.2)  # the queued UNSUBSCRIBE has run by now
-    assert await redis.publish("sp:user:{bob}", chat("for the new stream")) == 1
+    assert await redis.spublish("sp:user:{bob}", chat("for the new stream")) == 1
     await arriving.wait_for(1)
     assert arriving.ids == ["for the new stream"] and leaving.ids == []
 
@@ -244,7 +244,7 @@ async def test_an_outage_tells_every_mailbox_once_and_the_hub_resubscribes_after
     assert (bob.outages, bob.gaps, team.outages, team.gaps) == (1, 1, 1, 1)
 
     for channel in ("sp:user:{bob}", "sp:group:{team}", "sp:user:{carol}", "sp:user:{dave}"):
-        await redis.publish(channel, chat(f"after on {channel}"))
+        await redis.spublish(channel, chat(f"after on {channel}"))
     await bob.wait_for(1)
     await team.wait_for(2)
     await late.wait_for(1)
@@ -263,7 +263,7 @@ async def test_a_second_outage_is_told_again(hub: PubSubHub, redis_server: Redis
         redis_server.start()
         await box.until(lambda n=round_: box.gaps == n, 30, lambda n=round_: f"gap {n} not told")
     await eventually(lambda: _equals(subscribers(redis, "sp:user:{bob}"), 1), "resubscribed")
-    await redis.publish("sp:user:{bob}", chat("after two outages"))
+    await redis.spublish("sp:user:{bob}", chat("after two outages"))
     await box.wait_for(1)
     assert box.ids == ["after two outages"]
 
@@ -277,9 +277,9 @@ async def test_a_restart_shorter_than_the_retry_window_still_accounts_for_every_
     await hub.subscribe(box, ["sp:user:{bob}"])
     redis_server.kill()
     await asyncio.to_thread(redis_server.start)  # back within a few tens of milliseconds
-    reached = await redis.publish("sp:user:{bob}", chat("right after the restart"))
+    reached = await redis.spublish("sp:user:{bob}", chat("right after the restart"))
     await eventually(lambda: _equals(subscribers(redis, "sp:user:{bob}"), 1), "resubscribed")
-    await redis.publish("sp:user:{bob}", chat("once resubscribed"))
+    await redis.spublish("sp:user:{bob}", chat("once resubscribed"))
     await box.wait_for(1)
     assert box.ids[-1] == "once resubscribed"
     if reached == 0:
@@ -312,7 +312,7 @@ async def test_a_failure_that_is_not_a_connection_error_is_still_told_as_an_outa
     monkeypatch.setattr(PubSub, "get_message", fails_once)
     await box.wait_gap()
     assert (box.outages, box.gaps) == (1, 1)
-    await redis.publish("sp:user:{bob}", chat("after the failure"))
+    await redis.spublish("sp:user:{bob}", chat("after the failure"))
     await box.wait_for(1)
     assert box.ids == ["after the failure"]
 
@@ -324,7 +324,7 @@ async def test_a_stream_opening_while_its_channel_is_being_unsubscribed_still_ge
     to drop (a restarted client got nothing, about one run in three)."""
     leaving, arriving = RecordingMailbox("leaving"), RecordingMailbox("arriving")
     await hub.subscribe(leaving, ["sp:user:{alice}"])
-    unsubscribe = PubSub.unsubscribe
+    unsubscribe = PubSub.sunsubscribe
     sending = asyncio.Event()
 
     async def slow_unsubscribe(self: PubSub, *args: object) -> object:
@@ -332,12 +332,12 @@ async def test_a_stream_opening_while_its_channel_is_being_unsubscribed_still_ge
         await asyncio.sleep(0.3)  # the UNSUBSCRIBE is on its way: the owner task waits on the connection
         return await unsubscribe(self, *args)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(PubSub, "unsubscribe", slow_unsubscribe)
+    monkeypatch.setattr(PubSub, "sunsubscribe", slow_unsubscribe)
     hub.unsubscribe(leaving, ["sp:user:{alice}"])
     await asyncio.wait_for(sending.wait(), 5)
     await hub.subscribe(arriving, ["sp:user:{alice}"], timeout=5)  # returns once Redis acknowledged
     await asyncio.sleep(0.5)  # the UNSUBSCRIBE has reached Redis by now
-    assert await redis.publish("sp:user:{alice}", chat("for the new stream")) == 1
+    assert await redis.spublish("sp:user:{alice}", chat("for the new stream")) == 1
     await arriving.wait_for(1)
     assert arriving.ids == ["for the new stream"] and leaving.ids == []
 
@@ -349,7 +349,7 @@ async def test_a_subscription_acknowledged_after_its_unsubscribe_was_sent_is_not
     make the hub believe the channel is subscribed, or the next stream would be told it is connected on a
     channel Redis dropped."""
     brief, later = RecordingMailbox("brief"), RecordingMailbox("later")
-    read, subscribe, unsubscribe = PubSub.get_message, PubSub.subscribe, PubSub.unsubscribe
+    read, subscribe, unsubscribe = PubSub.get_message, PubSub.ssubscribe, PubSub.sunsubscribe
     holding = True  # the acknowledgements have not arrived yet: reads find nothing
     subscribed_sent, unsubscribe_sent = asyncio.Event(), asyncio.Event()
 
@@ -370,8 +370,8 @@ async def test_a_subscription_acknowledged_after_its_unsubscribe_was_sent_is_not
         return result
 
     monkeypatch.setattr(PubSub, "get_message", get_message)
-    monkeypatch.setattr(PubSub, "subscribe", sending_subscribe)
-    monkeypatch.setattr(PubSub, "unsubscribe", sending_unsubscribe)
+    monkeypatch.setattr(PubSub, "ssubscribe", sending_subscribe)
+    monkeypatch.setattr(PubSub, "sunsubscribe", sending_unsubscribe)
     first = asyncio.ensure_future(hub.subscribe(brief, ["sp:user:{carol}"], timeout=5))
     await asyncio.wait_for(subscribed_sent.wait(), 5)
     hub.unsubscribe(brief, ["sp:user:{carol}"])  # it leaves before Redis acknowledged its SUBSCRIBE
@@ -380,6 +380,6 @@ async def test_a_subscription_acknowledged_after_its_unsubscribe_was_sent_is_not
     await first
     await eventually(lambda: _equals(subscribers(redis, "sp:user:{carol}"), 0), "unsubscribed")
     await hub.subscribe(later, ["sp:user:{carol}"], timeout=5)
-    assert await redis.publish("sp:user:{carol}", chat("for the later stream")) == 1
+    assert await redis.spublish("sp:user:{carol}", chat("for the later stream")) == 1
     await later.wait_for(1)
     assert later.ids == ["for the later stream"]

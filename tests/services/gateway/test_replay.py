@@ -23,15 +23,15 @@ from spartan.delivery_log import DeliveryLog
 from spartan.v1 import pb
 
 DM = naming.dm_conversation("alice", "bob")
-BOB = naming.user_channel("bob")
+DM_CHANNEL = naming.conversation_channel(DM)  # where the delivery log publishes alice -> bob
 
 
 async def send(log: DeliveryLog, *texts: str) -> None:
-    """What SendMsg does for alice -> bob: keep in the delivery log and publish on bob's channel."""
+    """What SendMsg does for alice -> bob: keep in the delivery log and publish on the conversation's channel."""
     for text in texts:
         payload = pb.Message(id=text, kind=pb.CHAT, sender="alice", recipient="bob", conversation=DM,
                              body=text.encode()).SerializeToString()
-        await log.append(DM, payload, [BOB], sender="alice")
+        await log.append(DM, payload, sender="alice")
 
 
 def drain(session: StreamSession) -> list[str]:
@@ -62,7 +62,7 @@ async def test_live_copies_of_what_the_catch_up_replayed_are_dropped(hub: PubSub
     log = DeliveryLog(redis, DeliveryConfig())
     await send(log, "waiting 1", "waiting 2")  # kept while bob was away
     session = StreamSession("bob", "s1", queue_size=100)
-    await hub.subscribe(session, [BOB])  # the stream subscribes before it catches up
+    await hub.subscribe(session, [DM_CHANNEL])  # the stream subscribes before it catches up
     await send(log, "during catch-up 3", "during catch-up 4")  # published live and kept in the log
     await queued(session, 2)
 
@@ -79,7 +79,7 @@ async def test_live_copies_of_what_the_catch_up_replayed_are_dropped(hub: PubSub
 async def test_a_catch_up_after_a_gap_resumes_after_what_was_delivered_live(hub: PubSubHub, redis: Redis) -> None:
     log = DeliveryLog(redis, DeliveryConfig())
     session = StreamSession("bob", "s1", queue_size=100)
-    await hub.subscribe(session, [BOB])
+    await hub.subscribe(session, [DM_CHANNEL])
     await send(log, "live 1", "live 2")
     await queued(session, 2)
     assert drain(session) == ["live 1", "live 2"]
@@ -97,7 +97,7 @@ async def test_a_long_catch_up_comes_in_order_each_message_once(hub: PubSubHub, 
     log = DeliveryLog(redis, DeliveryConfig())
     count = 2 * REPLAY_PAGE + 50  # three pages
     session = StreamSession("bob", "s1", queue_size=count + 10)
-    await hub.subscribe(session, [BOB])
+    await hub.subscribe(session, [DM_CHANNEL])
     await send(log, *(f"m{i}" for i in range(1, count + 1)))
     await queued(session, count)  # every one of them is also waiting live
     replayed = await catch_up(session, log, None)

@@ -148,7 +148,7 @@ async def test_a_flood_from_redis_ends_the_slow_session_and_spares_the_one_with_
     await hub.subscribe(roomy, ["sp:user:{bob}"])
     async with redis.pipeline(transaction=False) as pipe:
         for offset in range(1, 21):
-            pipe.publish("sp:user:{bob}", message(offset).SerializeToString())
+            pipe.spublish("sp:user:{bob}", message(offset).SerializeToString())
         await pipe.execute()
     await asyncio.wait_for(slow.status_sent.wait(), 10)
     assert ending.sentences == [SLOW_STREAM]
