@@ -103,7 +103,7 @@ async def wait_for_redis(client: Redis, what: str) -> None:
             OSError,
             RuntimeError,
         ) as exc:
-            if isinstance(exc, RuntimeError):
+            if isinstance(exc, RuntimeError) and isinstance(client, Redis):
                 await client.connection_pool.disconnect()
             if not warned:
                 reason = str(exc).split(". ", 1)[0]  # Redis' DENIED reply is a paragraph

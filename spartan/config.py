@@ -317,12 +317,15 @@ REDIS_CLUSTER_SCHEME = "redis+cluster://"
 
 def _check_redis_url(url: str) -> None:
     if url.startswith(REDIS_CLUSTER_SCHEME):
-        raise ConfigError(
-            "redis.url: a Redis Cluster cannot back the services yet (live delivery needs sharded pub/sub "
-            "on the gateways; see docs/ARCHITECTURE.md); name one Redis with redis:// or rediss://"
-        )
+        for address in url[len(REDIS_CLUSTER_SCHEME) :].split(","):
+            host, _, port = address.rpartition(":")
+            if not host or not port.isdigit():
+                raise ConfigError(f"redis.url: a cluster node is host:port, got {address!r} in {url!r}")
+        return
     if url and not url.startswith(REDIS_SCHEMES):
-        raise ConfigError(f"redis.url: expected a redis://, rediss:// or unix:// address, got {url!r}")
+        raise ConfigError(
+            f"redis.url: expected a redis://, rediss://, unix:// or redis+cluster://host:port,… address, got {url!r}"
+        )
 
 
 def _validate(config: Config) -> None:

@@ -15,7 +15,9 @@ Bounds: at most `max_per_conversation` messages (the oldest are dropped first) a
 the log expires `retention` after its last message. Both kinds of loss are exact to
 the reader: offsets are consecutive, `meta` (newest offset, epoch) and `acks` never
 expire, so a reader after offset c that finds the oldest held at f > c + 1 knows
-that f - c - 1 messages are gone. A Redis that lost its data starts a new epoch.
+that f - c - 1 messages are gone. A Redis that lost its data starts a new epoch, and so
+does a replica promoted in a failover (replication is asynchronous: it may lack the
+newest appends, and must not hand their offsets out again as if readers did not have them).
 
 Keys (the hash tag is the conversation, so each script touches one cluster slot):
 

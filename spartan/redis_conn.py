@@ -1,4 +1,4 @@
-"""Redis clients for the services: one bounded blocking pool per process.
+"""Redis clients for the services: one bounded blocking pool per process, or a Redis Cluster client.
 
 redis-py's default asyncio pool raises `MaxConnectionsError` past its size under
 concurrency; a `BlockingConnectionPool` makes callers wait for a free connection
@@ -6,15 +6,16 @@ instead, so a burst of RPCs queues rather than fails. Connection errors surface 
 `redis.exceptions.ConnectionError`/`TimeoutError`, which handlers map to UNAVAILABLE.
 
 A Redis Cluster is named by a `redis+cluster://host:port[,host:port…]` URL (any reachable
-node is enough to find the others); config refuses it for the services until live
-delivery runs on one (docs/ARCHITECTURE.md); the stores' tests use it already. Every
-key the services build carries its owner's hash tag so each script and transaction
-touches one slot (tests/integration/test_one_slot_per_call.py), which is what lets the
-stores run there.
+node is enough to find the others). Every key the services build carries its owner's
+hash tag so each script and transaction touches one slot, and every channel is a
+sharded channel in the slot of the script that publishes on it
+(tests/integration/test_one_slot_per_call.py): the stores take either client, and
+their tests run on both.
 """
 
 from __future__ import annotations
 
+from typing import cast
 from urllib.parse import urlsplit
 
 from redis.asyncio import BlockingConnectionPool, ConnectionPool, Redis
@@ -22,43 +23,65 @@ from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff, NoBackoff
 
-from spartan.config import RedisConfig
+from spartan.config import REDIS_CLUSTER_SCHEME, RedisConfig
 
 
 def connect(settings: RedisConfig, url: str | None = None) -> Redis:
-    """A client on a bounded pool; `url` overrides `settings.url`."""
-    pool = BlockingConnectionPool.from_url(
-        url or settings.url,
-        max_connections=settings.pool_size,
-        timeout=settings.timeout_seconds,
-        socket_timeout=settings.timeout_seconds,
-        socket_connect_timeout=settings.timeout_seconds,
-        health_check_interval=15,
-        retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=2),
-        protocol=2,  # RESP3's push handler formats a debug string for every pub/sub message
-    )
-    return Redis(connection_pool=pool)
+    """A client on a bounded pool, or of a Redis Cluster for a `redis+cluster://` URL; `url` overrides
+    `settings.url`. Typed as `Redis`: the commands and scripts the stores use exist on both clients."""
+    url = url or settings.url
+    if url.startswith(REDIS_CLUSTER_SCHEME):
+        return cast(Redis, _cluster_client(settings, url))
+    return Redis(connection_pool=BlockingConnectionPool.from_url(url, **_pool_options(settings)))
 
 
-async def connect_cluster(settings: RedisConfig, url: str) -> RedisCluster:
-    """A Redis Cluster client whose slot map is read before it is handed out.
+def _pool_options(settings: RedisConfig) -> dict[str, object]:
+    return {
+        "max_connections": settings.pool_size,
+        "timeout": settings.timeout_seconds,
+        "socket_timeout": settings.timeout_seconds,
+        "socket_connect_timeout": settings.timeout_seconds,
+        "health_check_interval": 15,
+        "retry": Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=2),
+        "protocol": 2,  # RESP3's push handler formats a debug string for every pub/sub message
+    }
 
-    redis-py reads the map on the first command; commands that arrive together on a new
-    client then race that read and fail on half-made connections, so it is read here once.
-    """
+
+def _cluster_client(settings: RedisConfig, url: str) -> RedisCluster:
     nodes = []
     for address in urlsplit(url).netloc.split(","):
         host, _, port = address.rpartition(":")
         nodes.append(ClusterNode(host or "127.0.0.1", int(port or 6379)))
-    client = RedisCluster(
+    return RedisCluster(
         startup_nodes=nodes,
         max_connections=settings.pool_size,
         socket_timeout=settings.timeout_seconds,
         socket_connect_timeout=settings.timeout_seconds,
         protocol=2,  # as `connect`
     )
+
+
+def is_cluster(redis: Redis | RedisCluster) -> bool:
+    return isinstance(redis, RedisCluster)
+
+
+async def connect_cluster(settings: RedisConfig, url: str) -> RedisCluster:
+    """A Redis Cluster client whose slot map is read before it is handed out.
+
+    redis-py reads the map on the first command; commands that arrive together on a new
+    client then race that read and fail on half-made connections, so services read it
+    once before anything else (`cli_common.wait_for_redis`), and so does this.
+    """
+    client = _cluster_client(settings, url)
     await client.initialize()
     return client
+
+
+def node_client(cluster: RedisCluster, host: str, port: int) -> Redis:
+    """A plain client of one cluster node, with the cluster client's timeouts (for its pub/sub)."""
+    options = cluster.get_default_node().connection_kwargs if cluster.get_default_node() else {}
+    timeout = options.get("socket_timeout", 5.0)
+    return Redis(host=host, port=port, socket_timeout=timeout, socket_connect_timeout=timeout, protocol=2)
 
 
 def without_retries(redis: Redis) -> Redis:

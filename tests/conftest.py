@@ -2,8 +2,10 @@
 
 A test marked `on_cluster` (or in a module that says `pytestmark = pytest.mark.on_cluster`)
 runs twice: its `redis` is a client of a single redis-server, then of a private Redis
-Cluster of 3 primaries and 3 replicas (one per session, emptied before each test). A test
-that also asks for `redis_server` kills or restarts that one server, so it runs once.
+Cluster of 3 primaries and 3 replicas (one per session, emptied before each test), and
+the stacks its `stack_factory` builds run on a single redis-server, then on a cluster
+of their own (which the test may break). A test that also asks for `redis_server` kills
+or restarts that one server, so it runs once.
 """
 from __future__ import annotations
 
@@ -25,7 +27,8 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    if "redis" not in metafunc.fixturenames or getattr(metafunc.module, "PARAMETRIZES_BACKBONE", False):
+    uses_redis = "redis" in metafunc.fixturenames or "stack_factory" in metafunc.fixturenames
+    if not uses_redis or getattr(metafunc.module, "PARAMETRIZES_BACKBONE", False):
         return
     clustered = metafunc.definition.get_closest_marker("on_cluster") and "redis_server" not in metafunc.fixturenames
     metafunc.parametrize("backbone", ["single", "cluster"] if clustered else ["single"], indirect=True)
@@ -69,16 +72,17 @@ async def redis(request: pytest.FixtureRequest, backbone: str) -> AsyncIterator[
 
 
 @pytest.fixture
-def stack_factory(tmp_path):  # type: ignore[no-untyped-def]
+def stack_factory(tmp_path, backbone):  # type: ignore[no-untyped-def]
     """Build real multi-process stacks: `stack_factory(gateways=2, settings={...})`."""
     from tests.support.stack import Stack
 
-    made: list[tuple[Stack, RedisServer]] = []
+    made: list[tuple[Stack, RedisServer | RedisCluster]] = []
 
     def make(gateways: int = 2, settings: dict[str, str] | None = None, appendonly: bool = False,
              clock_offsets: dict[str, str] | None = None, replicas: int = 1) -> Stack:
-        redis_server = RedisServer(appendonly=appendonly).start()
-        stack = Stack(tmp_path / f"stack{len(made)}", redis_server, gateways=gateways, replicas=replicas,
+        redis_server = RedisCluster().start() if backbone == "cluster" else RedisServer(appendonly=appendonly).start()
+        stack = Stack(tmp_path / f"stack{len(made)}", redis_server, gateways=gateways,  # type: ignore[arg-type]
+                      replicas=replicas,
                       settings=settings, clock_offsets=clock_offsets)
         made.append((stack, redis_server))
         return stack.start()

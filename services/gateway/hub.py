@@ -53,6 +53,10 @@ KEEPALIVE_CHANNEL = "sp:gateway:keepalive"  # always subscribed, so a read block
 _DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
 
 
+class SubscriptionDropped(redis.exceptions.ConnectionError):
+    """Redis ended a subscription the hub did not give up: the connection is no longer worth keeping."""
+
+
 class Mailbox(Protocol):
     """What the hub delivers to: one per open stream."""
 
@@ -61,6 +65,23 @@ class Mailbox(Protocol):
     def on_gap(self) -> None: ...
 
     def on_outage(self) -> None: ...
+
+
+class Hub(Protocol):
+    """What the gateway needs of its pub/sub: this module's hub on one Redis, `ShardedHub` on a cluster."""
+
+    connected: asyncio.Event
+
+    def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def subscribe(self, mailbox: Mailbox, channels: Iterable[str], timeout: float = 5.0) -> None: ...
+
+    def unsubscribe(self, mailbox: Mailbox, channels: Iterable[str]) -> None: ...
+
+    @property
+    def channel_count(self) -> int: ...
 
 
 class _Command:
@@ -73,8 +94,14 @@ class _Command:
 
 
 class PubSubHub:
-    def __init__(self, redis: Redis) -> None:
+    def __init__(
+        self, redis: Redis, *, keepalive: str = KEEPALIVE_CHANNEL, on_lost: Callable[[], None] | None = None
+    ) -> None:
+        """`keepalive`: a channel always subscribed (a cluster node's hub needs one of a slot it serves);
+        `on_lost`: called each time the connection is lost (a cluster re-reads its slot map then)."""
         self.redis = redis
+        self.keepalive = keepalive
+        self.on_lost = on_lost
         self._listener = without_retries(redis)  # every drop of the pub/sub connection must be seen
         self._routes: dict[str, set[Mailbox]] = defaultdict(set)
         self._commands: asyncio.Queue[_Command] = asyncio.Queue()
@@ -135,6 +162,11 @@ class PubSubHub:
             self._subscribed.difference_update(gone)
             self._commands.put_nowait(_Command(False, gone))
 
+    def unsubscribe_all(self, channel: str) -> None:
+        """Stop routing `channel` to anyone here (it is followed on another connection now)."""
+        for mailbox in list(self._routes.get(channel, ())):
+            self.unsubscribe(mailbox, [channel])
+
     async def _supervise(self) -> None:
         delay = 0.1
         first = True
@@ -166,6 +198,8 @@ class PubSubHub:
                 self.connected.clear()
                 self._subscribed.clear()
                 self._unsubscribing.clear()
+                if self.on_lost is not None:
+                    self.on_lost()
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
             finally:
@@ -173,7 +207,7 @@ class PubSubHub:
 
     async def _resubscribe(self, pubsub: PubSub) -> None:
         """On a fresh connection: subscribe every routed channel (and a keepalive channel so reads block)."""
-        await _per_slot(pubsub.ssubscribe, [KEEPALIVE_CHANNEL, *self._routes])
+        await _per_slot(pubsub.ssubscribe, [self.keepalive, *self._routes])
 
     async def _run(self, pubsub: PubSub) -> None:
         while not self._closing:
@@ -225,6 +259,10 @@ class PubSubHub:
                 mailbox.deliver(parsed, raw)
             return len(mailboxes)
         elif kind == "sunsubscribe":
+            if not self._unsubscribing[channel] and channel in self._routes:
+                # Redis ends a sharded subscription itself when the channel's slot moves to another
+                # node (a failover or resharding): the channel must be followed where it went.
+                raise SubscriptionDropped(f"Redis dropped the subscription of {channel}: its slot moved")
             self._unsubscribing[channel] -= 1
             if self._unsubscribing[channel] <= 0:
                 del self._unsubscribing[channel]

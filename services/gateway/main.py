@@ -8,10 +8,10 @@ import socket
 
 from services.gateway.auth import Authenticator
 from services.gateway.groups import GroupDirectory
-from services.gateway.hub import PubSubHub
 from services.gateway.leases import LeaseKeeper
 from services.gateway.send_path import open_send_path
 from services.gateway.servicer import SpartanServicer
+from services.gateway.sharded_hub import open_hub
 from spartan import deployment, redis_conn
 from spartan.cli_common import run_async, run_service, service_arguments, wait_for_redis
 from spartan.config import Config
@@ -67,7 +67,7 @@ async def run(config: Config) -> None:
     history_channel = service_channel(config.services.history, HISTORY, config.tls, signing)
     presence = rpc.PresenceStub(presence_channel)
     history = rpc.HistoryStub(history_channel)
-    hub = PubSubHub(redis)
+    hub = open_hub(redis)
     hub.start()
     leases = LeaseKeeper(presence, gateway_id, config.presence.lease_seconds, config.services.call_timeout_seconds)
     leases.start()

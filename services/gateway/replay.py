@@ -57,7 +57,7 @@ def gap_notice(conversation: str, page: Page, missing: int) -> pb.Message:
     text = (
         f"{missing} earlier message{'s' if missing != 1 else ''} can no longer be delivered"
         if missing
-        else "earlier messages were lost by the server"
+        else "earlier messages may have been lost by the server (it lost its data or switched to a replica)"
     )
     return pb.Message(
         id=uuid.uuid4().hex, kind=pb.NOTICE, conversation=conversation, epoch=page.epoch, missing=missing, text=text

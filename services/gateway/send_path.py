@@ -36,6 +36,7 @@ from spartan.errors import InvalidArgument, Unavailable
 from spartan.history_store import HistoryStore
 from spartan.metrics import MESSAGES_SENT
 from spartan.ratelimit import RateLimiter, RateLimits, policies_from_config
+from spartan.redis_conn import is_cluster
 from spartan.redis_pipeline import AutoPipeline
 from spartan.v1 import pb
 from spartan.validation import check_body, check_message_id, check_user
@@ -214,8 +215,9 @@ class SendPath:
 
 
 def open_send_path(config: Config, redis: Redis, groups: GroupDirectory) -> SendPath:
-    """The gateway's send path: rate checks and appends pipelined on one connection of `redis`."""
-    pipeline = AutoPipeline(redis)
+    """The gateway's send path: rate checks and appends pipelined on one connection of `redis` (on a Redis
+    Cluster, where one connection reaches one node, each script goes to its slot's node by itself)."""
+    pipeline = None if is_cluster(redis) else AutoPipeline(redis)
     return SendPath(
         config=config,
         limits=RateLimits(RateLimiter(redis, pipeline=pipeline), policies_from_config(config)),

@@ -21,7 +21,7 @@ import grpc
 
 from services.gateway.auth import Authenticator, authenticated, public, require_declared_access
 from services.gateway.groups import GroupDirectory
-from services.gateway.hub import PubSubHub
+from services.gateway.hub import Hub
 from services.gateway.leases import LeaseKeeper
 from services.gateway.open_gate import OpenGate
 from services.gateway.replay import DeliveryReplayer
@@ -53,7 +53,7 @@ class SpartanServicer:
         *,
         config: Config,
         auth: Authenticator,
-        hub: PubSubHub,
+        hub: Hub,
         leases: LeaseKeeper,
         presence: rpc.PresenceStub,
         history: rpc.HistoryStub,

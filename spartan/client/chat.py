@@ -306,7 +306,7 @@ class Chat:
         if message.missing:
             count = f"{message.missing} earlier message{'s' if message.missing != 1 else ''}"
             return f"{count} {where} could not be kept for you and are lost (too old or too many)."
-        return f"Some earlier messages {where} were lost by the server."
+        return f"Some earlier messages {where} may have been lost by the server."
 
     def report_away(self) -> None:
         """After catching up: who wrote while this user was away."""

@@ -1,8 +1,8 @@
 -- delivery_append: keep one message in its conversation's delivery log and publish it.
 --
 -- All keys share the conversation's hash tag (one cluster slot).
--- KEYS[1]  meta hash of the conversation (fields: last, epoch); never expires, so a
---          returning client can be told exactly how many messages expired
+-- KEYS[1]  meta hash of the conversation (fields: last, epoch, replid of the node that appended
+--          last); never expires, so a returning client can be told exactly how many messages expired
 -- KEYS[2]  log list: stored message encodings, oldest first, consecutive offsets
 --          ending at `last`
 -- KEYS[3]  acks hash: user -> newest offset that user has acknowledged; never expires
@@ -25,7 +25,21 @@ local time = redis.call('TIME')
 local sent_at_us = tonumber(time[1]) * 1000000 + tonumber(time[2])
 local offset = redis.call('HINCRBY', KEYS[1], 'last', 1)
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
-if not epoch then
+
+-- Replication is asynchronous: a replica promoted after its primary died may lack the newest
+-- appends, and would hand out again offsets that readers already have (they would skip the new
+-- message as one they have). The meta remembers the replication id of the node that appended
+-- last; a node whose id differs and that has been a replica since (master_replid2 is set) starts
+-- a new epoch, which readers take as "may have lost messages": they say so and read the log again.
+local replication = redis.call('INFO', 'replication')
+local replid = string.match(replication, 'master_replid:(%x+)') or ''
+local replid2 = string.match(replication, 'master_replid2:(%x+)') or ''
+local appended_by = redis.call('HGET', KEYS[1], 'replid')
+local promoted = appended_by and appended_by ~= replid and string.find(replid2, '[^0]') ~= nil
+if appended_by ~= replid then
+  redis.call('HSET', KEYS[1], 'replid', replid)
+end
+if not epoch or promoted then
   epoch = string.format('%x%05x', tonumber(time[1]), tonumber(time[2]))
   redis.call('HSET', KEYS[1], 'epoch', epoch)
 end

@@ -17,6 +17,7 @@ LEASE = {"SPARTAN_PRESENCE__LEASE_SECONDS": str(LEASE_SECONDS)}  # waits for a l
 OFFLINE_SLACK_SECONDS = 1.0  # one polling step and one ListUsers call
 
 
+@pytest.mark.on_cluster  # and on a Redis Cluster of 3 primaries and 3 replicas
 async def test_alice_and_bob_on_different_gateways_chat_both_ways(stack_factory, client_factory) -> None:
     stack = stack_factory(gateways=2, settings=SENDS)
     alice = await client_factory("alice", [stack.address(1)])
@@ -35,6 +36,7 @@ async def test_alice_and_bob_on_different_gateways_chat_both_ways(stack_factory,
     assert offsets == sorted(offsets) and len(set(offsets)) == len(offsets)
 
 
+@pytest.mark.on_cluster  # and on a Redis Cluster of 3 primaries and 3 replicas
 async def test_a_first_message_reaches_every_open_stream_of_both_users_live(stack_factory, client_factory) -> None:
     """Each 1:1 conversation has its own channel; streams that were open before its first message
     follow it from then on: both of bob's devices get alice's first message, and both of alice's get

@@ -123,6 +123,7 @@ def assert_exactly(received: list[str | None], expected: list[str]) -> None:
 
 
 # -------------------------------------------------------------------- tests
+@pytest.mark.on_cluster  # and on a Redis Cluster of 3 primaries and 3 replicas
 async def test_gateway_sigkill_mid_conversation_loses_nothing_beyond_history(stack_factory, open_client) -> None:
     stack = stack_factory(gateways=2, settings=SENDS)
     alice = await open_client("alice", [stack.address(1)])
@@ -175,6 +176,7 @@ async def test_new_client_with_positions_on_disk_gets_only_what_it_lacks(stack_f
     assert [m.offset for m in chats(arrivals)] == list(range(2, 11))  # offset 1 ("before") never again
 
 
+@pytest.mark.on_cluster  # and on a Redis Cluster of 3 primaries and 3 replicas
 async def test_two_hundred_messages_to_an_offline_user_arrive_in_order_then_synced(
         stack_factory, open_client) -> None:
     stack = stack_factory(gateways=2, settings=SENDS)
@@ -252,6 +254,7 @@ async def test_client_process_sigkilled_and_restarted_prints_each_message_once(s
                 await process.wait()
 
 
+@pytest.mark.on_cluster  # and on a Redis Cluster of 3 primaries and 3 replicas
 async def test_offline_group_member_gets_every_group_message_decrypted(stack_factory, open_client) -> None:
     stack = stack_factory(gateways=2, settings=SENDS)
     await register(open_client, "eve", [stack.address(2)])

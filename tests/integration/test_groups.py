@@ -50,6 +50,7 @@ def membership_seen(client, version: int):  # type: ignore[no-untyped-def]
     return lambda: any(e.kind == pb.MEMBERSHIP and e.version >= version for e in client.events)
 
 
+@pytest.mark.on_cluster  # and on a Redis Cluster of 3 primaries and 3 replicas
 async def test_members_on_three_gateways_see_every_message_once_in_order(stack_factory, client_factory) -> None:
     stack = stack_factory(gateways=3, settings=SENDS)
     clients = await group1_on_three_gateways(stack, client_factory)
@@ -166,6 +167,7 @@ async def test_group_created_at_run_time_reaches_a_member_who_was_offline(stack_
         await later.close()
 
 
+@pytest.mark.on_cluster  # and on a Redis Cluster of 3 primaries and 3 replicas
 async def test_member_recovers_group_messages_after_its_gateway_dies(stack_factory, client_factory) -> None:
     stack = stack_factory(gateways=3, settings=SENDS)
     alice = await client_factory("alice", [stack.address(1)])

@@ -183,7 +183,7 @@ async def test_a_swapped_key_gets_no_group_key_until_accepted(stack_factory, cli
     charlie = await client_factory("charlie", [stack.address(1)])
     listener = Redis.from_url(stack.redis.url)  # the server reading what is sent to bob
     to_bob = listener.pubsub()
-    await to_bob.subscribe(naming.user_channel("bob"))
+    await to_bob.ssubscribe(naming.user_channel("bob"))
     alice = Cli("alice", stack, keys)
     try:
         alice.read_until("User list")

@@ -9,8 +9,8 @@ import grpc
 import pytest
 
 from spartan.errors import SpartanError, trailers_of
-from tests.support.refusals import status_of
 from spartan.v1 import pb
+from tests.support.refusals import status_of
 
 RATE = 20.0  # tokens per second
 BURST = 10
@@ -25,6 +25,7 @@ def metric(port: int, name: str) -> float:
 
 @pytest.mark.parametrize("clocks", [None, {"gateway-2": "+420s", "gateway-3": "-300s"}],
                          ids=["same-clocks", "skewed-clocks"])
+@pytest.mark.on_cluster  # and on a Redis Cluster of 3 primaries and 3 replicas
 async def test_accepted_sends_stay_within_burst_plus_rate_times_window(stack_factory, client_factory, clocks) -> None:
     """Between the first and the last accepted send, accepted = burst + rate*T, within one token.
 

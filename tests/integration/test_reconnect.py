@@ -3,11 +3,14 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from tests.support.stack import rates
 
 SENDS = rates(send=1000)  # 200 messages sent back to back
 
 
+@pytest.mark.on_cluster  # and on a Redis Cluster of 3 primaries and 3 replicas
 async def test_receiver_survives_gateway_sigkill_and_sees_every_message_once_in_order(
         stack_factory, client_factory) -> None:
     stack = stack_factory(gateways=2, settings=SENDS)

@@ -58,9 +58,10 @@ def test_environment_overrides_top_level_and_sections() -> None:
      "groups.g: 3 members; presence.max_group_members allows 2"),
     ("port: [3000\n", {}, "not valid YAML"),
     ("port: 3000\nusers: [a]\n", {"SPARTAN_REDIS__URL": "localhost:6379"},
-     "redis.url: expected a redis://, rediss:// or unix:// address, got 'localhost:6379'"),
-    ("port: 3000\nusers: [a]\n", {"SPARTAN_REDIS__URL": "redis+cluster://10.0.0.1:7000"},
-     "redis.url: a Redis Cluster cannot back the services yet"),
+     "redis.url: expected a redis://, rediss://, unix:// or redis\\+cluster://host:port,… address, "
+     "got 'localhost:6379'"),
+    ("port: 3000\nusers: [a]\n", {"SPARTAN_REDIS__URL": "redis+cluster://10.0.0.1:7000,10.0.0.2"},
+     "redis.url: a cluster node is host:port, got '10.0.0.2' in 'redis\\+cluster://10.0.0.1:7000,10.0.0.2'"),
 ])
 def test_bad_settings_fail_naming_the_key(tmp_path: Path, content: str, env: dict[str, str], message: str) -> None:
     path = tmp_path / "config.yaml"

@@ -18,6 +18,7 @@ from redis.asyncio import Redis
 from spartan.config import DeliveryConfig
 from spartan.delivery_log import DeliveryLog, Page, conversation_keys
 from spartan.v1 import pb
+from tests.support.redis_server import RedisServer
 
 pytestmark = pytest.mark.on_cluster  # the same behaviour on one Redis and on a Redis Cluster
 
@@ -164,3 +165,51 @@ async def test_flushall_gives_a_new_epoch_and_restarts_offsets(redis: Redis) -> 
     assert bodies(page) == ["c"]
     assert await log.ack(DM, "bob", before, 2, MEMBERS) == 0  # an old-epoch position changes nothing
     assert await held(redis) == 1
+
+
+async def test_a_promoted_replica_starts_a_new_epoch_and_keeps_counting(redis_server: RedisServer) -> None:
+    """Replication is asynchronous: a replica promoted when its primary dies may lack the newest appends
+    and would hand their offsets out again; readers that have those offsets would skip the new
+    messages. A new epoch makes them read again (and say so) instead. A restart is no failover."""
+    replica_server = RedisServer().start()
+    primary, replica = Redis.from_url(redis_server.url), Redis.from_url(replica_server.url)
+    try:
+        await replica.replicaof("127.0.0.1", redis_server.port)
+        primary_log, replica_log = make_log(primary), make_log(replica)
+        assert await append_texts(primary_log, ["a", "b"]) == [1, 2]
+        before = (await primary_log.read(DM, 0, 10)).epoch
+        while (await replica_log.read(DM, 0, 10)).last_offset < 2:
+            await asyncio.sleep(0.01)  # replicated
+        await replica.replicaof("NO", "ONE")  # the failover: the replica is the primary now
+        assert await append_texts(replica_log, ["c"]) == [3]
+        page = await replica_log.read(DM, 0, 10)
+        assert page.epoch != before and page.last_offset == 3  # counting goes on, in a new epoch
+        assert [m.epoch for m in page.messages] == [before, before, page.epoch]
+        assert await append_texts(replica_log, ["d"]) == [4]
+        assert (await replica_log.read(DM, 0, 10)).epoch == page.epoch, "one new epoch per failover"
+        await primary.aclose()
+        redis_server.restart()  # no persistence here: the old primary comes back empty
+        primary = Redis.from_url(redis_server.url)
+        assert await append_texts(make_log(primary), ["e"]) == [1]  # a new epoch as for any lost data
+    finally:
+        await primary.aclose()
+        await replica.aclose()
+        replica_server.close()
+
+
+async def test_a_restart_with_its_data_keeps_the_epoch(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    server = RedisServer(appendonly=True, directory=tmp_path / "redis").start()
+    client = Redis.from_url(server.url)
+    try:
+        log = make_log(client)
+        await append_texts(log, ["a"])
+        before = (await log.read(DM, 0, 10)).epoch
+        await client.aclose()
+        server.restart()  # a new replication id, never a replica: nothing was lost
+        client = Redis.from_url(server.url)
+        log = make_log(client)
+        assert await append_texts(log, ["b"]) == [2]
+        assert (await log.read(DM, 0, 10)).epoch == before
+    finally:
+        await client.aclose()
+        server.close()

@@ -29,7 +29,10 @@ class RedisCluster:
             node = RedisServer(directory=self.directory / f"node{index}")
             node.extra = ("--cluster-enabled", "yes", "--cluster-config-file", f"nodes-{node.port}.conf",
                           "--cluster-port", str(free_port()),  # not port + 10000, which may be taken
-                          "--cluster-node-timeout", str(NODE_TIMEOUT_MS))
+                          "--cluster-node-timeout", str(NODE_TIMEOUT_MS),
+                          # A replica may take over however long ago it last heard from its primary
+                          # (the default refuses one whose link broke long ago: a test's machine may be slow).
+                          "--cluster-replica-validity-factor", "0")
             self.nodes.append(node)
 
     @property
@@ -38,8 +41,8 @@ class RedisCluster:
 
     @property
     def url(self) -> str:
-        """What the `redis.url` setting names: one node is enough to find the rest."""
-        return f"redis+cluster://{self.addresses[0]}"
+        """What the `redis.url` setting names: every node, so any one of them can be down at start."""
+        return "redis+cluster://" + ",".join(self.addresses)
 
     def start(self, timeout: float = 30.0) -> "RedisCluster":
         try:
@@ -55,7 +58,7 @@ class RedisCluster:
         return self
 
     def wait_ok(self, timeout: float = 30.0) -> None:
-        """Until every live node says the cluster is whole and agrees on the number of nodes."""
+        """Until every live node says the cluster is whole and every replica has synced."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if all(self._node_ok(node) for node in self.nodes if node.alive()):
@@ -64,10 +67,14 @@ class RedisCluster:
         raise RuntimeError(f"the Redis Cluster in {self.directory} was not ok within {timeout}s")
 
     def _node_ok(self, node: RedisServer) -> bool:
+        """The node sees a whole cluster and, if it is a replica, has its primary's data (a replica still
+        in its first sync that is promoted would come up empty)."""
         with Redis(port=node.port, socket_timeout=1) as client:
             info = client.execute_command("CLUSTER", "INFO")
             text = info.decode() if isinstance(info, bytes) else str(info)
-            return "cluster_state:ok" in text
+            replication = client.info("replication")
+            synced = replication["role"] == "master" or replication.get("master_link_status") == "up"
+            return "cluster_state:ok" in text and synced
 
     def primary_of(self, key: str) -> RedisServer:
         """The node that holds `key`'s slot now."""

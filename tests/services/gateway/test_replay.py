@@ -123,6 +123,7 @@ async def test_a_cursor_of_a_lost_epoch_gets_a_notice_and_the_conversation_from_
     session = StreamSession("bob", "s1", queue_size=10)
     replayed = await catch_up(session, log, pb.Cursor(conversation=DM, offset=7, epoch="an epoch Redis lost"))
     assert replayed[0].kind == pb.NOTICE and replayed[0].missing == 0
-    assert replayed[0].text == "earlier messages were lost by the server"
+    assert replayed[0].text == (
+        "earlier messages may have been lost by the server (it lost its data or switched to a replica)")
     assert [m.id for m in replayed[1:]] == ["new 1", "new 2"]
     assert [m.offset for m in replayed[1:]] == [1, 2]
