@@ -2,7 +2,7 @@
 
     python3 -m bench all [--quick] [--out DIR] [--profile]
     python3 -m bench relay | latency | capacity | raw_relay
-    python3 -m bench crypto | ratelimit | history_read | group_fanout | catch_up | reconnect_storm
+    python3 -m bench crypto | ratelimit | history_read | group_fanout | catch_up | reconnect_storm | cluster
 
 `all` runs the relay, latency and capacity workloads (each against the raw relay
 bound where it applies) and then the component benchmarks (`bench.crypto`,
@@ -47,6 +47,8 @@ COMPONENTS: dict[str, dict[str, list[str]]] = {  # component benchmarks: argumen
     "catch_up": {"all": ["--messages", "10000", "--rounds", "1"], "quick": ["--messages", "100", "--rounds", "1"]},
     "reconnect_storm": {"all": ["--streams", "1000", "--baseline", "3"],
                         "quick": ["--streams", "50", "--baseline", "1", "--rate", "50"]},
+    "cluster": {"all": ["--pairs", "20", "--seconds", "3", "--warmup", "1"],
+                "quick": ["--pairs", "4", "--seconds", "1", "--warmup", "0.3"]},
     "group_fanout": {"all": ["--deliveries", "3000"],
                      "quick": ["--sizes", "2,10", "--deliveries", "100", "--encrypted-size", "0"]},
 }

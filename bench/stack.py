@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Self
 
 from spartan.launcher import Child
-from spartan.local_redis import LocalRedis, RedisNotInstalled
+from spartan.local_redis import LocalRedis, LocalRedisCluster, RedisNotInstalled
 from spartan.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -126,6 +126,22 @@ class PrivateRedis(LocalRedis):
         self.close()
 
 
+class PrivateRedisCluster(LocalRedisCluster):
+    """A throwaway Redis Cluster (3 primaries, 3 replicas) on free loopback ports, no persistence."""
+
+    def __init__(self) -> None:
+        super().__init__(Path(tempfile.mkdtemp(prefix="spartan-bench-cluster-")), extra=("--maxclients", "10000"))
+        self.start()
+
+    def pids(self) -> dict[str, int]:
+        """Each node's pid, by `redis:<port>`."""
+        return {f"redis:{node.port}": node.process.pid for node in self.nodes if node.process is not None}
+
+    def close(self) -> None:
+        self.kill()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
 class Processes:
     """Child processes with logs in one directory; stopped together."""
 
@@ -164,8 +180,9 @@ class Processes:
 class ServiceStack:
     """A private Redis and the processes using it, started and stopped together (a context manager)."""
 
-    def __init__(self, workdir: Path) -> None:
-        self.redis = PrivateRedis()
+    def __init__(self, workdir: Path, *, cluster: bool = False) -> None:
+        """`cluster`: on a private Redis Cluster instead of one redis-server."""
+        self.redis: PrivateRedis | PrivateRedisCluster = PrivateRedisCluster() if cluster else PrivateRedis()
         self.processes = Processes(workdir)
 
     def start(self) -> Self:
@@ -181,7 +198,10 @@ class ServiceStack:
         self.redis.close()
 
     def pids(self) -> dict[str, int]:
-        """Every process of the stack by name, Redis included (for CPU accounting)."""
+        """Every process of the stack by name, Redis included (for CPU accounting; a cluster's nodes
+        as `redis:<port>`)."""
+        if isinstance(self.redis, PrivateRedisCluster):
+            return {**self.processes.pids(), **self.redis.pids()}
         assert self.redis.process is not None
         return {**self.processes.pids(), "redis": self.redis.process.pid}
 
@@ -196,8 +216,8 @@ class SpartanStack(ServiceStack):
     """Redis, presence, history and N gateways, as in a deployment (one process each)."""
 
     def __init__(self, workdir: Path, *, users: list[str], gateways: int = 2,
-                 settings: dict[str, str] | None = None) -> None:
-        super().__init__(workdir)
+                 settings: dict[str, str] | None = None, cluster: bool = False) -> None:
+        super().__init__(workdir, cluster=cluster)
         self.secret = secrets.token_hex(32)
         presence_port, history_port = free_port(), free_port()
         self.gateway_ports = [free_port() for _ in range(gateways)]

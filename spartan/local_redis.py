@@ -129,3 +129,88 @@ class LocalRedis:
     def restart(self) -> None:
         self.stop()
         self.start()
+
+
+class LocalRedisCluster:
+    """A Redis Cluster of `redis-server` children on loopback ports: `primaries` primaries with
+    `replicas_each` replicas each, made with `redis-cli --cluster create` as an operator makes one.
+
+    For tests and benchmarks. `node_timeout_ms` is how long a primary may be unreachable
+    before its replica takes over; a replica may take over however long ago it last heard
+    from its primary (`cluster-replica-validity-factor 0`: a loaded machine's links lag).
+    """
+
+    def __init__(self, directory: Path, *, primaries: int = 3, replicas_each: int = 1,
+                 node_timeout_ms: int = 2000, extra: tuple[str, ...] = ()) -> None:
+        from spartan.ports import free_port
+
+        self.directory = directory
+        self.replicas_each = replicas_each
+        self.nodes: list[LocalRedis] = []
+        for index in range(primaries * (1 + replicas_each)):
+            port = free_port()
+            self.nodes.append(LocalRedis(directory / f"node{index}", port=port, extra=(
+                "--cluster-enabled", "yes", "--cluster-config-file", f"nodes-{port}.conf",
+                "--cluster-port", str(free_port()),  # not port + 10000, which may be taken
+                "--cluster-node-timeout", str(node_timeout_ms),
+                "--cluster-replica-validity-factor", "0",
+                "--repl-diskless-sync-delay", "0",  # a replica's first sync starts at once, not after 5 s
+                *extra)))
+
+    @property
+    def addresses(self) -> list[str]:
+        return [f"127.0.0.1:{node.port}" for node in self.nodes]
+
+    @property
+    def url(self) -> str:
+        """What the `redis.url` setting names: every node, so any one of them can be down at start."""
+        return "redis+cluster://" + ",".join(self.addresses)
+
+    def start(self, timeout: float = 30.0) -> LocalRedisCluster:
+        try:
+            for node in self.nodes:
+                node.start()
+            subprocess.run(["redis-cli", "--cluster", "create", *self.addresses, "--cluster-replicas",
+                            str(self.replicas_each), "--cluster-yes"], check=True, capture_output=True,
+                           timeout=timeout)
+            self.wait_ok(timeout)
+        except BaseException:
+            self.kill()
+            raise
+        return self
+
+    def wait_ok(self, timeout: float = 30.0) -> None:
+        """Until every live node sees a whole cluster and every replica has its primary's data (a replica
+        promoted in the middle of its first sync would come up empty)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if all(self._node_ok(node) for node in self.nodes if node.alive()):
+                return
+            time.sleep(0.1)
+        raise RuntimeError(f"the Redis Cluster in {self.directory} was not ok within {timeout}s")
+
+    def _node_ok(self, node: LocalRedis) -> bool:
+        cluster = self.cli(node, "CLUSTER", "INFO")
+        replication = self.cli(node, "INFO", "replication")
+        synced = "role:master" in replication or "master_link_status:up" in replication
+        return "cluster_state:ok" in cluster and synced
+
+    def primaries(self) -> list[LocalRedis]:
+        """The live nodes that serve slots now."""
+        return [node for node in self.nodes if node.alive() and "role:master" in self.cli(node, "INFO", "replication")]
+
+    @staticmethod
+    def cli(node: LocalRedis, *command: str) -> str:
+        """One command to one node, its reply as text ("" if the node does not answer)."""
+        import redis
+
+        try:
+            with redis.Redis(port=node.port, socket_timeout=2, decode_responses=True) as client:
+                client.response_callbacks.clear()  # the reply as Redis wrote it, not parsed into a dict
+                return str(client.execute_command(*command))
+        except (redis.exceptions.RedisError, OSError):
+            return ""
+
+    def kill(self) -> None:
+        for node in self.nodes:
+            node.kill()
