@@ -140,8 +140,15 @@ class LocalRedisCluster:
     from its primary (`cluster-replica-validity-factor 0`: a loaded machine's links lag).
     """
 
-    def __init__(self, directory: Path, *, primaries: int = 3, replicas_each: int = 1,
-                 node_timeout_ms: int = 2000, extra: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        primaries: int = 3,
+        replicas_each: int = 1,
+        node_timeout_ms: int = 2000,
+        extra: tuple[str, ...] = (),
+    ) -> None:
         from spartan.ports import free_port
 
         self.directory = directory
@@ -149,13 +156,27 @@ class LocalRedisCluster:
         self.nodes: list[LocalRedis] = []
         for index in range(primaries * (1 + replicas_each)):
             port = free_port()
-            self.nodes.append(LocalRedis(directory / f"node{index}", port=port, extra=(
-                "--cluster-enabled", "yes", "--cluster-config-file", f"nodes-{port}.conf",
-                "--cluster-port", str(free_port()),  # not port + 10000, which may be taken
-                "--cluster-node-timeout", str(node_timeout_ms),
-                "--cluster-replica-validity-factor", "0",
-                "--repl-diskless-sync-delay", "0",  # a replica's first sync starts at once, not after 5 s
-                *extra)))
+            self.nodes.append(
+                LocalRedis(
+                    directory / f"node{index}",
+                    port=port,
+                    extra=(
+                        "--cluster-enabled",
+                        "yes",
+                        "--cluster-config-file",
+                        f"nodes-{port}.conf",
+                        "--cluster-port",
+                        str(free_port()),  # not port + 10000, which may be taken
+                        "--cluster-node-timeout",
+                        str(node_timeout_ms),
+                        "--cluster-replica-validity-factor",
+                        "0",
+                        "--repl-diskless-sync-delay",
+                        "0",  # a replica's first sync starts at once, not after 5 s
+                        *extra,
+                    ),
+                )
+            )
 
     @property
     def addresses(self) -> list[str]:
@@ -170,9 +191,20 @@ class LocalRedisCluster:
         try:
             for node in self.nodes:
                 node.start()
-            subprocess.run(["redis-cli", "--cluster", "create", *self.addresses, "--cluster-replicas",
-                            str(self.replicas_each), "--cluster-yes"], check=True, capture_output=True,
-                           timeout=timeout)
+            subprocess.run(
+                [
+                    "redis-cli",
+                    "--cluster",
+                    "create",
+                    *self.addresses,
+                    "--cluster-replicas",
+                    str(self.replicas_each),
+                    "--cluster-yes",
+                ],
+                check=True,
+                capture_output=True,
+                timeout=timeout,
+            )
             self.wait_ok(timeout)
         except BaseException:
             self.kill()
