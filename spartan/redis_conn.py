@@ -15,11 +15,12 @@ their tests run on both.
 
 from __future__ import annotations
 
-from typing import cast
+import asyncio
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 from redis.asyncio import BlockingConnectionPool, ConnectionPool, Redis
-from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.cluster import ClusterNode, ClusterPipeline, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff, NoBackoff
 
@@ -47,14 +48,43 @@ def _pool_options(settings: RedisConfig) -> dict[str, object]:
     }
 
 
+class BoundedRedisCluster(RedisCluster):
+    """A cluster client whose callers wait for a free connection instead of failing.
+
+    redis-py's cluster client raises `MaxConnectionsError` when more commands are in
+    flight to one node than its pool holds (it has no blocking pool), which a burst of
+    sends turns into failed calls. Here at most `pool_size` commands and pipelines are in
+    flight at once, all nodes together, so no node's pool is ever exceeded: a burst queues.
+    """
+
+    def __init__(self, *args: Any, pool_size: int, **kwargs: Any) -> None:
+        super().__init__(*args, **{**kwargs, "max_connections": pool_size})
+        self._in_flight = asyncio.Semaphore(pool_size)
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        async with self._in_flight:
+            return await super().execute_command(*args, **kwargs)
+
+    def pipeline(self, transaction: Any = None, shard_hint: Any = None) -> ClusterPipeline:
+        pipe = super().pipeline(transaction, shard_hint)
+        execute = pipe.execute
+
+        async def bounded(*args: Any, **kwargs: Any) -> Any:
+            async with self._in_flight:
+                return await execute(*args, **kwargs)
+
+        pipe.execute = bounded  # type: ignore[method-assign]
+        return pipe
+
+
 def _cluster_client(settings: RedisConfig, url: str) -> RedisCluster:
     nodes = []
     for address in urlsplit(url).netloc.split(","):
         host, _, port = address.rpartition(":")
         nodes.append(ClusterNode(host or "127.0.0.1", int(port or 6379)))
-    return RedisCluster(
+    return BoundedRedisCluster(
         startup_nodes=nodes,
-        max_connections=settings.pool_size,
+        pool_size=settings.pool_size,
         socket_timeout=settings.timeout_seconds,
         socket_connect_timeout=settings.timeout_seconds,
         protocol=2,  # as `connect`
