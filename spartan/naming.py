@@ -1,4 +1,4 @@
-"""Names shared by every service: conversation ids, pub/sub channels and Redis key prefixes.
+"""Names shared by every service: conversation ids and pub/sub channels (keys belong to the modules that own them).
 
 Conversation ids are what clients and history use: `dm:<a>:<b>` with the two user
 names sorted (so both sides name it the same), or `group:<name>`; `inbox:<user>` is
@@ -68,16 +68,3 @@ def group_channel(group: str) -> str:
 
 GROUP_CHANGES_CHANNEL = "sp:groups:changes"  # every membership change, for gateways' caches
 BROADCAST_CHANNEL = "sp:broadcast"  # notices for every connected user (e.g. key registrations)
-
-
-def sender_key_index(recipient: str) -> str:
-    """Set of the recipient's sender-key inbox lists (one per group and sender)."""
-    return f"sp:sk:{{{recipient}}}:index"
-
-
-def sender_key_inbox(recipient: str, group: str, sender: str) -> str:
-    """List of the newest sealed sender keys `sender` sent `recipient` for `group`, newest first.
-
-    Names never contain ':' (see NAME_PATTERN), so these keys cannot collide.
-    """
-    return f"sp:sk:{{{recipient}}}:{group}:{sender}"

@@ -24,6 +24,19 @@ from spartan.validation import check_body, check_message_id, check_user
 SENDER_KEYS_KEPT = 8  # per (recipient, group, sender): as many as a client's SenderKeyRing keeps
 
 
+def sender_key_index(recipient: str) -> str:
+    """Set of the recipient's sender-key inbox lists (one per group and sender)."""
+    return f"sp:sk:{{{recipient}}}:index"
+
+
+def sender_key_inbox(recipient: str, group: str, sender: str) -> str:
+    """List of the newest sealed sender keys `sender` sent `recipient` for `group`, newest first.
+
+    Names never contain ':' (see NAME_PATTERN), so these keys cannot collide.
+    """
+    return f"sp:sk:{{{recipient}}}:{group}:{sender}"
+
+
 class SenderKeyInbox:
     def __init__(self, redis: Redis, users: Collection[str], max_message_bytes: int) -> None:
         self.redis = redis
@@ -58,10 +71,10 @@ class SenderKeyInbox:
             stored.append((recipient, message.SerializeToString()))
         async with self.redis.pipeline(transaction=False) as pipe:
             for recipient, raw in stored:
-                inbox = naming.sender_key_inbox(recipient, group, user)
+                inbox = sender_key_inbox(recipient, group, user)
                 pipe.lpush(inbox, raw)
                 pipe.ltrim(inbox, 0, SENDER_KEYS_KEPT - 1)
-                pipe.sadd(naming.sender_key_index(recipient), inbox)
+                pipe.sadd(sender_key_index(recipient), inbox)
                 pipe.spublish(naming.user_channel(recipient), raw)
             await pipe.execute()
         MESSAGES_SENT.labels("sender_key").inc(len(stored))
@@ -69,8 +82,8 @@ class SenderKeyInbox:
 
     async def pending(self, user: str, groups: list[str]) -> list[bytes]:
         """The sealed sender keys kept for `user` in the groups they belong to, oldest first per sender."""
-        prefixes = tuple(naming.sender_key_inbox(user, group, "") for group in groups)
-        inboxes = sorted(text(name) for name in await self.redis.smembers(naming.sender_key_index(user)))
+        prefixes = tuple(sender_key_inbox(user, group, "") for group in groups)
+        inboxes = sorted(text(name) for name in await self.redis.smembers(sender_key_index(user)))
         inboxes = [name for name in inboxes if name.startswith(prefixes)] if prefixes else []
         if not inboxes:
             return []
