@@ -392,3 +392,23 @@ def test_cli_picks_a_group_at_the_prompt_and_shows_group_lines(stack_factory, tm
         process.stdin.close()
         assert process.wait(timeout=30) == 0
     assert not any("Traceback" in line for line in lines["alice"] + lines["bob"])
+
+
+async def test_a_message_sent_right_after_an_add_reaches_the_new_member_whose_gateway_lagged(
+        stack_factory, client_factory) -> None:  # type: ignore[no-untyped-def]
+    """bob's gateway is stopped (SIGSTOP) while alice adds him and sends at once: the message is published
+    on the group's channel before bob's gateway can subscribe to it. When the gateway goes on, it takes
+    the MEMBERSHIP message, subscribes, and reads the group's log from where bob joined: the message
+    arrives without a reconnect."""
+    stack = stack_factory(gateways=2, settings=GROUP_CALLS)
+    alice = await client_factory("alice", [stack.address(1)])
+    bob = await client_factory("bob", [stack.address(2)])
+    await alice.groups.change(CREATE, "late", members=["charlie"])
+    stack.signal("gateway-2", signal.SIGSTOP)
+    try:
+        await alice.groups.change(ADD, "late", "bob")
+        await alice.send_group("late", "right after the add")
+    finally:
+        stack.signal("gateway-2", signal.SIGCONT)
+    await bob.wait_until(lambda: [r.text for r in bob.received_in("late")] == ["right after the add"])
+    assert sum(1 for e in bob.events if e.kind == pb.SYNCED) == 1, "it came without a reconnect"
