@@ -7,8 +7,10 @@ clients that do not (plaintext, another CA, the system roots) fail with a clear 
 """
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import grpc
@@ -18,7 +20,11 @@ from grpc_health.v1.health import aio as health_aio
 
 from spartan.client.headless import HeadlessClient
 from spartan.config import TlsConfig
-from spartan.rpc.credentials import explain_connect_error, open_channel, server_credentials
+from spartan.rpc.credentials import (
+    explain_connect_error,
+    open_channel,
+    server_credentials,
+)
 from spartan.v1 import pb, rpc
 from tests.support.certs import ServerCert, make_ca, tls_settings
 from tests.support.stack import ROOT, Stack
@@ -51,7 +57,12 @@ async def expect_unavailable(channel: grpc.aio.Channel) -> str:
 async def test_every_hop_uses_tls(stack_factory, certs: ServerCert, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     stack = stack_factory(gateways=2, settings=tls_settings(certs))
     for name in stack.children:
-        assert f"{name.split('-')[0]} listening on" in stack.log(name) and "(TLS)" in stack.log(name)
+        # The port accepts connections a moment before the service logs that it listens: wait for the line.
+        said = f"{name.split('-')[0]} listening on"
+        deadline = time.monotonic() + 10
+        while said not in stack.log(name) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert said in stack.log(name) and "(TLS)" in stack.log(name)
     trusted = TlsConfig(ca=str(certs.ca))
     keys = str(tmp_path / "keys")
     alice = await HeadlessClient("alice", [stack.address(1)], keys, tls=trusted).start()
