@@ -117,15 +117,15 @@ class ShardedHub:
     async def _remap(self) -> None:
         """Read the slot map until every channel is on the node serving its slot, moving those that moved."""
         while not self._closing:
-            try:
+            try:  # a slot with no primary yet (mid-election) is one more round, never the end of this task
                 await self.cluster.nodes_manager.initialize()
+                moved = [(ch, node) for ch, node in self._node_of.items() if self._serving(ch).name != node]
+                for channel, old in moved:
+                    await self._move(channel, old)
             except (redis.exceptions.RedisError, OSError) as error:
-                log.warning("pub/sub: cannot read the cluster's slot map yet: %s", error)
+                log.warning("pub/sub: the cluster's slot map is not settled yet: %s", error)
                 await asyncio.sleep(REMAP_SECONDS)
                 continue
-            moved = [(channel, node) for channel, node in self._node_of.items() if self._serving(channel).name != node]
-            for channel, old in moved:
-                await self._move(channel, old)
             stranded = [node for node, hub in self._hubs.items() if not hub.connected.is_set() and hub.channel_count]
             if not stranded:
                 self._drop_idle_hubs()
