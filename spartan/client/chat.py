@@ -31,7 +31,7 @@ from spartan.client.explain import action_failed, is_retryable, stream_notice
 from spartan.client.group_chat import GroupChatView
 from spartan.client.groups import ClientGroups
 from spartan.client.outgoing import Outgoing
-from spartan.client.state import ClientState
+from spartan.client.state import HELD_KEPT, ClientState
 from spartan.client.terminal import InteractiveTerminal, PipedTerminal
 from spartan.crypto.sender_keys import max_plaintext_bytes
 from spartan.errors import InvalidArgument, SpartanError
@@ -340,7 +340,12 @@ class Chat:
             return
         sender = message.sender
         if opened.problem == UNACCEPTED:
-            self.state.hold(message.id, sender, message.SerializeToString())  # shown if the key is accepted
+            for peer in self.state.hold(message.id, sender, message.SerializeToString()):  # shown if accepted
+                if self.state.dropped[peer] == 1:  # once per peer until the next acceptance: counted from then on
+                    self.notice(
+                        f"Only the newest {HELD_KEPT} messages waiting for a key you have not accepted are kept: "
+                        f"older ones from {peer} are being dropped (/accept-key {peer} after /verify {peer})."
+                    )
         count = self.complaints.count(f"{opened.problem}:{sender}")
         if count is None:
             return  # said less than 10 s ago: counted for the next line
@@ -364,7 +369,13 @@ class Chat:
         )
         self.outgoing.unblock(peer)
         await self.group_keys.on_peer_keys(peer)
+        dropped = self.state.dropped.get(peer, 0)
         held = [pb.Message.FromString(raw) for raw in self.state.release(peer)]
+        if dropped:
+            self.notice(
+                f"{dropped} older message{'s' if dropped != 1 else ''} {peer} sent under that key "
+                f"{'were' if dropped != 1 else 'was'} not kept: only the newest {HELD_KEPT} waiting messages are."
+            )
         if held:
             self.notice(f"What {peer} sent under that key ({len(held)} message{'s' if len(held) != 1 else ''}):")
             for message in held:

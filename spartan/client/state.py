@@ -13,13 +13,15 @@ messages are plaintext until they can be encrypted.
 The last membership change verified per group is kept too, so a restarted client
 still refuses a change that does not extend it (`spartan.crypto.membership`). So are
 messages that arrived signed with a peer's new key the user has not accepted yet (the
-newest `HELD_KEPT`, still encrypted): accepting the key shows them, also after a restart.
+newest `HELD_KEPT`, still encrypted): accepting the key shows them, also after a restart,
+and says how many older ones the bound dropped.
 
 Lines: `{"c": conversation, "e": epoch, "o": offset}` (a position),
 `{"q": id, "to": peer, "t": text}` (queued), `{"sent": id}` (left the outbox),
 `{"s": id}` (a message id shown or sent),
 `{"g": group, "v": version, "h": hash in hex, "m": members}` (a group's verified head),
-`{"k": id, "from": peer, "m": message in base64}` (held for a key) and `{"released": id}`.
+`{"k": id, "from": peer, "m": message in base64}` (held for a key), `{"released": id}` and
+`{"dropped": peer, "n": count}` (held messages of `peer` the bound dropped so far).
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ class ClientState:
         self.seen: OrderedDict[str, None] = OrderedDict()  # ids shown or sent, oldest first
         self.heads: dict[str, tuple[int, str, list[str]]] = {}  # group -> (version, hash hex, members)
         self.held: OrderedDict[str, tuple[str, bytes]] = OrderedDict()  # id -> (peer, message), oldest first
+        self.dropped: dict[str, int] = {}  # peer -> held messages dropped for the bound since the last release
         self._lines = 0
         self._compact_at = COMPACT_AFTER_LINES
         self._fd: int | None = None
@@ -95,22 +98,32 @@ class ClientState:
         while len(self.seen) > SEEN_IDS_KEPT:
             self.seen.popitem(last=False)
 
-    def hold(self, message_id: str, peer: str, message: bytes) -> None:
-        """Keep a message `peer` signed with a key the user has not accepted (serialized, still encrypted)."""
-        self._hold(message_id, peer, message)
-        self._write({"k": message_id, "from": peer, "m": base64.b64encode(message).decode()})
+    def hold(self, message_id: str, peer: str, message: bytes) -> list[str]:
+        """Keep a message `peer` signed with a key the user has not accepted (serialized, still encrypted).
 
-    def _hold(self, message_id: str, peer: str, message: bytes) -> None:
+        Returns the peers whose oldest held message the bound dropped for it (counted in `dropped`)."""
+        self._write({"k": message_id, "from": peer, "m": base64.b64encode(message).decode()})
+        losers = self._hold(message_id, peer, message)
+        for loser in losers:
+            self.dropped[loser] = self.dropped.get(loser, 0) + 1
+            self._write({"dropped": loser, "n": self.dropped[loser]})
+        return losers
+
+    def _hold(self, message_id: str, peer: str, message: bytes) -> list[str]:
         self.held[message_id] = (peer, message)
+        losers = []
         while len(self.held) > HELD_KEPT:
-            self.held.popitem(last=False)
+            losers.append(self.held.popitem(last=False)[1][0])
+        return losers
 
     def release(self, peer: str) -> list[bytes]:
-        """The messages held for `peer`'s key, oldest first; they are no longer kept."""
+        """The messages held for `peer`'s key, oldest first; they are no longer kept, nor is the count dropped."""
         released = [(i, message) for i, (sender, message) in self.held.items() if sender == peer]
         for message_id, _ in released:
             del self.held[message_id]
             self._write({"released": message_id})
+        if self.dropped.pop(peer, 0):
+            self._write({"dropped": peer, "n": 0})
         return [message for _, message in released]
 
     def record_head(self, group: str, version: int, digest: str, members: list[str]) -> None:
@@ -141,6 +154,12 @@ class ClientState:
             self._hold(str(entry["k"]), str(entry["from"]), base64.b64decode(str(entry["m"])))
         elif "released" in entry:
             self.held.pop(str(entry["released"]), None)
+        elif "dropped" in entry:
+            count = int(str(entry["n"]))
+            if count > 0:
+                self.dropped[str(entry["dropped"])] = count
+            else:
+                self.dropped.pop(str(entry["dropped"]), None)
         elif "g" in entry:
             members = entry["m"]
             if not isinstance(members, list):
@@ -169,6 +188,7 @@ class ClientState:
         entries += [{"s": i} for i in self.seen]
         entries += [{"g": g, "v": v, "h": h, "m": m} for g, (v, h, m) in self.heads.items()]
         entries += [{"k": i, "from": p, "m": base64.b64encode(m).decode()} for i, (p, m) in self.held.items()]
+        entries += [{"dropped": p, "n": n} for p, n in self.dropped.items()]
         temporary = self.path.with_suffix(".tmp")
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as out:

@@ -23,6 +23,7 @@ from redis.asyncio import Redis
 from services.presence.store import KEYS as KEY_DIRECTORY
 from spartan import naming
 from spartan.client.e2e import REFETCH_SECONDS
+from spartan.client.state import HELD_KEPT
 from spartan.crypto.identity import Identity
 from spartan.crypto.keystore import load_or_create
 from spartan.crypto.padding import pad
@@ -172,6 +173,46 @@ async def test_a_swapped_key_stops_sending_until_the_user_accepts_it(stack_facto
             sent.body, message_id=sent.id, sender="alice", recipient="bob", conversation=DM)
         assert opened == b"typed after the swap"  # it went only once the user accepted that key
         assert PinStore("alice", keys).pinned_key("bob") == impostor.identity_key
+    finally:
+        assert alice.quit() == 0
+
+
+async def test_held_messages_past_the_bound_are_dropped_oldest_first_and_said(stack_factory, client_factory,
+                                                                             keys: Path) -> None:  # type: ignore[no-untyped-def]
+    stack = stack_factory(gateways=1)
+    await client_factory("bob", [stack.address(1)])
+    alice = Cli("alice", stack, keys)
+    try:
+        alice.open_chat("bob")
+        alice.type("/verify bob")  # pins bob's real key
+        alice.read_until("Safety number with bob")
+        me = load_or_create("alice", keys)[0]
+        impostor = Identity.generate("bob")
+        swap_keys(stack.redis.url, impostor)
+        publish(stack.redis.url, "alice", key_update("bob"))
+        alice.read_until("security key has changed")
+
+        cipher = PairwiseCipher(impostor, "alice", me.public_keys())
+        burst = []
+        for i in range(HELD_KEPT + 2):
+            message_id = f"m-held-{i}"
+            burst.append(chat_from("bob", "alice", cipher.encrypt(
+                f"held {i}".encode(), message_id=message_id, sender="bob", recipient="alice", conversation=DM),
+                message_id))
+        marker = pb.Message(id=uuid.uuid4().hex, kind=pb.CHAT_DECLINE, sender="charlie", recipient="alice")
+        publish(stack.redis.url, "alice", *burst, marker)
+        shown = alice.read_until("charlie declined your chat request.")
+        assert [line for line in shown if "being dropped" in line] == [
+            f"[Spartan] Only the newest {HELD_KEPT} messages waiting for a key you have not accepted are kept: "
+            "older ones from bob are being dropped (/accept-key bob after /verify bob)."]
+
+        alice.type("/accept-key bob")
+        alice.read_until(f"2 older messages bob sent under that key were not kept: only the newest {HELD_KEPT} "
+                         "waiting messages are.")
+        alice.read_until(f"What bob sent under that key ({HELD_KEPT} messages):")
+        alice.read_until(f"[bob] held {HELD_KEPT + 1}")
+        assert [line for line in alice.lines if line.startswith("[bob] ")] == \
+            [f"[bob] held {i}" for i in range(2, HELD_KEPT + 2)]
     finally:
         assert alice.quit() == 0
 

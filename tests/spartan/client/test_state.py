@@ -70,3 +70,24 @@ def test_only_the_newest_held_messages_are_kept(tmp_path: Path) -> None:
     held = state.release("bob")
     assert len(held) == HELD_KEPT and held[0] == b"sealed 3"
     state.close()
+
+
+def test_held_messages_the_bound_dropped_are_counted_per_sender_across_a_restart(tmp_path: Path) -> None:
+    path = tmp_path / "alice.state"
+    state = ClientState(path)
+    assert state.hold("c-0", "charlie", b"from charlie") == []
+    for number in range(HELD_KEPT):
+        dropped = state.hold(f"b-{number}", "bob", b"from bob")
+    assert dropped == ["charlie"]  # the oldest held message overall goes, whoever sent it
+    assert state.hold("b-last", "bob", b"from bob") == ["bob"]
+    assert state.dropped == {"charlie": 1, "bob": 1}
+    state.close()
+    again = ClientState(path)  # opening rewrites the journal as one snapshot: the counts are in it
+    assert again.dropped == {"charlie": 1, "bob": 1}
+    again.close()
+    after = ClientState(path)
+    assert after.dropped == {"charlie": 1, "bob": 1}
+    assert len(after.release("bob")) == HELD_KEPT and after.dropped == {"charlie": 1}
+    assert after.release("charlie") == [] and after.dropped == {}
+    after.close()
+    assert ClientState(path).dropped == {}
