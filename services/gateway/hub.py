@@ -76,7 +76,11 @@ class Hub(Protocol):
 
     async def close(self) -> None: ...
 
-    async def subscribe(self, mailbox: Mailbox, channels: Iterable[str], timeout: float = 5.0) -> None: ...
+    async def subscribe(self, mailbox: Mailbox, channels: Iterable[str], timeout: float = 5.0) -> bool:
+        """Route `channels` to `mailbox`. True once Redis acknowledged every new subscription; False,
+        at once, when the mailbox was told of an outage of their connection that is not over: it is
+        told of the gap once they are subscribed, and reads what it missed then."""
+        ...
 
     def unsubscribe(self, mailbox: Mailbox, channels: Iterable[str]) -> None: ...
 
@@ -128,22 +132,28 @@ class PubSubHub:
     def channel_count(self) -> int:
         return len(self._routes)
 
-    async def subscribe(self, mailbox: Mailbox, channels: Iterable[str], timeout: float = 5.0) -> None:
-        """Route `channels` to `mailbox`; returns once Redis acknowledged every new subscription."""
+    async def subscribe(self, mailbox: Mailbox, channels: Iterable[str], timeout: float = 5.0) -> bool:
+        """Route `channels` to `mailbox` (see `Hub.subscribe`). A mailbox not told of the outage waits
+        for the acknowledgement, up to `timeout`, then gets a ConnectionError."""
         channels = list(dict.fromkeys(channels))
+        # Told of the outage: it had a route here when the connection was lost (or joined since, as here).
+        told = not self.connected.is_set() and any(mailbox in routes for routes in self._routes.values())
         for channel in channels:
             self._routes[channel].add(mailbox)
         pending = [channel for channel in channels if channel not in self._subscribed]
         if not pending:
-            return
+            return True
         command = _Command(True, pending)
-        self._commands.put_nowait(command)
+        self._commands.put_nowait(command)  # also when told: the routes are resubscribed, this is the same
+        if told:
+            return False
         try:
             await asyncio.wait_for(asyncio.shield(command.done), timeout)
         except TimeoutError:
             raise redis.exceptions.ConnectionError(
                 "timed out waiting for Redis to acknowledge the subscription"
             ) from None
+        return True
 
     def unsubscribe(self, mailbox: Mailbox, channels: Iterable[str]) -> None:
         gone = []

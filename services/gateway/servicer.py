@@ -321,13 +321,17 @@ class SpartanServicer:
                 return  # the status is out; grpc ends the call with it
             if session.outage:
                 session.outage = False
-                yield notice(RECONNECTING)
+                if not session.reconnecting:  # a lost node's channels each end in a gap: one pair for all
+                    session.reconnecting = True
+                    yield notice(RECONNECTING)
             if session.gap:
                 session.gap = False
                 groups = await self._follow(session)  # announcements of the outage are lost: read them again
                 async for message in self._catch_up(session, groups, {}):
                     yield message
-                yield notice(RECONNECTED)
+                if session.reconnecting:
+                    session.reconnecting = False
+                    yield notice(RECONNECTED)
             while session.queue:
                 message, raw = session.queue.popleft()
                 if message.kind == pb.CONVERSATION:
@@ -337,6 +341,15 @@ class SpartanServicer:
                     continue
                 if not session.is_new(message):
                     continue
+                if self._new_epoch(session, message):
+                    # The conversation's log started again (a replica that took over, or a Redis that lost its
+                    # data) with nothing read in between: read the new epoch from its start, which says that
+                    # earlier messages may be gone, and carries this one.
+                    cursor = session.cursor(message.conversation)
+                    async for replayed in self.replayer.replay(session, message.conversation, cursor):
+                        yield replayed
+                    if not session.is_new(message):
+                        continue
                 session.mark(message)
                 if message.kind == pb.CHAT and message.recipient and message.recipient != session.user:
                     continue  # the user's own 1:1 message, on the channel both users follow: they sent it
@@ -348,6 +361,12 @@ class SpartanServicer:
                 if joined:
                     async for replayed in self._follow_conversation(session, joined):
                         yield replayed
+
+    @staticmethod
+    def _new_epoch(session: StreamSession, message: pb.Message) -> bool:
+        """True when a live message is of another epoch than what the stream has of its conversation."""
+        had = session.positions.get(message.conversation)
+        return bool(message.offset) and had is not None and had[1] > 0 and had[0] != message.epoch
 
     async def _follow(self, session: StreamSession) -> list[str]:
         """Subscribe the stream to every channel of its user; returns the user's groups.
@@ -364,14 +383,18 @@ class SpartanServicer:
         await self._subscribe(session, [naming.conversation_channel(dm) for dm in dms])
         return groups
 
-    async def _subscribe(self, session: StreamSession, channels: list[str]) -> None:
+    async def _subscribe(self, session: StreamSession, channels: list[str]) -> bool:
+        """True once subscribed; False while the stream is told of an outage of their connection (a gap follows)."""
         session.channels.update(channels)  # before: what the hub routes, the stream's end unsubscribes
-        await self.hub.subscribe(session, channels)
+        return await self.hub.subscribe(session, channels)
 
     async def _follow_conversation(self, session: StreamSession, conversation: str) -> AsyncIterator[pb.Message]:
         """Subscribe to a conversation the user just joined, then read its log: what was kept
-        before the subscription came through is replayed, what comes after arrives live."""
-        await self._subscribe(session, [naming.conversation_channel(conversation)])
+        before the subscription came through is replayed, what comes after arrives live.
+        During an outage of its channel's connection (a cluster node lost, say) the stream's
+        gap, once the channel is subscribed again, reads it with every other conversation."""
+        if not await self._subscribe(session, [naming.conversation_channel(conversation)]):
+            return
         cursor = session.cursor(conversation) if conversation in session.positions else None
         async for message in self.replayer.replay(session, conversation, cursor):
             yield message

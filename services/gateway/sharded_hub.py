@@ -57,16 +57,17 @@ class ShardedHub:
     def channel_count(self) -> int:
         return len(self._routes)
 
-    async def subscribe(self, mailbox: Mailbox, channels: Iterable[str], timeout: float = 5.0) -> None:
-        """Route `channels` to `mailbox`, each on the hub of the node serving its slot; returns once
-        every node acknowledged its new subscriptions."""
+    async def subscribe(self, mailbox: Mailbox, channels: Iterable[str], timeout: float = 5.0) -> bool:
+        """Route `channels` to `mailbox`, each on the hub of the node serving its slot (see `Hub.subscribe`):
+        a channel of a lost node's slot is moved with the others, and the mailbox told of the gap then."""
         by_node: dict[str, list[str]] = defaultdict(list)
         for channel in dict.fromkeys(channels):
             self._routes[channel].add(mailbox)
             node = self._node_of.get(channel) or self._serving(channel).name
             self._node_of[channel] = node
             by_node[node].append(channel)
-        await asyncio.gather(*(self._hub(node).subscribe(mailbox, chans, timeout) for node, chans in by_node.items()))
+        hubs = [(self._hub(node), chans) for node, chans in by_node.items()]
+        return all(await asyncio.gather(*(hub.subscribe(mailbox, chans, timeout) for hub, chans in hubs)))
 
     def unsubscribe(self, mailbox: Mailbox, channels: Iterable[str]) -> None:
         by_node: dict[str, list[str]] = defaultdict(list)
@@ -133,6 +134,12 @@ class ShardedHub:
             await asyncio.sleep(REMAP_SECONDS)
 
     async def _move(self, channel: str, old: str) -> None:
+        """Subscribe `channel` where its slot is now, then tell its streams of the gap.
+
+        The gap is told per channel, right after its subscription: a live message of the channel can
+        reach a stream only after its gap, whose replay reads what came before (told once per moved
+        set of channels instead, a live message could move a stream's position past what the replay
+        has not read yet). The stream says `Reconnected.` once however many gaps follow an outage."""
         mailboxes = list(self._routes.get(channel, ()))
         self._hubs[old].unsubscribe_all(channel)
         new = self._serving(channel).name

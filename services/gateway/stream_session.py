@@ -48,6 +48,7 @@ class StreamSession(ReadPositions):
         self.overflowed = False
         self.gap = False
         self.outage = False
+        self.reconnecting = False  # told `Reconnecting…`, not yet `Reconnected.`: one pair per outage
         self.closing_reason = ""
         self.handler: asyncio.Task[object] | None = None  # the task serving this stream
         self.end: Ender | None = None  # how to end the stream with a status from outside its handler

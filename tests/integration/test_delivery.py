@@ -330,6 +330,30 @@ async def test_redis_that_lost_its_data_is_announced_and_the_new_epoch_delivered
     assert later.positions[DM] == (lost[0].epoch, 3)
 
 
+async def test_a_new_epoch_met_live_is_announced_and_read_from_its_start(stack_factory, open_client) -> None:
+    """The log starts again while bob's stream stays open (a replica that took over before anything was
+    read from it): the first message of the new epoch that reaches bob live makes his stream say that
+    earlier messages may be gone and read the new epoch from its start, not take it as the next one."""
+    stack = stack_factory(gateways=1)  # the shipped rate: three sends
+    alice = await open_client("alice", [stack.address(1)])
+    bob = await open_client("bob", [stack.address(1)])
+    arrivals = record_arrivals(bob, [])
+    await send_all(alice, "bob", ["old 000"])
+    await bob.wait_for(1)
+    redis = Redis.from_url(stack.redis.url)
+    try:
+        await redis.delete(*conversation_keys(DM))  # the conversation's log and counter, as a lost write would
+    finally:
+        await redis.aclose()
+    await send_all(alice, "bob", texts("new", 2))
+    await bob.wait_for(3)
+    lost = [m for m in arrivals if m.kind == pb.NOTICE and m.conversation == DM]
+    assert len(lost) == 1 and lost[0].missing == 0, [m.text for m in arrivals]
+    assert arrivals.index(lost[0]) < arrivals.index(chats(arrivals)[1])  # said before the new epoch's first
+    assert_exactly(bob.texts(), ["old 000", *texts("new", 2)])
+    assert bob.positions[DM] == (lost[0].epoch, 2)
+
+
 async def _sent(client: HeadlessClient, peer: str, text: str) -> bool:
     try:
         await client.send(peer, text)

@@ -10,7 +10,8 @@ messages of a burst that fans out to many mailboxes; closing the hub releases it
 subscription times out with a ConnectionError; a Redis outage tells every mailbox once
 that it is lost and once, after the reconnect, that it may have missed messages (whatever
 exception broke the connection), and the hub resubscribes every channel, including ones
-asked for during the outage.
+asked for during the outage; a mailbox told of the outage that subscribes more during it is answered
+at once (not subscribed yet) and told of the gap once they are.
 """
 from __future__ import annotations
 
@@ -252,6 +253,25 @@ async def test_an_outage_tells_every_mailbox_once_and_the_hub_resubscribes_after
     assert sorted(team.ids) == ["after on sp:group:{team}", "after on sp:user:{carol}"]
     assert late.ids == ["after on sp:user:{dave}"]
     assert late.outages == 0  # it was not subscribed when the connection was lost
+
+
+async def test_a_mailbox_told_of_the_outage_subscribing_more_is_answered_at_once_and_gets_the_gap(
+        hub: PubSubHub, redis_server: RedisServer, redis: Redis) -> None:
+    """A stream on a lost connection that follows one more conversation (a 1:1 chat started through a
+    channel on a node still up, on a cluster) must not wait for the connection, nor end: its gap comes."""
+    bob = RecordingMailbox("bob")
+    await hub.subscribe(bob, ["sp:user:{bob}"])
+    redis_server.kill()
+    await bob.wait_outage()
+    assert await asyncio.wait_for(hub.subscribe(bob, ["sp:ch:{dm:alice:bob}"], timeout=60), 1.0) is False
+
+    redis_server.start()
+    await bob.wait_gap()
+    assert (bob.outages, bob.gaps) == (1, 1)
+    assert await redis.spublish("sp:ch:{dm:alice:bob}", chat("after the outage")) == 1
+    await bob.wait_for(1)
+    assert bob.ids == ["after the outage"]
+    assert await hub.subscribe(bob, ["sp:ch:{dm:alice:bob}"]) is True
 
 
 async def test_a_second_outage_is_told_again(hub: PubSubHub, redis_server: RedisServer, redis: Redis) -> None:

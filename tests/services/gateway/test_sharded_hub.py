@@ -69,11 +69,14 @@ async def test_a_failover_moves_the_channel_to_the_new_primary_and_tells_outage_
     hub.start()
     box = RecordingMailbox()
     channel = naming.user_channel("bob")
+    old = cluster.primary_of(channel)
+    # A second channel on the same node: one outage for both (the stream says `Reconnecting…` once).
+    other = next(c for c in (naming.conversation_channel(f"dm:bob:u{i}") for i in range(1000))
+                 if cluster.primary_of(c).port == old.port)
     try:
-        await hub.subscribe(box, [channel])
+        await hub.subscribe(box, [channel, other])
         assert await publish(client, channel, chat("before")) == 1
         await box.wait_for(1)
-        old = cluster.primary_of(channel)
         (replica,) = [node for node in cluster.nodes
                       if f"master_port:{old.port}" in cluster.cli(node, "INFO", "replication")]
         # The replica takes over while its primary lives on (TAKEOVER: no handshake with a primary that may
@@ -85,10 +88,13 @@ async def test_a_failover_moves_the_channel_to_the_new_primary_and_tells_outage_
             await asyncio.sleep(0.1)
         assert cluster.primary_of(channel).port == replica.port
         await box.wait_outage()  # Redis ended the subscription on the node that is a replica now
-        await box.wait_gap()  # subscribed where the slot is now: the stream reads what it missed
+        # Each channel, once subscribed where its slot is now, tells of the gap: the stream reads what it missed.
+        await box.until(lambda: box.gaps == 2, 30, lambda: f"gaps told: {box.gaps}")
         assert await publish(client, channel, chat("after")) == 1
-        await box.wait_for(2)
-        assert box.ids == ["before", "after"]
+        assert await publish(client, other, chat("after on the other")) == 1
+        await box.wait_for(3)
+        assert box.ids == ["before", "after", "after on the other"]
+        assert box.outages == 1
     finally:
         await hub.close()
         await client.aclose()
