@@ -26,6 +26,12 @@ from redis.backoff import ExponentialBackoff, NoBackoff
 
 from spartan.config import REDIS_CLUSTER_SCHEME, RedisConfig
 
+# A cluster node that died takes its address with it: a connect there is not refused, it hangs
+# (measured in compose: a SYN to a killed container's address waits out any timeout). The
+# cluster client tries the node again on each retry until the slot map names its replica, so
+# each try must give up quickly; a connect on a LAN takes milliseconds.
+CLUSTER_CONNECT_TIMEOUT_SECONDS = 1.0
+
 
 def connect(settings: RedisConfig, url: str | None = None) -> Redis:
     """A client on a bounded pool, or of a Redis Cluster for a `redis+cluster://` URL; `url` overrides
@@ -86,7 +92,7 @@ def _cluster_client(settings: RedisConfig, url: str) -> RedisCluster:
         startup_nodes=nodes,
         pool_size=settings.pool_size,
         socket_timeout=settings.timeout_seconds,
-        socket_connect_timeout=settings.timeout_seconds,
+        socket_connect_timeout=min(settings.timeout_seconds, CLUSTER_CONNECT_TIMEOUT_SECONDS),
         protocol=2,  # as `connect`
     )
 
@@ -111,7 +117,8 @@ def node_client(cluster: RedisCluster, host: str, port: int) -> Redis:
     """A plain client of one cluster node, with the cluster client's timeouts (for its pub/sub)."""
     options = cluster.get_default_node().connection_kwargs if cluster.get_default_node() else {}
     timeout = options.get("socket_timeout", 5.0)
-    return Redis(host=host, port=port, socket_timeout=timeout, socket_connect_timeout=timeout, protocol=2)
+    connect = options.get("socket_connect_timeout", CLUSTER_CONNECT_TIMEOUT_SECONDS)
+    return Redis(host=host, port=port, socket_timeout=timeout, socket_connect_timeout=connect, protocol=2)
 
 
 def without_retries(redis: Redis) -> Redis:
