@@ -22,6 +22,7 @@ from tests.support.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "deploy" / "docker-compose.yml"
+CLUSTER_FILE = ROOT / "deploy" / "docker-compose.cluster.yml"
 ENGINE_SCRIPT = ROOT / "scripts" / "docker-engine.sh"
 NO_ENGINE_EXIT = 2
 GATEWAYS = ("gateway-1", "gateway-2", "gateway-3")
@@ -55,6 +56,7 @@ class Deployment:
     """One compose project; `up()` / `down()` run exactly the documented commands plus `-p`."""
 
     project: str
+    files: tuple[Path, ...] = (COMPOSE_FILE,)
     gateway_port: int = field(default_factory=free_port)
     prometheus_port: int = field(default_factory=free_port)
 
@@ -64,23 +66,28 @@ class Deployment:
                 "PROMETHEUS_PUBLISH": f"127.0.0.1:{self.prometheus_port}"}
 
     def compose(self, *args: str, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess[str]:
-        return run(["docker", "compose", "-p", self.project, "-f", str(COMPOSE_FILE), *args],
+        files = [option for path in self.files for option in ("-f", str(path))]
+        return run(["docker", "compose", "-p", self.project, *files, *args],
                    env=self.env, timeout=timeout, check=check)
 
     def up(self, *services: str, timeout: float = 600) -> None:
         self.compose("up", "--build", "--wait", *services, timeout=timeout)
 
-    def down(self) -> None:
-        self.compose("down", "-v", "--remove-orphans", "--timeout", "10", timeout=180)
+    def down(self, *, volumes: bool = True) -> None:
+        self.compose("down", *(["-v"] if volumes else []), "--remove-orphans", "--timeout", "10", timeout=180)
 
     def logs(self) -> str:
         done = self.compose("logs", "--no-color", "--tail", "40", check=False)
         return done.stdout + done.stderr
 
     def container(self, service: str) -> str:
-        ids = self.compose("ps", "-a", "-q", service).stdout.split()
+        ids = self.containers(service)
         assert len(ids) == 1, f"{service}: expected one container, got {ids}"
         return ids[0]
+
+    def containers(self, *services: str) -> list[str]:
+        """Ids of the services' containers (every service's if none is named), stopped ones included."""
+        return self.compose("ps", "-a", "-q", *services).stdout.split()
 
     def exec(self, service: str, *command: str) -> str:
         return self.compose("exec", "-T", service, *command).stdout

@@ -11,10 +11,6 @@ The time each phase took is printed in the test output.
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
-import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,140 +19,18 @@ import pytest
 import yaml
 
 from deploy.prometheus.render import COMPOSE_REPLICATED, COMPOSE_TARGETS
-from tests.compose.conftest import TIMING_LINE
-from tests.compose.docker import (COMPOSE_FILE, GATEWAYS, ROOT, Deployment, EngineUnavailable, prepare_engine, run,
-                                  wait_for)
+from tests.compose.clients import PipedClient, acknowledged, enrolment_code, register, start_chat
+from tests.compose.conftest import deployed
+from tests.compose.docker import COMPOSE_FILE, GATEWAYS, ROOT, Deployment, run, wait_for
 
 pytestmark = [pytest.mark.compose, pytest.mark.timeout(1200)]
 
 K8S_PLACEHOLDER_FILE = ROOT / "deploy" / "k8s" / "token-secret.txt"
 
 
-class Timings:
-    """Seconds per phase, printed as one line at the end of the module."""
-
-    def __init__(self) -> None:
-        self.phases: dict[str, float] = {}
-        self.started = time.monotonic()
-
-    def measure(self, name: str, since: float) -> None:
-        self.phases[name] = time.monotonic() - since
-
-    def line(self) -> str:
-        parts = ", ".join(f"{name} {seconds:.0f} s" for name, seconds in self.phases.items())
-        return f"compose test time: {time.monotonic() - self.started:.0f} s in all ({parts})"
-
-
 @pytest.fixture(scope="module")
-def timings(request: pytest.FixtureRequest) -> Iterator[Timings]:
-    measured = Timings()
-    yield measured
-    request.config.stash[TIMING_LINE] = measured.line()  # printed in the closing summary (conftest.py)
-
-
-@pytest.fixture(scope="module")
-def deployment(timings: Timings) -> Iterator[Deployment]:
-    started = time.monotonic()
-    try:
-        prepare_engine()
-    except EngineUnavailable as exc:
-        pytest.skip(str(exc))
-    timings.measure("engine and base images", started)
-    stack = Deployment(project=f"spartan-test-{os.getpid()}")
-    started = time.monotonic()
-    try:
-        stack.up()
-    except BaseException:
-        print(stack.logs())
-        stack.down()
-        raise
-    timings.measure("up --build --wait", started)
-    try:
-        yield stack
-    finally:
-        started = time.monotonic()
-        stack.down()
-        timings.measure("down -v", started)
-
-
-class PipedClient:
-    """`client.py USER --server 127.0.0.1:PORT` with stdin and stdout piped, read on a thread."""
-
-    def __init__(self, user: str, port: int, workdir: Path, enrolment_code: str = "") -> None:
-        self.user = user
-        code = ["--enrolment-code", enrolment_code] if enrolment_code else []
-        self.lines: list[str] = []
-        env = {k: v for k, v in os.environ.items() if not k.startswith("SPARTAN_")}
-        env |= {"PYTHONPATH": str(ROOT), "SPARTAN_KEY_DIR": str(workdir / "keys")}
-        self.process = subprocess.Popen(
-            [sys.executable, str(ROOT / "client.py"), user, "--server", f"127.0.0.1:{port}", *code],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=workdir, env=env)
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.lines.append(line.rstrip("\n"))
-
-    def write(self, line: str) -> None:
-        assert self.process.stdin is not None
-        self.process.stdin.write(line + "\n")
-        self.process.stdin.flush()
-
-    def wait_line(self, text: str, timeout: float = 60, count: int = 1) -> None:
-        try:
-            wait_for(lambda: sum(text in line for line in self.lines) >= count, timeout,
-                     f"{self.user} printing {text!r}")
-        except AssertionError as exc:
-            raise AssertionError(f"{exc}; it printed {self.lines}") from None
-
-    def finish(self, timeout: float = 60) -> list[str]:
-        """Close stdin (the client leaves) and return everything it printed."""
-        assert self.process.stdin is not None
-        self.process.stdin.close()
-        code = self.process.wait(timeout=timeout)
-        time.sleep(0.2)  # let the reader thread take the last lines
-        assert code == 0, f"{self.user} exited {code}: {self.lines}"
-        return self.lines
-
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(timeout=10)
-
-
-@pytest.fixture
-def workdir(tmp_path: Path) -> Path:
-    shutil.copy(ROOT / "config.yaml", tmp_path / "config.yaml")
-    return tmp_path
-
-
-def enrolment_code(deployment: Deployment, user: str) -> str:
-    """The operator's step before a user's first login: gateways here listen beyond loopback."""
-    return deployment.exec("presence", "spartan-admin", "enrol", user).split("--enrolment-code ")[1].strip()
-
-
-def register(user: str, port: int, workdir: Path, code: str) -> None:
-    """First use of the client creates and registers the user's keys; /quit leaves at once."""
-    client = PipedClient(user, port, workdir, code)
-    try:
-        client.write("/quit")
-        client.finish()
-    finally:
-        client.kill()
-
-
-def acknowledged(lines: list[str], prompt: str, texts: list[str]) -> list[str]:
-    """Texts whose send the client finished without a failure notice before its next prompt."""
-    acked = []
-    for text in texts:
-        index = lines.index(f"{prompt} {text}")
-        after = lines[index + 1:]
-        following = next((i for i, line in enumerate(after) if line.startswith(prompt)), len(after))
-        if not any(("Could not send" in line or "Not sent" in line or "Slow down" in line)
-                   for line in after[:following]):
-            acked.append(text)
-    return acked
+def deployment(request: pytest.FixtureRequest) -> Iterator[Deployment]:
+    yield from deployed(request, Deployment(project=f"spartan-test-{os.getpid()}"), "compose test")
 
 
 def test_seed_transcript_through_nginx(deployment: Deployment, workdir: Path) -> None:
@@ -228,18 +102,8 @@ def test_prometheus_scrapes_every_target_and_counts_deliveries(deployment: Deplo
 
 def test_gateway_killed_mid_conversation_loses_no_acknowledged_message(deployment: Deployment,
                                                                        workdir: Path) -> None:
-    port = deployment.gateway_port
-    register("eve", port, workdir, enrolment_code(deployment, "eve"))
-    charlie = PipedClient("charlie", port, workdir, enrolment_code(deployment, "charlie"))
-    eve: PipedClient | None = None
+    charlie, eve = start_chat(deployment, workdir, "charlie", "eve")
     try:
-        charlie.wait_line("User list")
-        charlie.write("eve")
-        charlie.wait_line("You are now ready to chat with eve.")
-        eve = PipedClient("eve", port, workdir)
-        eve.wait_line("User list")
-        eve.write("yes")
-        eve.wait_line("You are now ready to chat with charlie.")
         charlie.write("c1 before the kill")
         eve.wait_line("[charlie] c1 before the kill")
         eve.write("e1 before the kill")
@@ -271,8 +135,7 @@ def test_gateway_killed_mid_conversation_loses_no_acknowledged_message(deploymen
         charlie_lines, eve_lines = charlie.finish(), eve.finish()
     finally:
         charlie.kill()
-        if eve:
-            eve.kill()
+        eve.kill()
     # Exactly once on screen, in order per conversation.
     received_by_eve = [line for line in eve_lines if line.startswith("[charlie] ")]
     received_by_charlie = [line for line in charlie_lines if line.startswith("[eve] ")]

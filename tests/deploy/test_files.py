@@ -30,6 +30,7 @@ from spartan.token_secret import refusal
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 COMPOSE_FILE = DEPLOY / "docker-compose.yml"
+CLUSTER_FILE = DEPLOY / "docker-compose.cluster.yml"
 K8S = DEPLOY / "k8s"
 HEALTHCHECK = DEPLOY / "healthcheck.py"
 IMAGE = "spartan-messenger"
@@ -155,6 +156,27 @@ def check_compose(path: Path) -> subprocess.CompletedProcess[str]:
 def test_compose_file_matches_the_compose_spec() -> None:
     result = check_compose(COMPOSE_FILE)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_compose_cluster_file_matches_the_compose_spec() -> None:
+    result = check_compose(CLUSTER_FILE)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_compose_cluster_file_puts_every_spartan_service_on_six_nodes_with_their_own_data() -> None:
+    base, override = compose()["services"], yaml.safe_load(CLUSTER_FILE.read_text())["services"]
+    nodes = [name for name, svc in override.items() if "--cluster-enabled" in svc.get("command", [])]
+    assert len(nodes) == 6, nodes  # three primaries, a replica each
+    assert nodes[0] == "redis", "the service every other one waits for is a cluster node"
+    assert override["redis-cluster"]["command"] == nodes  # the one-shot forms the cluster of every node
+    data = [next(v for v in override[n].get("volumes", base.get(n, {}).get("volumes", [])) if v.endswith(":/data"))
+            for n in nodes]
+    assert len(set(data)) == len(nodes), data
+    for name, svc in spartan_compose_services().items():
+        config = load_config(ROOT / "config.yaml", env={**compose_env(svc), **compose_env(override[name])})
+        scheme, _, hosts = config.redis.url.partition("://")
+        assert scheme == "redis+cluster" and {h.split(":")[0] for h in hosts.split(",")} <= set(nodes), name
+        assert override[name]["depends_on"]["redis-cluster"]["condition"] == "service_completed_successfully", name
 
 
 def test_compose_schema_check_catches_a_misspelt_key(tmp_path: Path) -> None:
