@@ -103,3 +103,18 @@ def start_chat(deployment: Deployment, workdir: Path, first: str, second: str) -
         answering.kill()
         raise
     return asking, answering
+
+
+def wait_seen(first: PipedClient, second: PipedClient, first_texts: list[str], second_texts: list[str],
+              timeout: float = 90) -> tuple[list[str], list[str]]:
+    """Each sees the other's texts, then both leave; returns everything each printed."""
+    for text in first_texts:
+        second.wait_line(f"[{first.user}] {text}", timeout=timeout)
+    for text in second_texts:
+        first.wait_line(f"[{second.user}] {text}", timeout=timeout)
+    return first.finish(), second.finish()
+
+
+def shown_from(lines: list[str], sender: str) -> list[str]:
+    """The chat lines from `sender` a client printed, in order (not its own prompt lines)."""
+    return [line for line in lines if line.startswith(f"[{sender}] ") and not line.startswith(f"[{sender}] >")]

@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from deploy.prometheus.render import COMPOSE_REPLICATED, COMPOSE_TARGETS
-from tests.compose.clients import PipedClient, acknowledged, enrolment_code, register, start_chat
+from tests.compose.clients import PipedClient, acknowledged, enrolment_code, register, shown_from, start_chat, wait_seen
 from tests.compose.conftest import deployed
 from tests.compose.docker import COMPOSE_FILE, GATEWAYS, ROOT, Deployment, run, wait_for
 
@@ -128,17 +128,13 @@ def test_gateway_killed_mid_conversation_loses_no_acknowledged_message(deploymen
         eve_acked = acknowledged(eve.lines, "[eve] >", eve_texts)
         assert (charlie_acked, eve_acked) == (charlie_texts, eve_texts), \
             f"sends failed after {victim} was killed: charlie {charlie.lines}, eve {eve.lines}"
-        for text in charlie_acked:
-            eve.wait_line(f"[charlie] {text}", timeout=90)
-        for text in eve_acked:
-            charlie.wait_line(f"[eve] {text}", timeout=90)
-        charlie_lines, eve_lines = charlie.finish(), eve.finish()
+        charlie_lines, eve_lines = wait_seen(charlie, eve, charlie_acked, eve_acked)
     finally:
         charlie.kill()
         eve.kill()
     # Exactly once on screen, in order per conversation.
-    received_by_eve = [line for line in eve_lines if line.startswith("[charlie] ")]
-    received_by_charlie = [line for line in charlie_lines if line.startswith("[eve] ")]
+    received_by_eve = shown_from(eve_lines, "charlie")
+    received_by_charlie = shown_from(charlie_lines, "eve")
     assert received_by_eve == [f"[charlie] {t}" for t in ["c1 before the kill", *charlie_texts]]
     assert received_by_charlie == [f"[eve] {t}" for t in ["e1 before the kill", *eve_texts]]
     # Docker restarts no container that `docker kill` stopped; an operator starts it again.

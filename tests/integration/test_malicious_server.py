@@ -108,6 +108,16 @@ def chat_from(sender: str, recipient: str, body: bytes, message_id: str | None =
                       conversation=naming.dm_conversation(sender, recipient), body=body)
 
 
+def forged_chats(cipher: PairwiseCipher, texts: list[str], prefix: str) -> list[pb.Message]:
+    """1:1 messages to alice "from bob" sealed with `cipher` (an impostor's keys), ids `<prefix>-<i>`."""
+    chats = []
+    for i, text in enumerate(texts):
+        message_id = f"{prefix}-{i}"
+        body = cipher.encrypt(text.encode(), message_id=message_id, sender="bob", recipient="alice", conversation=DM)
+        chats.append(chat_from("bob", "alice", body, message_id))
+    return chats
+
+
 def number_rows(number: str) -> list[str]:
     return ["[Spartan]     " + row for row in format_rows(number)]
 
@@ -146,12 +156,7 @@ async def test_a_swapped_key_stops_sending_until_the_user_accepts_it(stack_facto
 
         # What the impostor sends under the unaccepted key is not shown as bob's (said once for a burst).
         impostor_cipher = PairwiseCipher(impostor, "alice", me.public_keys())
-        burst = []
-        for i in range(3):
-            message_id = f"m-impostor-{i}"
-            burst.append(chat_from("bob", "alice", impostor_cipher.encrypt(
-                b"impostor speaking as bob", message_id=message_id, sender="bob", recipient="alice",
-                conversation=DM), message_id))
+        burst = forged_chats(impostor_cipher, ["impostor speaking as bob"] * 3, "m-impostor")
         marker = pb.Message(id=uuid.uuid4().hex, kind=pb.CHAT_DECLINE, sender="charlie", recipient="alice")
         publish(stack.redis.url, "alice", *burst, marker)
         shown = alice.read_until("charlie declined your chat request.")
@@ -193,12 +198,7 @@ async def test_held_messages_past_the_bound_are_dropped_oldest_first_and_said(st
         alice.read_until("security key has changed")
 
         cipher = PairwiseCipher(impostor, "alice", me.public_keys())
-        burst = []
-        for i in range(HELD_KEPT + 2):
-            message_id = f"m-held-{i}"
-            burst.append(chat_from("bob", "alice", cipher.encrypt(
-                f"held {i}".encode(), message_id=message_id, sender="bob", recipient="alice", conversation=DM),
-                message_id))
+        burst = forged_chats(cipher, [f"held {i}" for i in range(HELD_KEPT + 2)], "m-held")
         marker = pb.Message(id=uuid.uuid4().hex, kind=pb.CHAT_DECLINE, sender="charlie", recipient="alice")
         publish(stack.redis.url, "alice", *burst, marker)
         shown = alice.read_until("charlie declined your chat request.")
