@@ -12,6 +12,12 @@ the channels move to that node's hub (opened on first use), and their streams, t
 the outage by the old hub, are told of the gap once they are subscribed where the slot
 is now, so they read what they missed from the delivery log. A failover therefore costs
 a stream one `Reconnecting…` / `Reconnected.` pair, and no Spartan process restarts.
+
+Why not redis-py's asyncio `ClusterPubSub` (8.x): it moves shard channels to their new
+node by itself, in the background, and polls its node connections in turn. A channel
+resubscribed without a word loses what was published while it moved, and the streams on
+it are never told to read the delivery log: the loss this module exists to prevent. Each
+node here gets the hub that already sees every drop of its connection.
 """
 
 from __future__ import annotations
