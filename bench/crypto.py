@@ -1,8 +1,14 @@
 """What end-to-end encryption costs per message and per login, on this machine.
 
-Run: `python3 -m bench.crypto [--seconds 0.5]`. Prints one table of µs per
-operation (median and best of several timed rounds). Compare with the per-message costs
-of the gRPC hops in docs/DESIGN.md: a unary call is about 130 µs of server CPU.
+Run: `python3 -m bench.crypto [--seconds 0.5]` (or `python3 -m bench crypto [--quick]`).
+Prints one table of µs per operation (median and best of several timed rounds). Compare
+with the per-message costs of the gRPC hops in docs/DESIGN.md: a unary call is about 130 µs
+of server CPU.
+
+1:1 rows are envelope version 4 (sealed to the recipient's and the sender's signed
+prekeys with a fresh ephemeral X25519 key: two key agreements to seal, one to open),
+plus opening a version 3 envelope (static key) for comparison; `OwnPrekeys.current()`
+is what every seal asks for (its fast path), a rotation what it costs once a day.
 """
 from __future__ import annotations
 
@@ -10,6 +16,8 @@ import argparse
 import statistics
 import time
 from collections.abc import Callable
+
+from Crypto.Cipher import AES
 
 from bench.summary import format_table
 from spartan.crypto import (
@@ -25,7 +33,10 @@ from spartan.crypto import (
     verify_login,
     verify_public_keys,
 )
-from spartan.crypto.pairwise import derive_pairwise_key
+from spartan.crypto.padding import pad
+from spartan.crypto.pairwise import STATIC_ENVELOPE_VERSION, associated_data, derive_pairwise_key, signed_transcript
+from spartan.crypto.prekeys import DAY_SECONDS, OwnPrekeys
+from spartan.v1 import pb
 
 ROUNDS = 5
 
@@ -51,10 +62,29 @@ def measure(operation: Callable[[], object], seconds: float) -> tuple[float, flo
     return statistics.median(samples), min(samples)
 
 
+def keys_with_prekey(identity: Identity, prekeys: OwnPrekeys) -> pb.PublicKeys:
+    """What the key directory serves: the identity's keys with its current signed prekey."""
+    keys = identity.public_keys()
+    keys.prekey.CopyFrom(prekeys.current())
+    return keys
+
+
+def static_envelope(sender: Identity, key: bytes, plaintext: bytes, route: dict[str, str]) -> bytes:
+    """A version 3 envelope (static key, no prekeys), as clients sealed them before version 4."""
+    nonce = bytes(12)
+    associated = associated_data(**route, version=STATIC_ENVELOPE_VERSION)
+    cipher = AES.new(key, AES.MODE_GCM, nonce=nonce, mac_len=16)
+    cipher.update(associated)
+    ciphertext, tag = cipher.encrypt_and_digest(pad(plaintext))
+    sealed = bytes((STATIC_ENVELOPE_VERSION,)) + nonce + ciphertext + tag
+    return sealed + sender.sign(signed_transcript(associated, sealed))
+
+
 def pairwise_cases(size: int) -> dict[str, Callable[[], object]]:
     alice, bob = Identity.generate("alice"), Identity.generate("bob")
-    sender = PairwiseCipher(alice, "bob", bob.public_keys())
-    receiver = PairwiseCipher(bob, "alice", alice.public_keys())
+    alice_prekeys, bob_prekeys = OwnPrekeys(alice), OwnPrekeys(bob)  # in memory
+    sender = PairwiseCipher(alice, "bob", keys_with_prekey(bob, bob_prekeys), alice_prekeys)
+    receiver = PairwiseCipher(bob, "alice", keys_with_prekey(alice, alice_prekeys), bob_prekeys)
     route = {"message_id": "0123456789abcdef", "sender": "alice", "recipient": "bob",
              "conversation": "dm:alice:bob"}
     plaintext = b"x" * size
@@ -63,10 +93,13 @@ def pairwise_cases(size: int) -> dict[str, Callable[[], object]]:
         receiver.decrypt(sender.encrypt(plaintext, **route), **route)
 
     envelope = sender.encrypt(plaintext, **route)
+    old = static_envelope(alice, sender.static_key, plaintext, route)
     return {
         f"pairwise encrypt {size} B": lambda: sender.encrypt(plaintext, **route),
         f"pairwise decrypt {size} B": lambda: receiver.decrypt(envelope, **route),
         f"pairwise encrypt+decrypt {size} B": round_trip,
+        f"pairwise decrypt own copy {size} B": lambda: sender.decrypt(envelope, **route),
+        f"pairwise decrypt v3 (static key) {size} B": lambda: receiver.decrypt(old, **route),
     }
 
 
@@ -89,7 +122,18 @@ def group_cases(size: int) -> dict[str, Callable[[], object]]:
 
 def setup_cases() -> dict[str, Callable[[], object]]:
     alice, bob = Identity.generate("alice"), Identity.generate("bob")
+    alice_prekeys = OwnPrekeys(alice)
     bob_keys = bob.public_keys()
+    bob_keys_with_prekey = keys_with_prekey(bob, OwnPrekeys(bob))
+    day = [0.0]
+
+    def next_day() -> float:
+        day[0] += DAY_SECONDS
+        return day[0]
+
+    rotating = OwnPrekeys(alice, clock=next_day)  # every call a day later: a new prekey, and one deleted
+    for _ in range(40):
+        rotating.current()  # steady state: 31 kept
     secret = b"bench-secret-0123456789abcdef"
     deployment = "bench"
     challenges = ChallengeIssuer(secret, 60, deployment_id=deployment)
@@ -106,8 +150,12 @@ def setup_cases() -> dict[str, Callable[[], object]]:
     return {
         "identity generate": lambda: Identity.generate("carol"),
         "verify_public_keys": lambda: verify_public_keys(bob_keys),
+        "verify_public_keys with prekey": lambda: verify_public_keys(bob_keys_with_prekey),
         "pairwise key derivation (X25519+HKDF)": lambda: derive_pairwise_key(alice, "bob", bob_keys),
-        "new PairwiseCipher (verify keys + derive)": lambda: PairwiseCipher(alice, "bob", bob_keys),
+        "new PairwiseCipher (verify keys + prekey)":
+            lambda: PairwiseCipher(alice, "bob", bob_keys_with_prekey, alice_prekeys),
+        "OwnPrekeys.current() (fast path)": alice_prekeys.current,
+        "prekey rotation (in memory: new key + sign)": rotating.current,
         "sender key generate": lambda: SenderKey.generate("friends", "alice", 1),
         "login (challenge+sign+verify+token)": login,
         "session token verify": lambda: tokens.verify(token),

@@ -4,7 +4,9 @@ An `Identity` holds two private keys that never leave the client:
 
 - an Ed25519 key (the *identity key*) that signs logins, group messages and
   the agreement key, and that peers pin and compare as safety numbers;
-- an X25519 key (the *agreement key*) from which 1:1 message keys are derived.
+- an X25519 key (the *agreement key*), from which older (version 2 and 3) 1:1
+  envelopes derived their key; new ones are sealed to short-lived signed
+  prekeys (`spartan.crypto.prekeys`), which the identity key vouches for too.
 
 On the wire both are raw 32-byte public keys in `pb.PublicKeys`, together with
 the identity key's signature over the agreement key (bound to the user name
@@ -29,12 +31,33 @@ from spartan.v1 import pb
 KEY_BYTES = 32
 SIGNATURE_BYTES = 64
 AGREEMENT_LABEL = b"spartan/v1/agreement-key"
+PREKEY_LABEL = b"spartan/v1/prekey"
 FINGERPRINT_BYTES = 16
 
 
 def agreement_transcript(user: str, agreement_key: bytes) -> bytes:
     """What the identity key signs to vouch for an agreement key."""
     return encode_fields(AGREEMENT_LABEL, user, agreement_key)
+
+
+def prekey_transcript(user: str, prekey_id: int, key: bytes, created_at_s: int) -> bytes:
+    """What the identity key signs to vouch for a prekey."""
+    return encode_fields(PREKEY_LABEL, user, prekey_id, key, created_at_s)
+
+
+def verify_prekey(prekey: pb.SignedPrekey, *, user: str, identity_key: bytes) -> None:
+    """Raise `InvalidArgument` unless `prekey` is a valid X25519 key that `identity_key` signed for `user`."""
+    if len(prekey.key) != KEY_BYTES:
+        raise InvalidArgument(f"prekey of {user} must be {KEY_BYTES} bytes, got {len(prekey.key)}")
+    if len(prekey.signature) != SIGNATURE_BYTES:
+        raise InvalidArgument(f"prekey signature of {user} must be {SIGNATURE_BYTES} bytes")
+    try:
+        DH.import_x25519_public_key(prekey.key)
+    except ValueError:
+        raise InvalidArgument(f"prekey of {user} is not a valid X25519 public key") from None
+    transcript = prekey_transcript(user, prekey.id, prekey.key, prekey.created_at_s)
+    if not verify_signature(identity_key, transcript, prekey.signature):
+        raise InvalidArgument(f"prekey of {user} is not signed by its identity key")
 
 
 def fingerprint(identity_key: bytes) -> str:
@@ -163,6 +186,8 @@ def verify_public_keys(keys: pb.PublicKeys, *, user: str | None = None) -> None:
         eddsa.new(identity, "rfc8032").verify(agreement_transcript(keys.user, keys.agreement_key), signature)
     except ValueError:
         raise InvalidArgument(f"agreement key of {who} is not signed by its identity key") from None
+    if keys.HasField("prekey"):
+        verify_prekey(keys.prekey, user=keys.user, identity_key=keys.identity_key)
 
 
 def verify_signature(identity_key: bytes, data: bytes, signature: bytes) -> bool:

@@ -22,15 +22,18 @@ without it any member could forge messages from another.
 When membership changes every member rotates its own key and redistributes it
 only to the current members (`SenderKeyRing.on_membership`), so a removed
 member cannot read anything sent afterwards and a new member cannot read what
-was sent before it joined.
+was sent before it joined. A key is also replaced once it is a day old: it
+travels sealed to each member's prekey, so group messages get the same bounded
+forward secrecy as 1:1 ones (`spartan.crypto.prekeys`).
 """
 
 from __future__ import annotations
 
 import secrets
 import struct
+import time
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from Crypto.Cipher import AES
@@ -41,6 +44,7 @@ from spartan.crypto.identity import Identity, verify_signature
 from spartan.crypto.padding import PAD_BLOCK, pad, unpad
 from spartan.crypto.pairwise import OVERHEAD as PAIRWISE_OVERHEAD
 from spartan.crypto.pairwise import PairwiseCipher
+from spartan.crypto.prekeys import ROTATE_SECONDS
 from spartan.errors import InvalidArgument
 from spartan.naming import group_conversation
 
@@ -252,9 +256,12 @@ def open_sender_key(cipher: PairwiseCipher, body: bytes, *, message_id: str, gro
 class SenderKeyRing:
     """The sender keys one device holds: its own current key per group and the ones it received."""
 
-    def __init__(self, owner: str) -> None:
+    def __init__(self, owner: str, *, clock: Callable[[], float] = time.time) -> None:
+        """`clock` (Unix seconds) ages my own keys: each is replaced after `ROTATE_SECONDS`, like prekeys."""
         self.owner = owner
+        self.clock = clock
         self._own: dict[str, SenderKey] = {}
+        self._made: dict[str, float] = {}  # when my own key per group was made
         self._keys: dict[tuple[str, str], OrderedDict[int, SenderKey]] = {}
         self._members: dict[str, tuple[int, frozenset[str]]] = {}
 
@@ -265,13 +272,18 @@ class SenderKeyRing:
         """Make a fresh own key for `group` (to be sent to every current member)."""
         key = SenderKey.generate(group, self.owner, version)
         self._own[group] = key
+        self._made[group] = self.clock()
         self._remember(key)
         return key
 
     def ensure_own_key(self, group: str, version: int) -> tuple[SenderKey, bool]:
-        """My key for sending to `group` at membership `version`; `True` if it is new (distribute it)."""
+        """My key for sending to `group` at membership `version`; `True` if it is new (distribute it).
+
+        A key older than `ROTATE_SECONDS` is replaced too: it reaches members sealed to
+        their prekeys, so a key used for a day at most stops being readable when those are deleted.
+        """
         key = self._own.get(group)
-        if key is not None and key.version == version:
+        if key is not None and key.version == version and self.clock() - self._made[group] < ROTATE_SECONDS:
             return key, False
         return self.rotate(group, version), True
 

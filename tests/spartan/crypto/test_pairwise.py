@@ -1,65 +1,95 @@
-"""1:1 encryption: both sides share a key, any change to an envelope or its routing is caught, every
-envelope is signed by its sender, so a stolen key file cannot forge messages from its owner's peers, and
-plaintexts are padded to 64-byte blocks (unpadded version 2 envelopes are still read)."""
+"""1:1 encryption: any change to an envelope or its routing is caught, every envelope is signed by its sender, so
+a stolen key file cannot forge messages from its owner's peers, and plaintexts are padded to 64-byte blocks.
+Older envelopes under the static pairwise key (padded version 3, unpadded version 2) are still read; unsigned
+version 1 is not. Sealing to prekeys (version 4) has its own module, test_sealed_to_prekeys.py."""
 from __future__ import annotations
 
 import pytest
 from Crypto.Cipher import AES
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
+)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from spartan.crypto import DecryptError, Identity, PairwiseCipher, PairwiseCiphers
+from spartan.crypto import (
+    DecryptError,
+    Identity,
+    PairwiseCipher,
+    PairwiseCiphers,
+)
 from spartan.crypto.encoding import encode_fields
+from spartan.crypto.identity import SIGNATURE_BYTES
 from spartan.crypto.padding import PAD_BLOCK, pad, unpad
 from spartan.crypto.pairwise import (
     AD_LABEL,
     ENVELOPE_VERSION,
+    HEADER_BYTES,
     OVERHEAD,
+    STATIC_ENVELOPE_VERSION,
+    STATIC_OVERHEAD,
+    TAG_BYTES,
+    UNPADDED_ENVELOPE_VERSION,
+    KeyDeleted,
     associated_data,
     derive_pairwise_key,
     signed_transcript,
 )
+from spartan.crypto.prekeys import (
+    OwnPrekeys,
+)
 from spartan.errors import InvalidArgument
+from tests.spartan.crypto.helpers import (
+    ALICE,
+    ALICE_KEYS,
+    ALICE_PREKEYS,
+    BACK,
+    BOB,
+    BOB_KEYS,
+    BOB_PREKEYS,
+    EPHEMERAL,
+    KAT_ROUTE,
+    MALLORY,
+    MALLORY_PREKEYS,
+    NONCE,
+    RECIPIENT_WRAP,
+    ROUTE,
+    SENDER_WRAP,
+    keys_with_prekey,
+    resign,
+    seal_static,
+)
 
-ALICE = Identity.generate("alice")
-BOB = Identity.generate("bob")
-MALLORY = Identity.generate("mallory")
-ROUTE = {"message_id": "m-1", "sender": "alice", "recipient": "bob", "conversation": "dm:alice:bob"}
 
-
-@pytest.fixture(scope="module")
-def alice_to_bob() -> PairwiseCipher:
-    return PairwiseCipher(ALICE, "bob", BOB.public_keys())
-
-
-@pytest.fixture(scope="module")
-def bob_from_alice() -> PairwiseCipher:
-    return PairwiseCipher(BOB, "alice", ALICE.public_keys())
-
-
-def test_both_sides_derive_the_same_key() -> None:
+def test_both_sides_derive_the_same_key(alice_to_bob: PairwiseCipher, bob_from_alice: PairwiseCipher) -> None:
     key_at_alice = derive_pairwise_key(ALICE, "bob", BOB.public_keys())
     key_at_bob = derive_pairwise_key(BOB, "alice", ALICE.public_keys())
     assert key_at_alice == key_at_bob and len(key_at_alice) == 32
     assert derive_pairwise_key(MALLORY, "bob", BOB.public_keys()) != key_at_alice
+    # The static key of old envelopes does not depend on the prekeys the keys carry now.
+    assert alice_to_bob.static_key == bob_from_alice.static_key == key_at_alice
 
 
 def test_round_trip_both_directions(alice_to_bob: PairwiseCipher, bob_from_alice: PairwiseCipher) -> None:
     for plaintext in (b"", b"hi bob", bytes(range(256)) * 256, b"ends in zeros\x00\x00", b"\x80" * 64):
         envelope = alice_to_bob.encrypt(plaintext, **ROUTE)
+        assert envelope[0] == ENVELOPE_VERSION == 4
         assert len(envelope) == len(pad(plaintext)) + OVERHEAD
         assert plaintext not in envelope or not plaintext
         assert bob_from_alice.decrypt(envelope, **ROUTE) == plaintext
-    back = {"message_id": "m-2", "sender": "bob", "recipient": "alice", "conversation": "dm:alice:bob"}
-    assert alice_to_bob.decrypt(bob_from_alice.encrypt(b"hi alice", **back), **back) == b"hi alice"
+    assert alice_to_bob.decrypt(bob_from_alice.encrypt(b"hi alice", **BACK), **BACK) == b"hi alice"
 
 
-def test_every_message_gets_a_fresh_nonce(alice_to_bob: PairwiseCipher) -> None:
+def test_every_message_gets_a_fresh_nonce_and_ephemeral_key(alice_to_bob: PairwiseCipher) -> None:
     envelopes = {alice_to_bob.encrypt(b"same", **ROUTE) for _ in range(50)}
     assert len(envelopes) == 50
-    assert len({envelope[1:13] for envelope in envelopes}) == 50
+    assert len({envelope[NONCE] for envelope in envelopes}) == 50
+    assert len({envelope[EPHEMERAL] for envelope in envelopes}) == 50
+    # and a fresh content key: the same key would wrap the same way under each prekey
+    assert len({envelope[RECIPIENT_WRAP] for envelope in envelopes}) == 50
+    assert len({envelope[SENDER_WRAP] for envelope in envelopes}) == 50
 
 
 def test_flipping_any_bit_is_detected(alice_to_bob: PairwiseCipher, bob_from_alice: PairwiseCipher) -> None:
@@ -84,11 +114,15 @@ def test_truncation_and_extension_are_detected(alice_to_bob: PairwiseCipher,
 
 def test_unknown_version_is_rejected(alice_to_bob: PairwiseCipher, bob_from_alice: PairwiseCipher) -> None:
     envelope = alice_to_bob.encrypt(b"x", **ROUTE)
-    with pytest.raises(DecryptError, match="unknown envelope version 4"):
-        bob_from_alice.decrypt(b"\x04" + envelope[1:], **ROUTE)
+    unknown = ENVELOPE_VERSION + 1
+    with pytest.raises(DecryptError, match=f"unknown envelope version {unknown}"):
+        bob_from_alice.decrypt(bytes((unknown,)) + envelope[1:], **ROUTE)
 
 
 def test_lengths_within_one_block_give_the_same_envelope_length(alice_to_bob: PairwiseCipher) -> None:
+    # Version 4 carries more than the static versions (an ephemeral key and two prekey ids and wraps), but as
+    # before the same for every message: the length still tells only the number of 64-byte blocks.
+    assert OVERHEAD == HEADER_BYTES + TAG_BYTES + SIGNATURE_BYTES > STATIC_OVERHEAD
     lengths = {len(alice_to_bob.encrypt(b"y" * n, **ROUTE)) for n in range(PAD_BLOCK)}
     assert lengths == {PAD_BLOCK + OVERHEAD}
     assert len(alice_to_bob.encrypt(b"y" * PAD_BLOCK, **ROUTE)) == 2 * PAD_BLOCK + OVERHEAD
@@ -106,7 +140,8 @@ def test_padding_known_answer_and_bad_padding_refused() -> None:
 def test_an_unpadded_version_2_envelope_is_still_read(bob_from_alice: PairwiseCipher) -> None:
     """What clients before padding sealed (and delivery logs may still hold) opens as it did."""
     route = dict(ROUTE)
-    key = derive_pairwise_key(ALICE, "bob", BOB.public_keys())
+    key = bob_from_alice.static_key
+    assert key == derive_pairwise_key(ALICE, "bob", BOB.public_keys())
     nonce = bytes(range(12))
     cipher = AES.new(key, AES.MODE_GCM, nonce=nonce, mac_len=16)
     cipher.update(associated_data(**route, version=2))
@@ -117,6 +152,23 @@ def test_an_unpadded_version_2_envelope_is_still_read(bob_from_alice: PairwiseCi
     relabelled = b"\x03" + envelope[1:]  # claimed padded: the signature covers the version
     with pytest.raises(DecryptError):
         bob_from_alice.decrypt(relabelled, **route)
+
+
+def test_a_padded_version_3_envelope_is_still_read(alice_to_bob: PairwiseCipher,
+                                                   bob_from_alice: PairwiseCipher) -> None:
+    """What clients before prekeys sealed opens for both sides, also for a reader holding no prekeys."""
+    envelope = seal_static(ALICE, alice_to_bob.static_key, b"sealed before prekeys", ROUTE)
+    assert len(envelope) == PAD_BLOCK + STATIC_OVERHEAD
+    assert bob_from_alice.decrypt(envelope, **ROUTE) == b"sealed before prekeys"
+    assert alice_to_bob.decrypt(envelope, **ROUTE) == b"sealed before prekeys"  # the sender's history
+    without_prekeys = PairwiseCipher(BOB, "alice", ALICE.public_keys())
+    assert without_prekeys.decrypt(envelope, **ROUTE) == b"sealed before prekeys"
+    for version in (UNPADDED_ENVELOPE_VERSION, ENVELOPE_VERSION):  # relabelled: the signature covers the version
+        with pytest.raises(DecryptError):
+            bob_from_alice.decrypt(bytes((version,)) + envelope[1:], **ROUTE)
+    with pytest.raises(DecryptError):  # under another key (mallory's with bob), even signed by alice
+        bob_from_alice.decrypt(seal_static(ALICE, derive_pairwise_key(MALLORY, "bob", BOB.public_keys()),
+                                           b"x", ROUTE), **ROUTE)
 
 
 def test_unsigned_version_1_envelopes_are_refused(bob_from_alice: PairwiseCipher) -> None:
@@ -130,10 +182,21 @@ def test_unsigned_version_1_envelopes_are_refused(bob_from_alice: PairwiseCipher
         bob_from_alice.decrypt(b"\x01" + nonce + ciphertext + tag, **ROUTE)
 
 
+def test_a_version_4_envelope_cannot_be_passed_off_as_an_old_one(alice_to_bob: PairwiseCipher,
+                                                                 bob_from_alice: PairwiseCipher) -> None:
+    """Relabelled to the static versions, even re-signed by its genuine sender: the static key does not open it."""
+    envelope = alice_to_bob.encrypt(b"sealed to bob's prekey", **ROUTE)
+    for version in (UNPADDED_ENVELOPE_VERSION, STATIC_ENVELOPE_VERSION):
+        relabelled = bytes((version,)) + envelope[1:]
+        with pytest.raises(DecryptError, match="valid signature"):
+            bob_from_alice.decrypt(relabelled, **ROUTE)
+        with pytest.raises(DecryptError, match="failed authentication"):
+            bob_from_alice.decrypt(resign(ALICE, relabelled, ROUTE, version), **ROUTE)
+
+
 # Known answer for the signed bytes: alice's Ed25519 seed is 00 01 … 1f; derived here and checked
 # against a second Ed25519 implementation (the `cryptography` package).
 KAT_SEED = bytes(range(32))
-KAT_ROUTE = {"message_id": "m-1", "sender": "alice", "recipient": "bob", "conversation": "dm:alice:bob"}
 KAT_SEALED = b"\x02" + bytes(12) + b"\xaa" * 3 + b"\xbb" * 16  # version | nonce | 3-byte ciphertext | tag
 KAT_TRANSCRIPT = bytes.fromhex(
     "00000017" + b"spartan/v1/dm-signature".hex()
@@ -158,7 +221,7 @@ KAT_V3_SIGNATURE = bytes.fromhex(
 
 
 def test_signed_bytes_known_answer_of_the_padded_version() -> None:
-    transcript = signed_transcript(associated_data(**KAT_ROUTE), KAT_V3_SEALED)
+    transcript = signed_transcript(associated_data(**KAT_ROUTE, version=STATIC_ENVELOPE_VERSION), KAT_V3_SEALED)
     assert transcript == bytes.fromhex(
         "00000017" + b"spartan/v1/dm-signature".hex()
         + "0000004c"
@@ -190,28 +253,47 @@ def test_envelope_signature_checks_with_a_second_implementation(alice_to_bob: Pa
     public.verify(signature, signed_transcript(associated_data(**ROUTE), sealed))
     with pytest.raises(InvalidSignature):
         public.verify(signature, signed_transcript(associated_data(**{**ROUTE, "message_id": "m-2"}), sealed))
+    with pytest.raises(InvalidSignature):  # the version is signed: version 4 is not version 3
+        public.verify(signature, signed_transcript(associated_data(**ROUTE, version=STATIC_ENVELOPE_VERSION),
+                                                   sealed))
 
 
 def test_a_stolen_key_file_cannot_forge_messages_from_a_peer(bob_from_alice: PairwiseCipher) -> None:
     """Key-compromise impersonation: with only alice's seeds, forge a message "from bob" to alice."""
     stolen = Identity("alice", *ALICE.private_seeds())
-    alice_from_bob = PairwiseCipher(ALICE, "bob", BOB.public_keys())
+    alice_from_bob = PairwiseCipher(ALICE, "bob", BOB_KEYS, ALICE_PREKEYS)
     route = {"message_id": "m-9", "sender": "bob", "recipient": "alice", "conversation": "dm:alice:bob"}
+    associated = associated_data(**route, version=STATIC_ENVELOPE_VERSION)
     key = derive_pairwise_key(stolen, "bob", BOB.public_keys())  # the very key alice and bob share
     nonce = bytes(range(12))
     cipher = AES.new(key, AES.MODE_GCM, nonce=nonce, mac_len=16)
-    cipher.update(associated_data(**route))
+    cipher.update(associated)
     ciphertext, tag = cipher.encrypt_and_digest(pad(b"bob here: send me the codes"))
-    sealed = bytes((ENVELOPE_VERSION,)) + nonce + ciphertext + tag
+    sealed = bytes((STATIC_ENVELOPE_VERSION,)) + nonce + ciphertext + tag
     for signer in (stolen, MALLORY):  # alice's own key, or any key the thief owns
-        forged = sealed + signer.sign(signed_transcript(associated_data(**route), sealed))
+        forged = sealed + signer.sign(signed_transcript(associated, sealed))
         with pytest.raises(DecryptError, match="does not carry a valid signature of bob"):
             alice_from_bob.decrypt(forged, **route)
     with pytest.raises(DecryptError):
         alice_from_bob.decrypt(sealed + bytes(64), **route)
     # The encryption itself was perfect: bob's genuine signature is all that is missing.
-    genuine = sealed + BOB.sign(signed_transcript(associated_data(**route), sealed))
+    genuine = sealed + BOB.sign(signed_transcript(associated, sealed))
     assert alice_from_bob.decrypt(genuine, **route) == b"bob here: send me the codes"
+
+
+def test_a_stolen_key_directory_cannot_forge_version_4_messages_from_a_peer() -> None:
+    """Anyone can seal to alice's published prekey; only bob's signature makes it a message from bob."""
+    stolen = Identity("alice", *ALICE.private_seeds())
+    alice_from_bob = PairwiseCipher(ALICE, "bob", BOB_KEYS, ALICE_PREKEYS)
+    route = {"message_id": "m-9", "sender": "bob", "recipient": "alice", "conversation": "dm:alice:bob"}
+    for thief_seeds in (stolen.private_seeds(), MALLORY.private_seeds()):
+        impostor = Identity("bob", *thief_seeds)  # signs as "bob" with a key the thief holds
+        sealed_by_thief = PairwiseCipher(impostor, "alice", ALICE_KEYS, OwnPrekeys(impostor))
+        forged = sealed_by_thief.encrypt(b"bob here: send me the codes", **route)
+        with pytest.raises(DecryptError, match="does not carry a valid signature of bob"):
+            alice_from_bob.decrypt(forged, **route)
+    # The sealing itself was perfect: bob's genuine signature is all that is missing.
+    assert alice_from_bob.decrypt(resign(BOB, forged, route), **route) == b"bob here: send me the codes"
 
 
 @pytest.mark.parametrize("field, value", [
@@ -230,15 +312,16 @@ def test_changed_routing_fields_are_detected(alice_to_bob: PairwiseCipher, bob_f
 
 def test_a_third_party_cannot_decrypt(alice_to_bob: PairwiseCipher) -> None:
     envelope = alice_to_bob.encrypt(b"secret", **ROUTE)
-    mallory = PairwiseCipher(MALLORY, "alice", ALICE.public_keys())
+    mallory = PairwiseCipher(MALLORY, "alice", ALICE_KEYS, MALLORY_PREKEYS)
     with pytest.raises(DecryptError):
         mallory.decrypt(envelope, **ROUTE)
 
 
 def test_messages_under_replaced_keys_do_not_open(alice_to_bob: PairwiseCipher) -> None:
     envelope = alice_to_bob.encrypt(b"before reset", **ROUTE)
-    bob_new_device = PairwiseCipher(Identity.generate("bob"), "alice", ALICE.public_keys())
-    with pytest.raises(DecryptError):
+    new_bob = Identity.generate("bob")
+    bob_new_device = PairwiseCipher(new_bob, "alice", ALICE_KEYS, OwnPrekeys(new_bob))
+    with pytest.raises(KeyDeleted):
         bob_new_device.decrypt(envelope, **ROUTE)
 
 
@@ -261,17 +344,21 @@ def test_invalid_or_mislabelled_peer_keys_are_refused() -> None:
 
 
 def test_cache_reuses_the_cipher_until_the_peer_keys_change() -> None:
-    ciphers = PairwiseCiphers(ALICE)
-    first = ciphers.get("bob", BOB.public_keys())
-    assert ciphers.get("bob", BOB.public_keys()) is first
+    ciphers = PairwiseCiphers(ALICE, ALICE_PREKEYS)
+    first = ciphers.get("bob", BOB_KEYS)
+    assert ciphers.get("bob", keys_with_prekey(BOB, BOB_PREKEYS)) is first
+    rotated = ciphers.get("bob", keys_with_prekey(BOB, OwnPrekeys(BOB)))  # bob published a new prekey
+    assert rotated is not first and ciphers.cached("bob") is rotated
+    assert rotated.peer_prekey != first.peer_prekey
     replacement = ciphers.get("bob", Identity.generate("bob").public_keys())
-    assert replacement is not first and ciphers.cached("bob") is replacement
+    assert replacement is not rotated and ciphers.cached("bob") is replacement
+    assert replacement.peer_prekey is None and replacement.prekeys is ALICE_PREKEYS
     ciphers.forget("bob")
     assert ciphers.cached("bob") is None
 
 
 def test_talking_to_oneself_works() -> None:
-    me = PairwiseCipher(ALICE, "alice", ALICE.public_keys())
+    me = PairwiseCipher(ALICE, "alice", ALICE_KEYS, ALICE_PREKEYS)
     route = {"message_id": "n", "sender": "alice", "recipient": "alice", "conversation": "dm:alice:alice"}
     assert me.decrypt(me.encrypt(b"note to self", **route), **route) == b"note to self"
 
@@ -282,11 +369,17 @@ def test_talking_to_oneself_works() -> None:
 def test_round_trip_property(alice_to_bob: PairwiseCipher, bob_from_alice: PairwiseCipher,
                              plaintext: bytes, message_id: str, conversation: str) -> None:
     route = {"message_id": message_id, "sender": "alice", "recipient": "bob", "conversation": conversation}
-    assert bob_from_alice.decrypt(alice_to_bob.encrypt(plaintext, **route), **route) == plaintext
+    envelope = alice_to_bob.encrypt(plaintext, **route)
+    assert bob_from_alice.decrypt(envelope, **route) == plaintext
+    assert alice_to_bob.decrypt(envelope, **route) == plaintext
 
 
 @settings(max_examples=200, deadline=None)
-@given(garbage=st.binary(max_size=200))
+@given(garbage=st.one_of(
+    st.binary(max_size=OVERHEAD + 2 * PAD_BLOCK),
+    st.binary(min_size=OVERHEAD - 1, max_size=OVERHEAD + 2 * PAD_BLOCK).map(lambda body: b"\x04" + body),
+    st.binary(min_size=STATIC_OVERHEAD - 1, max_size=STATIC_OVERHEAD + PAD_BLOCK).map(lambda body: b"\x03" + body),
+))
 def test_garbage_only_ever_raises_decrypt_error(bob_from_alice: PairwiseCipher, garbage: bytes) -> None:
     with pytest.raises(DecryptError):
         bob_from_alice.decrypt(garbage, **ROUTE)

@@ -1,5 +1,6 @@
 """Group encryption: signed per-sender keys, forgery by members, rotation on membership change, and
-plaintexts padded to 64-byte blocks (older unpadded envelopes still read)."""
+plaintexts padded to 64-byte blocks (older unpadded envelopes still read). Sender keys travel over the 1:1
+channel, sealed to each member's prekey, and a sender replaces its own key once it is a day old."""
 from __future__ import annotations
 
 import struct
@@ -22,13 +23,26 @@ from spartan.crypto import (
     seal_sender_key,
 )
 from spartan.crypto.encoding import encode_fields
-from spartan.crypto.sender_keys import KEYS_KEPT_PER_SENDER, MembershipView, envelope_view
+from spartan.crypto.pairwise import KeyDeleted
+from spartan.crypto.prekeys import KEEP_RETIRED_SECONDS, ROTATE_SECONDS, OwnPrekeys
+from spartan.crypto.sender_keys import (
+    KEYS_KEPT_PER_SENDER,
+    MembershipView,
+    envelope_view,
+)
 from spartan.errors import InvalidArgument
+from tests.spartan.crypto.helpers import Clock, keys_with_prekey
 
 ALICE = Identity.generate("alice")
 BOB = Identity.generate("bob")
 CAROL = Identity.generate("carol")
+PREKEYS = {identity.user: OwnPrekeys(identity) for identity in (ALICE, BOB, CAROL)}
 GROUP = "friends"
+
+
+def channel(me: Identity, peer: Identity) -> PairwiseCipher:
+    """`me`'s 1:1 cipher with `peer`, sealing to the prekey `peer` publishes."""
+    return PairwiseCipher(me, peer.user, keys_with_prekey(peer, PREKEYS[peer.user]), PREKEYS[me.user])
 
 
 @pytest.fixture
@@ -125,10 +139,8 @@ def test_wrong_sender_key_is_rejected(alice_key: SenderKey) -> None:
 
 def _distribute(sender: Identity, key: SenderKey, receiver: Identity, ring: SenderKeyRing) -> None:
     """Send `key` from `sender` to `receiver` over their pairwise channel and store it."""
-    sealed = seal_sender_key(PairwiseCipher(sender, receiver.user, receiver.public_keys()), key,
-                             message_id=f"sk-{key.key_id}")
-    opened = open_sender_key(PairwiseCipher(receiver, sender.user, sender.public_keys()), sealed,
-                             message_id=f"sk-{key.key_id}", group=key.group)
+    sealed = seal_sender_key(channel(sender, receiver), key, message_id=f"sk-{key.key_id}")
+    opened = open_sender_key(channel(receiver, sender), sealed, message_id=f"sk-{key.key_id}", group=key.group)
     assert opened == key
     ring.add(opened)
 
@@ -193,26 +205,62 @@ def test_ring_keeps_a_bounded_number_of_keys_per_sender() -> None:
     assert ring.get(GROUP, "alice", keys[-KEYS_KEPT_PER_SENDER].key_id) == keys[-KEYS_KEPT_PER_SENDER]
 
 
+def test_own_key_is_replaced_once_a_day_old() -> None:
+    """A sender key reaches members sealed to their prekeys: replacing it daily bounds what one key opens."""
+    clock = Clock()
+    ring = SenderKeyRing("alice", clock=clock)
+    ring.on_membership(GROUP, 1, ["alice", "bob"])
+    first, created = ring.ensure_own_key(GROUP, 1)
+    assert created
+    clock.advance(ROTATE_SECONDS - 1)
+    assert ring.ensure_own_key(GROUP, 1) == (first, False)
+    clock.advance(1)
+    second, created = ring.ensure_own_key(GROUP, 1)
+    assert created and second.version == 1 and ring.own_key(GROUP) == second
+    assert second.key_id != first.key_id and second.secret != first.secret
+    assert ring.get(GROUP, "alice", first.key_id) == first, "own old keys stay readable for history"
+    assert ring.ensure_own_key(GROUP, 1) == (second, False)
+    clock.advance(ROTATE_SECONDS)  # a day later again, and with a membership change at the same time
+    third, created = ring.ensure_own_key(GROUP, 2)
+    assert created and third.version == 2 and third.key_id not in (first.key_id, second.key_id)
+
+
+def test_a_sender_key_sealed_to_a_deleted_prekey_does_not_open() -> None:
+    """The group key's distribution has the prekeys' bounded window too."""
+    clock = Clock()
+    bob_prekeys = OwnPrekeys(BOB, clock=clock)
+    key = SenderKey.generate(GROUP, "alice", 1)
+    to_bob = PairwiseCipher(ALICE, "bob", keys_with_prekey(BOB, bob_prekeys), OwnPrekeys(ALICE, clock=clock))
+    sealed = seal_sender_key(to_bob, key, message_id="sk-old")
+    bob_side = PairwiseCipher(BOB, "alice", ALICE.public_keys(), bob_prekeys)
+    assert open_sender_key(bob_side, sealed, message_id="sk-old", group=GROUP) == key
+    clock.advance(ROTATE_SECONDS)
+    bob_prekeys.current()  # replaced: kept for messages still on their way
+    assert open_sender_key(bob_side, sealed, message_id="sk-old", group=GROUP) == key
+    clock.advance(KEEP_RETIRED_SECONDS)
+    bob_prekeys.current()  # deleted
+    with pytest.raises(KeyDeleted):
+        open_sender_key(bob_side, sealed, message_id="sk-old", group=GROUP)
+
+
 def test_sender_key_delivery_cannot_be_moved_or_misattributed(alice_key: SenderKey) -> None:
-    sealed = seal_sender_key(PairwiseCipher(ALICE, "bob", BOB.public_keys()), alice_key, message_id="sk")
-    bob_side = PairwiseCipher(BOB, "alice", ALICE.public_keys())
+    sealed = seal_sender_key(channel(ALICE, BOB), alice_key, message_id="sk")
+    bob_side = channel(BOB, ALICE)
     with pytest.raises(DecryptError):
         open_sender_key(bob_side, sealed, message_id="sk", group="others")
     with pytest.raises(DecryptError):
         open_sender_key(bob_side, sealed, message_id="sk-other", group=GROUP)
     with pytest.raises(InvalidArgument):
-        seal_sender_key(PairwiseCipher(BOB, "alice", ALICE.public_keys()), alice_key, message_id="sk")
+        seal_sender_key(channel(BOB, ALICE), alice_key, message_id="sk")
 
 
 def test_sender_key_for_someone_else_is_rejected() -> None:
     """Alice cannot hand bob a key that claims to be carol's."""
     carol_key = SenderKey.generate(GROUP, "carol", 1)
-    channel = PairwiseCipher(ALICE, "bob", BOB.public_keys())
-    body = channel.encrypt(carol_key.to_bytes(), message_id="sk", sender="alice", recipient="bob",
-                           conversation=f"group:{GROUP}")
+    body = channel(ALICE, BOB).encrypt(carol_key.to_bytes(), message_id="sk", sender="alice", recipient="bob",
+                                       conversation=f"group:{GROUP}")
     with pytest.raises(DecryptError, match="is for carol"):
-        open_sender_key(PairwiseCipher(BOB, "alice", ALICE.public_keys()), body, message_id="sk",
-                        group=GROUP)
+        open_sender_key(channel(BOB, ALICE), body, message_id="sk", group=GROUP)
 
 
 def test_new_member_cannot_read_messages_from_before_joining() -> None:
