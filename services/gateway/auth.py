@@ -108,9 +108,14 @@ class Authenticator:
             registered_key=registered,
             seen_nonce=self.seen_nonce,
         )
-        verify_public_keys(request.keys, user=user)
-        if in_directory is None:
+        verify_public_keys(request.keys, user=user)  # the prekey too, if there is one
+        registered_now = in_directory is None
+        if registered_now:
             await self._register(request, pinned=bool(pinned))  # first login (a pinned key is registered too)
+        first_prekey = request.keys.HasField("prekey") and await self._publish_prekey(request)
+        if registered_now or first_prekey:  # peers waiting to write to this user may now
+            update = pb.Message(kind=pb.KEY_UPDATE, sender=user, id=fingerprint(request.keys.identity_key)[:32])
+            await self.redis.spublish(BROADCAST_CHANNEL, update.SerializeToString())
         await self.directory_fingerprint.invalidate(user)
         token, expires_at_us = self.tokens.issue(user, request.keys.identity_key)
         log.info("login of %s with key %s", user, fingerprint(request.keys.identity_key)[:16])
@@ -204,8 +209,13 @@ class Authenticator:
             raise
         if outcome is Outcome.ACCEPTED:
             log.info("enrolment code of %s used", user)
-        update = pb.Message(kind=pb.KEY_UPDATE, sender=request.user, id=fingerprint(request.keys.identity_key)[:32])
-        await self.redis.spublish(BROADCAST_CHANNEL, update.SerializeToString())
+
+    async def _publish_prekey(self, request: pb.LoginRequest) -> bool:
+        """Every login carries the client's current prekey: store it (True if the user had none)."""
+        ack = await self.presence.PutPrekey(
+            pb.PublicKeys(user=request.user, prekey=request.keys.prekey), timeout=self.timeout
+        )
+        return bool(ack.first)
 
 
 ACCESS = "__spartan_access__"  # "public" or "authenticated": set by the decorators below

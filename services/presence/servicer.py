@@ -16,6 +16,7 @@ import grpc
 from services.presence.groups import GroupStore
 from services.presence.store import PresenceStore
 from spartan.config import Config
+from spartan.crypto.identity import verify_prekey
 from spartan.delivery_log import DeliveryLog
 from spartan.enrolment import EnrolmentCodes
 from spartan.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
@@ -117,6 +118,18 @@ class PresenceServicer(rpc.PresenceServicer):
         if keys is None:
             raise NotFound(f"{user} has not registered keys yet (they have never logged in)")
         return keys
+
+    @unary(SERVICE)
+    async def PutPrekey(self, request: pb.PublicKeys, context: grpc.aio.ServicerContext) -> pb.PrekeyAck:
+        """Replace a user's prekey once its signature checks against the registered identity key."""
+        user = check_user(request.user, self.users)
+        keys = await self.store.get_keys(user)
+        if keys is None:
+            raise NotFound(f"{user} has not registered keys yet, so no prekey of theirs can be checked")
+        if not request.HasField("prekey"):
+            raise InvalidArgument("PutPrekey needs a prekey")
+        verify_prekey(request.prekey, user=user, identity_key=keys.identity_key)
+        return pb.PrekeyAck(first=await self.store.put_prekey(user, request.prekey))
 
     @unary(SERVICE)
     async def ResetKeys(self, request: pb.UserRef, context: grpc.aio.ServicerContext) -> pb.EnrolmentCode:

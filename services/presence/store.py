@@ -4,7 +4,10 @@ Leases live in one sorted set scored by expiry taken from Redis `TIME`, so every
 presence replica agrees on who is online and a user whose gateway died drops out
 when its lease runs out. Pending chat requests are a hash per recipient, so a user
 who was offline sees them when they connect. Public keys are a hash user -> the
-serialized `PublicKeys`, written with HSETNX: the first registration wins.
+serialized `PublicKeys`, written with HSETNX: the first registration wins. Each
+user's current signed prekey is a second hash (user -> serialized `SignedPrekey`),
+replaced whenever its owner publishes a new one and merged into what `get_keys`
+answers.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from spartan.v1 import pb
 
 LEASES = "sp:p:leases"
 KEYS = "sp:p:keys"
+PREKEYS = "sp:p:prekeys"
 
 
 def requests_key(user: str) -> str:
@@ -58,13 +62,31 @@ class PresenceStore:
         return sorted(text(name) for name in await self.redis.hkeys(requests_key(recipient)))
 
     async def put_keys(self, keys: pb.PublicKeys) -> pb.PublicKeys:
-        """Register keys unless the user has some already; returns what is registered."""
-        await self.redis.hsetnx(KEYS, keys.user, keys.SerializeToString())
+        """Register keys unless the user has some already; returns what is registered.
+
+        The prekey, if the registration carries one, is not part of it: it is replaced daily (`put_prekey`).
+        """
+        registered = pb.PublicKeys()
+        registered.CopyFrom(keys)
+        registered.ClearField("prekey")
+        await self.redis.hsetnx(KEYS, keys.user, registered.SerializeToString())
         return await self.get_keys(keys.user) or keys
 
     async def get_keys(self, user: str) -> pb.PublicKeys | None:
-        raw = await self.redis.hget(KEYS, user)
-        return pb.PublicKeys.FromString(cast(bytes, raw)) if raw else None
+        """The registered keys with the user's current prekey, if they published one."""
+        raw, prekey = await self.redis.hget(KEYS, user), await self.redis.hget(PREKEYS, user)
+        if not raw:
+            return None
+        keys = pb.PublicKeys.FromString(cast(bytes, raw))
+        if prekey:
+            keys.prekey.ParseFromString(cast(bytes, prekey))
+        return keys
+
+    async def put_prekey(self, user: str, prekey: pb.SignedPrekey) -> bool:
+        """Replace the user's prekey (the caller checked its signature); True if they had none before."""
+        return bool(await self.redis.hset(PREKEYS, user, prekey.SerializeToString()))
 
     async def reset_keys(self, user: str) -> bool:
-        return bool(await self.redis.hdel(KEYS, user))
+        removed = bool(await self.redis.hdel(KEYS, user))
+        await self.redis.hdel(PREKEYS, user)
+        return removed
