@@ -26,13 +26,14 @@ from spartan import naming
 from spartan.client.acks import Acknowledger
 from spartan.client.api import GatewayApi
 from spartan.client.connection import Connection
-from spartan.client.e2e import FORGED, UNACCEPTED, ClientCrypto, Complaints
+from spartan.client.e2e import EXPIRED, FORGED, UNACCEPTED, ClientCrypto, Complaints
 from spartan.client.explain import action_failed, is_retryable, stream_notice
 from spartan.client.group_chat import GroupChatView
 from spartan.client.groups import ClientGroups
 from spartan.client.outgoing import Outgoing
 from spartan.client.state import HELD_KEPT, ClientState
 from spartan.client.terminal import InteractiveTerminal, PipedTerminal
+from spartan.crypto.prekeys import WINDOW_DAYS
 from spartan.crypto.sender_keys import max_plaintext_bytes
 from spartan.errors import InvalidArgument, SpartanError
 from spartan.read_positions import ReadPositions
@@ -355,6 +356,12 @@ class Chat:
                 f"A message signed with {sender}'s new key, which you have not accepted, is not shown as "
                 f"from {sender}{more}. Compare safety numbers (/verify {sender}), then /accept-key {sender} "
                 "to see it."
+            )
+        elif opened.problem == EXPIRED:
+            self.notice(
+                f"A message from {sender} can no longer be read{more}: the key it was sealed to is not on this "
+                f"device (deleted after {WINDOW_DAYS} days for forward secrecy, or made by another device "
+                "with your key file)."
             )
         else:
             assert opened.problem == FORGED

@@ -33,6 +33,7 @@ from spartan.client.terminal import open_terminal
 from spartan.config import Config, ConfigError, TlsConfig, load_config
 from spartan.crypto.keystore import KeyStoreError, key_path, load_or_create
 from spartan.crypto.pins import PinStore
+from spartan.crypto.prekeys import OwnPrekeys, prekeys_path
 from spartan.errors import SpartanError
 from spartan.program import argument_parser
 from spartan.rpc.credentials import explain_connect_error
@@ -132,7 +133,8 @@ async def run(args: argparse.Namespace) -> int:
     if args.ca and not Path(args.ca).is_file():
         print(say(f"The CA certificate {args.ca} does not exist."), file=sys.stderr)
         return 2
-    conn = Connection(addresses, identity, tls, args.enrolment_code, server_name=args.server_name)
+    prekeys = OwnPrekeys.for_user(identity, args.key_dir)
+    conn = Connection(addresses, identity, tls, args.enrolment_code, server_name=args.server_name, prekeys=prekeys)
     try:
         await conn.open()
     except SpartanError as exc:
@@ -151,7 +153,7 @@ async def run(args: argparse.Namespace) -> int:
             print(say(f"Hint: {hint}."), file=sys.stderr)
         return 1
     crypto = ClientCrypto(
-        identity, PinStore(args.user, args.key_dir), GatewayApi(conn).keys_of, lambda t: chat.notice(t)
+        identity, PinStore(args.user, args.key_dir), GatewayApi(conn).keys_of, lambda t: chat.notice(t), prekeys
     )
     state = ClientState.for_user(args.user, args.key_dir)
     chat = Chat(conn, terminal, crypto, config.gateway.max_message_bytes if config else 65536, state)
@@ -216,6 +218,9 @@ def forget_new_key(user: str, directory: str | None, created: bool) -> None:
     """A key made just now for a name the server does not know is useless: do not leave it behind."""
     if created:
         key_path(user, directory).unlink(missing_ok=True)
+        path = prekeys_path(user, directory)
+        for made in (path, path.with_name(path.name + ".lock")):
+            made.unlink(missing_ok=True)
 
 
 def main(argv: list[str] | None = None) -> None:

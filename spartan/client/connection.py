@@ -22,6 +22,7 @@ import grpc
 from spartan.client.backoff import Backoff
 from spartan.config import TlsConfig
 from spartan.crypto.identity import Identity
+from spartan.crypto.prekeys import OwnPrekeys
 from spartan.crypto.tokens import login_transcript
 from spartan.errors import from_rpc_error
 from spartan.rpc.credentials import open_channel
@@ -53,7 +54,9 @@ class Connection:
         enrolment_code: str = "",
         *,
         server_name: str = "",
+        prekeys: OwnPrekeys | None = None,
     ) -> None:
+        """`prekeys`: every login publishes the current one (a new one is made daily)."""
         if not addresses:
             raise ValueError("at least one server address is needed")
         self.addresses = list(addresses)
@@ -62,6 +65,7 @@ class Connection:
         self.tls = tls
         self.server_name = server_name  # the name to expect in the gateways' TLS certificate, if not the host
         self.enrolment_code = enrolment_code
+        self.prekeys = prekeys
         self.index = 0
         self.generation = 0  # bumps on every failover, so concurrent callers fail over once
         self.channel: grpc.aio.Channel | None = None
@@ -113,6 +117,8 @@ class Connection:
         assert self.stub is not None
         challenge = await self.stub.GetChallenge(pb.ChallengeRequest(user=self.user), timeout=CALL_TIMEOUT_SECONDS)
         keys = self.identity.public_keys()
+        if self.prekeys is not None:
+            keys.prekey.CopyFrom(self.prekeys.current())
         transcript = login_transcript(challenge.deployment_id, self.user, challenge.nonce, keys.identity_key)
         signature = self.identity.sign(transcript)
         session = await self.stub.Login(

@@ -24,8 +24,9 @@ import grpc
 
 from spartan.crypto import DecryptError
 from spartan.crypto.identity import Identity, verify_public_keys
-from spartan.crypto.pairwise import PairwiseCipher, PairwiseCiphers
+from spartan.crypto.pairwise import KeyDeleted, PairwiseCipher, PairwiseCiphers
 from spartan.crypto.pins import PinResult, PinStore
+from spartan.crypto.prekeys import ROTATE_SECONDS, OwnPrekeys
 from spartan.crypto.safety import safety_number
 from spartan.errors import InvalidArgument, SpartanError
 from spartan.naming import dm_conversation
@@ -35,11 +36,19 @@ FetchKeys = Callable[[str], Awaitable[pb.PublicKeys]]
 Warn = Callable[[str], None]
 
 REFETCH_SECONDS = 30.0  # server-prompted re-fetches of a peer's keys: at most one per this long
-OK, UNACCEPTED, FORGED = "", "unaccepted", "forged"
+OK, UNACCEPTED, FORGED, EXPIRED = "", "unaccepted", "forged", "expired"
 
 
 class PeerHasNoKeys(Exception):
     """The peer never logged in, so there is no key to encrypt to yet."""
+
+
+class NoPrekey(PeerHasNoKeys):
+    """The peer has not logged in since prekeys exist (or the server withholds theirs): nothing can be sealed yet.
+
+    Never a reason to fall back to the static key: that would let a server strip
+    prekeys from the directory to take forward secrecy away.
+    """
 
 
 class KeyNotAccepted(PeerHasNoKeys):
@@ -52,7 +61,8 @@ class KeyNotAccepted(PeerHasNoKeys):
 
 @dataclass(frozen=True)
 class Opened:
-    """A 1:1 message opened: `text`, or None with why (UNACCEPTED: under an offered key; FORGED: any failure)."""
+    """A 1:1 message opened: `text`, or None with why (UNACCEPTED: under an offered key; EXPIRED: sealed to
+    a prekey this device deleted; FORGED: any other failure)."""
 
     text: str | None
     problem: str = OK
@@ -65,16 +75,21 @@ class ClientCrypto:
         pins: PinStore,
         fetch_keys: FetchKeys,
         warn: Warn,
+        prekeys: OwnPrekeys | None = None,
         *,
         clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
+        """`prekeys`: mine, to seal my own copies to and open what was sealed to me (None: in memory only)."""
         self.identity = identity
         self.user = identity.user
         self.pins = pins
         self.fetch_keys = fetch_keys
         self.warn = warn
         self.clock = clock
-        self.ciphers = PairwiseCiphers(identity)
+        self.wall_clock = wall_clock
+        self.prekeys = prekeys or OwnPrekeys(identity, clock=wall_clock)
+        self.ciphers = PairwiseCiphers(identity, self.prekeys)
         self.keys: dict[str, pb.PublicKeys] = {}  # accepted (pinned) keys per peer
         self.offered: dict[str, pb.PublicKeys] = {}  # changed keys waiting for the user's decision
         self.shown: dict[str, bytes] = {}  # the identity key whose safety number /verify showed, per peer
@@ -197,8 +212,22 @@ class ClientCrypto:
         return safety_number(self.user, self.identity.identity_key, peer, identity_key)
 
     # -------------------------------------------------------------- messages
+    async def cipher_for(self, peer: str) -> PairwiseCipher:
+        """The cipher sealing to `peer`'s current prekey; one older than a day is re-fetched first (when due).
+
+        Raises `PeerHasNoKeys`, `KeyNotAccepted` or `NoPrekey`.
+        """
+        keys = await self.peer_keys(peer)
+        if keys.HasField("prekey") and self.wall_clock() - keys.prekey.created_at_s >= ROTATE_SECONDS:
+            self.stale.add(peer)  # still usable (its owner keeps it 30 days after replacing it)
+            keys = await self.peer_keys(peer)
+        if not keys.HasField("prekey"):
+            self.stale.add(peer)
+            raise NoPrekey(peer)
+        return self.ciphers.get(peer, keys)
+
     async def seal(self, peer: str, text: str, message_id: str) -> bytes:
-        cipher = self.ciphers.get(peer, await self.peer_keys(peer))
+        cipher = await self.cipher_for(peer)
         return cipher.encrypt(
             text.encode("utf-8"),
             message_id=message_id,
@@ -227,19 +256,30 @@ class ClientCrypto:
                 keys = self.keys[peer]  # the pinned keys, restored: a change waits, they still open
             except PeerHasNoKeys:
                 return Opened(None, FORGED)
-            text = self._try_open(self.ciphers.get(peer, keys), message)
+            try:
+                text = self._try_open(self.ciphers.get(peer, keys), message)
+            except KeyDeleted:
+                return Opened(None, EXPIRED)
             if text is not None:
                 return Opened(text)
             self.stale.add(peer)
             if attempt == 2 or not self._due(peer):
                 break
         offered = self.offered.get(peer)
-        if offered is not None and self._try_open(PairwiseCipher(self.identity, peer, offered), message) is not None:
+        if offered is not None and self._opens(PairwiseCipher(self.identity, peer, offered, self.prekeys), message):
             return Opened(None, UNACCEPTED)
         return Opened(None, FORGED)
 
+    @classmethod
+    def _opens(cls, cipher: PairwiseCipher, message: pb.Message) -> bool:
+        try:
+            return cls._try_open(cipher, message) is not None
+        except KeyDeleted:
+            return False
+
     @staticmethod
     def _try_open(cipher: PairwiseCipher, message: pb.Message) -> str | None:
+        """The text, or None if the message fails its checks; raises `KeyDeleted` (signature checked first)."""
         try:
             return cipher.decrypt(
                 message.body,
@@ -248,6 +288,8 @@ class ClientCrypto:
                 recipient=message.recipient,
                 conversation=message.conversation,
             ).decode("utf-8")
+        except KeyDeleted:
+            raise
         except (DecryptError, UnicodeDecodeError):
             return None
 

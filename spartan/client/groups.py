@@ -49,6 +49,8 @@ from spartan.crypto.membership import (
     sign_change,
     start,
 )
+from spartan.crypto.pairwise import KeyDeleted
+from spartan.crypto.prekeys import WINDOW_DAYS
 from spartan.crypto.sender_keys import (
     MembershipView,
     SenderKey,
@@ -85,7 +87,7 @@ class ClientGroups:
         self.api = api
         self.warn = warn  # also shows each verified change: "bob added eve to group1."
         self.state = state if state is not None else ClientState()
-        self.ring = SenderKeyRing(self.me)
+        self.ring = SenderKeyRing(self.me, clock=crypto.wall_clock)  # own keys are replaced daily
         self.info: dict[str, pb.GroupInfo] = {}  # newest membership the server listed per group
         self.heads: dict[str, Head] = {
             group: Head(group, version, bytes.fromhex(digest), frozenset(members))
@@ -236,7 +238,7 @@ class ClientGroups:
         missing: set[str] = set()
         for member in recipients:
             try:
-                cipher = self.crypto.ciphers.get(member, await self.crypto.peer_keys(member))
+                cipher = await self.crypto.cipher_for(member)
             except PeerHasNoKeys:
                 missing.add(member)  # sent when their key shows up (KEY_UPDATE)
                 continue
@@ -279,6 +281,12 @@ class ClientGroups:
         try:
             cipher = self.crypto.ciphers.get(sender, await self.crypto.peer_keys(sender))
             key = open_sender_key(cipher, message.body, message_id=message.id, group=group)
+        except KeyDeleted:
+            self.warn(
+                f"A key from {sender} for {group} cannot be opened: the prekey it was sealed to is not on this "
+                f"device (deleted after {WINDOW_DAYS} days for forward secrecy, or made by another device)."
+            )
+            return False
         except (DecryptError, PeerHasNoKeys):
             self.warn(f"A key from {sender} for {group} could not be verified and was ignored.")
             return False

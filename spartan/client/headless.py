@@ -31,6 +31,7 @@ from spartan.client.state import ClientState
 from spartan.config import TlsConfig
 from spartan.crypto.keystore import Passphrase, load_or_create
 from spartan.crypto.pins import PinStore
+from spartan.crypto.prekeys import OwnPrekeys
 from spartan.read_positions import START, ReadPositions
 from spartan.v1 import pb
 
@@ -55,17 +56,22 @@ class HeadlessClient:
         persist: bool = False,
         on_chat: Callable[[Received], None] | None = None,
         passphrase: Passphrase | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         """`on_chat` is called for each new chat message as it is recorded (before its position is kept);
         `passphrase` is asked for the key file's passphrase if the file is protected (`KeyStoreError` if
-        it is protected and none is given, or the passphrase is wrong)."""
+        it is protected and none is given, or the passphrase is wrong); `clock` (Unix seconds) decides when the
+        client's prekeys are replaced and deleted and how old a peer's prekey is."""
         identity, _ = load_or_create(user, key_dir, passphrase=passphrase)
         self.user = user
-        self.conn = Connection(addresses, identity, tls or TlsConfig())
+        self.prekeys = OwnPrekeys.for_user(identity, key_dir, clock=clock)
+        self.conn = Connection(addresses, identity, tls or TlsConfig(), prekeys=self.prekeys)
         self.api = GatewayApi(self.conn)
         self.encrypt = encrypt
         self.notices: list[str] = []
-        self.crypto = ClientCrypto(identity, PinStore(user, key_dir), self.api.keys_of, self.notices.append)
+        self.crypto = ClientCrypto(
+            identity, PinStore(user, key_dir), self.api.keys_of, self.notices.append, self.prekeys, wall_clock=clock
+        )
         self.received: list[Received] = []
         self.events: list[pb.Message] = []  # everything that is not a chat message
         self.state = ClientState.for_user(user, key_dir) if persist else ClientState()

@@ -21,6 +21,7 @@ from Crypto.Cipher import AES
 from redis.asyncio import Redis
 
 from services.presence.store import KEYS as KEY_DIRECTORY
+from services.presence.store import PREKEYS
 from spartan import naming
 from spartan.client.e2e import REFETCH_SECONDS
 from spartan.client.state import HELD_KEPT
@@ -28,13 +29,14 @@ from spartan.crypto.identity import Identity
 from spartan.crypto.keystore import load_or_create
 from spartan.crypto.padding import pad
 from spartan.crypto.pairwise import (
-    ENVELOPE_VERSION,
+    STATIC_ENVELOPE_VERSION,
     PairwiseCipher,
     associated_data,
     derive_pairwise_key,
     signed_transcript,
 )
 from spartan.crypto.pins import PinStore
+from spartan.crypto.prekeys import OwnPrekeys
 from spartan.crypto.safety import format_rows, safety_number
 from spartan.crypto.sender_keys import decrypt_group, open_sender_key
 from spartan.v1 import pb
@@ -68,20 +70,55 @@ class Cli(PipedCli):
         raise AssertionError(f"no status line with {text!r}; got {self.errors}")
 
 
-def swap_keys(url: str, impostor: Identity) -> None:
-    """The server's move: put its own (validly self-signed) keys for impostor.user into the directory."""
+class Impostor:
+    """The server posing as a user: its own identity and prekeys, validly self-signed."""
+
+    def __init__(self, user: str) -> None:
+        self.identity = Identity.generate(user)
+        self.identity_key = self.identity.identity_key
+        self.prekeys = OwnPrekeys(self.identity)
+
+    def public_keys(self) -> pb.PublicKeys:
+        keys = self.identity.public_keys()
+        keys.prekey.CopyFrom(self.prekeys.current())
+        return keys
+
+    def cipher(self, peer: str, peer_keys: pb.PublicKeys) -> PairwiseCipher:
+        return PairwiseCipher(self.identity, peer, peer_keys, self.prekeys)
+
+
+def swap_keys(url: str, impostor: Impostor) -> None:
+    """The server's move: put its own keys and prekey for the impostor's user into the directory."""
     put_keys(url, impostor.public_keys())
 
 
 def put_keys(url: str, keys: pb.PublicKeys) -> None:
+    """Write `keys` into the directory as presence keeps them: the prekey (if any) in its own hash."""
+    registered = pb.PublicKeys()
+    registered.CopyFrom(keys)
+    registered.ClearField("prekey")
     client = redis_sync.Redis.from_url(url)
     try:
-        client.hset(KEY_DIRECTORY, keys.user, keys.SerializeToString())
+        client.hset(KEY_DIRECTORY, keys.user, registered.SerializeToString())
+        if keys.HasField("prekey"):
+            client.hset(PREKEYS, keys.user, keys.prekey.SerializeToString())
     finally:
         client.close()
 
 
 def directory_keys(url: str, user: str) -> pb.PublicKeys:
+    """The user's registered keys with their current prekey, as the directory answers them."""
+    client = redis_sync.Redis.from_url(url)
+    try:
+        keys = pb.PublicKeys.FromString(client.hget(KEY_DIRECTORY, user))
+        keys.prekey.ParseFromString(client.hget(PREKEYS, user))
+        return keys
+    finally:
+        client.close()
+
+
+def registered_keys(url: str, user: str) -> pb.PublicKeys:
+    """The user's registered keys alone (the directory's first hash)."""
     client = redis_sync.Redis.from_url(url)
     try:
         return pb.PublicKeys.FromString(client.hget(KEY_DIRECTORY, user))
@@ -141,7 +178,7 @@ async def test_a_swapped_key_stops_sending_until_the_user_accepts_it(stack_facto
         await wait_until(lambda: len(stored_messages(stack.redis.url, DM)) == 1)
         me = load_or_create("alice", keys)[0]
 
-        impostor = Identity.generate("bob")
+        impostor = Impostor("bob")
         swap_keys(stack.redis.url, impostor)
         publish(stack.redis.url, "alice", key_update("bob"))
         warning = alice.read_until("security key has changed")[-1]
@@ -155,7 +192,7 @@ async def test_a_swapped_key_stops_sending_until_the_user_accepts_it(stack_facto
         assert len(stored_messages(stack.redis.url, DM)) == 1  # nothing was encrypted to the swapped key
 
         # What the impostor sends under the unaccepted key is not shown as bob's (said once for a burst).
-        impostor_cipher = PairwiseCipher(impostor, "alice", me.public_keys())
+        impostor_cipher = impostor.cipher("alice", directory_keys(stack.redis.url, "alice"))
         burst = forged_chats(impostor_cipher, ["impostor speaking as bob"] * 3, "m-impostor")
         marker = pb.Message(id=uuid.uuid4().hex, kind=pb.CHAT_DECLINE, sender="charlie", recipient="alice")
         publish(stack.redis.url, "alice", *burst, marker)
@@ -174,7 +211,7 @@ async def test_a_swapped_key_stops_sending_until_the_user_accepts_it(stack_facto
         assert shown_after == ["[bob] impostor speaking as bob"] * 3
         await wait_until(lambda: len(stored_messages(stack.redis.url, DM)) == 2)
         sent = stored_messages(stack.redis.url, DM)[-1]
-        opened = PairwiseCipher(impostor, "alice", me.public_keys()).decrypt(
+        opened = impostor.cipher("alice", me.public_keys()).decrypt(
             sent.body, message_id=sent.id, sender="alice", recipient="bob", conversation=DM)
         assert opened == b"typed after the swap"  # it went only once the user accepted that key
         assert PinStore("alice", keys).pinned_key("bob") == impostor.identity_key
@@ -191,13 +228,12 @@ async def test_held_messages_past_the_bound_are_dropped_oldest_first_and_said(st
         alice.open_chat("bob")
         alice.type("/verify bob")  # pins bob's real key
         alice.read_until("Safety number with bob")
-        me = load_or_create("alice", keys)[0]
-        impostor = Identity.generate("bob")
+        impostor = Impostor("bob")
         swap_keys(stack.redis.url, impostor)
         publish(stack.redis.url, "alice", key_update("bob"))
         alice.read_until("security key has changed")
 
-        cipher = PairwiseCipher(impostor, "alice", me.public_keys())
+        cipher = impostor.cipher("alice", directory_keys(stack.redis.url, "alice"))
         burst = forged_chats(cipher, [f"held {i}" for i in range(HELD_KEPT + 2)], "m-held")
         marker = pb.Message(id=uuid.uuid4().hex, kind=pb.CHAT_DECLINE, sender="charlie", recipient="alice")
         publish(stack.redis.url, "alice", *burst, marker)
@@ -230,7 +266,7 @@ async def test_a_swapped_key_gets_no_group_key_until_accepted(stack_factory, cli
         alice.read_until("User list")
         alice.type("/verify bob")  # pins bob's real key
         alice.read_until("Safety number with bob")
-        impostor = Identity.generate("bob")
+        impostor = Impostor("bob")
         swap_keys(stack.redis.url, impostor)
         publish(stack.redis.url, "alice", key_update("bob"))
         alice.read_until("security key has changed")
@@ -240,8 +276,7 @@ async def test_a_swapped_key_gets_no_group_key_until_accepted(stack_factory, cli
         alice.type("hello group")
         said = (await charlie.wait_for(1))[0]
         assert said.text == "hello group"  # alice's sender key went out, to charlie
-        alice_keys = load_or_create("alice", keys)[0].public_keys()
-        impostor_cipher = PairwiseCipher(impostor, "alice", alice_keys)
+        impostor_cipher = impostor.cipher("alice", directory_keys(stack.redis.url, "alice"))
 
         async def keys_for_bob(timeout: float) -> list[pb.Message]:
             found: list[pb.Message] = []
@@ -260,7 +295,8 @@ async def test_a_swapped_key_gets_no_group_key_until_accepted(stack_factory, cli
         sent = await keys_for_bob(5.0)
         assert len(sent) == 1
         key = open_sender_key(impostor_cipher, sent[0].body, message_id=sent[0].id, group="group1")
-        assert decrypt_group(said.message.body, sender_identity_key=alice_keys.identity_key, sender_key=key,
+        alice_key = load_or_create("alice", keys)[0].identity_key
+        assert decrypt_group(said.message.body, sender_identity_key=alice_key, sender_key=key,
                              message_id=said.message.id, group="group1") == b"hello group"
     finally:
         assert alice.quit() == 0
@@ -286,7 +322,7 @@ async def test_verify_ok_marks_only_the_number_it_showed(stack_factory, client_f
         alice.read_until("Safety number with bob (not verified yet)")
         shown = [alice.read_until("[Spartan]     ")[-1] for _ in range(3)]
         assert shown == number_rows(safety_number("alice", me.identity_key, "bob", real_bob))
-        impostor = Identity.generate("bob")
+        impostor = Impostor("bob")
         swap_keys(stack.redis.url, impostor)
         alice.type("/verify bob ok")
         alice.read_until("bob is now marked as verified (the number /verify bob showed you).")
@@ -367,15 +403,17 @@ async def test_after_a_restart_with_a_change_waiting_the_pinned_key_still_opens_
     await alice.send("bob", "pinning bob")
     await bob.wait_for(1)
     await alice.close()
-    impostor = Identity.generate("bob")
+    impostor = Impostor("bob")
     swap_keys(stack.redis.url, impostor)
     restarted = await client_factory("alice", [stack.address(1)])
-    alice_keys = load_or_create("alice", keys)[0].public_keys()
+    alice_keys = directory_keys(stack.redis.url, "alice")
     real_bob = load_or_create("bob", keys)[0]
+    real_cipher = PairwiseCipher(real_bob, "alice", alice_keys, OwnPrekeys.for_user(real_bob, keys))
     messages = []
-    for sender, text in ((real_bob, "signed with the pinned key"), (impostor, "signed with the swapped key")):
+    for cipher, text in ((real_cipher, "signed with the pinned key"),
+                         (impostor.cipher("alice", alice_keys), "signed with the swapped key")):
         message_id = uuid.uuid4().hex
-        body = PairwiseCipher(sender, "alice", alice_keys).encrypt(
+        body = cipher.encrypt(
             text.encode(), message_id=message_id, sender="bob", recipient="alice", conversation=DM)
         messages.append(chat_from("bob", "alice", body, message_id))
     publish(stack.redis.url, "alice", *messages)
@@ -392,7 +430,7 @@ async def test_directory_keys_that_fail_their_checks_are_refused_and_the_pinned_
     alice = await client_factory("alice", [stack.address(1)])
     await alice.send("bob", "hello")
     await bob.wait_for(1)
-    forged = directory_keys(stack.redis.url, "bob")
+    forged = registered_keys(stack.redis.url, "bob")
     forged.agreement_key = Identity.generate("bob").agreement_key  # not signed by bob's identity key
     put_keys(stack.redis.url, forged)
     publish(stack.redis.url, "alice", key_update("bob"))
@@ -415,7 +453,7 @@ def forge_with_stolen_key(stolen: Identity, peer_keys: pb.PublicKeys, text: str)
     cipher = AES.new(derive_pairwise_key(stolen, "bob", peer_keys), AES.MODE_GCM, nonce=nonce, mac_len=16)
     cipher.update(associated_data(**route))
     ciphertext, tag = cipher.encrypt_and_digest(pad(text.encode()))
-    sealed = bytes((ENVELOPE_VERSION,)) + nonce + ciphertext + tag
+    sealed = bytes((STATIC_ENVELOPE_VERSION,)) + nonce + ciphertext + tag  # the static key: the file derives it
     return chat_from("bob", "alice", sealed + stolen.sign(signed_transcript(associated_data(**route), sealed)),
                      message_id)
 
@@ -454,7 +492,7 @@ async def test_a_replayed_message_is_dropped_after_a_client_restart(stack_factor
     original = stored_messages(stack.redis.url, DM)[-1]
     replay = chat_from("bob", "alice", original.body, original.id)  # the old envelope, as a new delivery
     me = load_or_create("alice", keys)[0]
-    assert PairwiseCipher(me, "bob", directory_keys(stack.redis.url, "bob")).decrypt(
+    assert PairwiseCipher(me, "bob", directory_keys(stack.redis.url, "bob"), OwnPrekeys.for_user(me, keys)).decrypt(
         replay.body, message_id=replay.id, sender="bob", recipient="alice", conversation=DM) == b"the original words"
 
     restarted = Cli("alice", stack, keys)

@@ -26,6 +26,6 @@ async def test_the_longest_accepted_text_is_delivered_and_one_byte_more_is_refus
     assert sorted(r.text for r in received if r.text) == ["y" * LONGEST, "z" * LONGEST]
 
     with pytest.raises(SpartanError) as refused:
-        await alice.send_group("big-lines", "z" * (LONGEST + 1))  # the group envelope is the larger one
+        await alice.send("bob", "y" * (LONGEST + 1))  # the 1:1 envelope (sealed to two prekeys) is the larger one
     assert refused.value.code == grpc.StatusCode.INVALID_ARGUMENT
     assert refused.value.message.endswith(f"the maximum is {BODY_LIMIT} bytes")

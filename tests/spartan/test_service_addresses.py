@@ -47,10 +47,10 @@ def test_only_calls_the_proto_marks_safe_are_retried_and_calls_are_balanced_roun
         [method_config] = config["methodConfig"]
         assert method_config["retryPolicy"]["retryableStatusCodes"] == ["UNAVAILABLE"]
     retried = {name["method"] for name in json.loads(service_config(PRESENCE))["methodConfig"][0]["name"]}
-    # Reads and leases (a set member with a deadline) may run twice; a chat request, a key registration,
-    # a reset or a group change must not, so they are not retried.
+    # Reads, leases (a set member with a deadline) and a prekey (the same value written again) may run twice;
+    # a chat request, a key registration, a reset or a group change must not, so they are not retried.
     assert retried == {"Connect", "Renew", "Disconnect", "ListUsers", "GroupsOf", "PendingRequests", "GetKeys",
-                       "GetGroup"}
+                       "GetGroup", "PutPrekey"}
     assert {name["method"] for name in json.loads(service_config(HISTORY))["methodConfig"][0]["name"]} == {"Read"}
 
 

@@ -71,7 +71,10 @@ class PipedCli:
 
 
 def copy_identity(user: str, source: Path, target: Path) -> None:
-    """The same identity in another folder (its own pins file), as on a second device."""
+    """The same identity and prekeys in another folder (its own pins file), as on a second device
+    (docs/SECURITY.md: a second device needs the key file and the prekeys file)."""
     target.mkdir(mode=0o700, parents=True, exist_ok=True)
-    shutil.copy(source / f"{user}.json", target / f"{user}.json")
-    os.chmod(target / f"{user}.json", 0o600)
+    for name in (f"{user}.json", f"{user}.prekeys.json"):
+        if (source / name).exists():
+            shutil.copy(source / name, target / name)
+            os.chmod(target / name, 0o600)

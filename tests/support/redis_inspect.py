@@ -51,6 +51,15 @@ def stored_messages(url: str, conversation: str) -> list[pb.Message]:
         client.close()
 
 
+def delivered_messages(url: str, conversation: str) -> list[pb.Message]:
+    """What the delivery log keeps of `conversation` (the messages not yet acknowledged by every reader)."""
+    client = redis_sync.Redis.from_url(url)
+    try:
+        return [pb.Message.FromString(raw) for raw in client.lrange(delivery_keys(conversation)[1], 0, -1)]
+    finally:
+        client.close()
+
+
 def flip_stored_body(url: str, conversation: str, index: int) -> pb.Message:
     """Flip one bit in the ciphertext of a stored entry, in place, in both stores that keep it
     (the recent-history cache and the delivery log); returns the altered history entry."""

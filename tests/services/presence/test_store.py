@@ -5,7 +5,8 @@ TIME plus its TTL; a renewal moves the expiry forward; an expired lease drops ou
 online list and out of Redis; a user stays online while any one of their sessions (on any
 gateway) holds a lease and goes offline when the last is dropped; chat requests are kept per
 recipient, listed sorted, once per requester, and taken once; the first key registration
-wins, a reset removes it once, and after a reset the next registration wins.
+wins, a reset removes it once, and after a reset the next registration wins; the prekey is kept beside
+the keys, replaced on every publication and removed by a reset.
 """
 from __future__ import annotations
 
@@ -123,3 +124,21 @@ async def test_concurrent_first_registrations_agree_on_one_winner(redis: Redis) 
     registered = await store.get_keys("alice")
     assert registered is not None and registered in [keys("alice", tag) for tag in tags]
     assert all(answer == registered for answer in answers)
+
+
+async def test_the_prekey_is_kept_beside_the_registered_keys_replaced_when_published_and_reset_with_them(
+        redis: Redis) -> None:
+    store = PresenceStore(redis)
+    first, second = pb.SignedPrekey(id=1, key=b"p" * 32), pb.SignedPrekey(id=2, key=b"q" * 32)
+    registration = keys("alice", b"one")
+    registration.prekey.CopyFrom(first)  # a first login carries one
+    assert await store.put_keys(registration) == keys("alice", b"one")  # the registration itself holds none
+    assert await store.put_prekey("alice", first) is True  # the first: peers waiting may now write
+    assert (await store.get_keys("alice")).prekey == first
+    assert await store.put_prekey("alice", second) is False  # replaced, not added
+    assert (await store.get_keys("alice")).prekey == second
+    assert await store.get_keys("bob") is None
+
+    assert await store.reset_keys("alice") is True
+    await store.put_keys(keys("alice", b"two"))
+    assert not (await store.get_keys("alice")).HasField("prekey")  # the old identity's prekey went with it
