@@ -27,7 +27,7 @@ def metric(port: int, name: str) -> float:
                          ids=["same-clocks", "skewed-clocks"])
 @pytest.mark.on_cluster  # and on a Redis Cluster of 3 primaries and 3 replicas
 async def test_accepted_sends_stay_within_burst_plus_rate_times_window(stack_factory, client_factory, clocks) -> None:
-    """Between the first and the last accepted send, accepted = burst + rate*T, within one token.
+    """Between the first and the last accepted send, accepted = burst + rate*T, within a token or two.
 
     T is read off Redis' own clock (each accepted send's `sent_at_us`, taken by the script
     that stored it right after its token), so a loaded test machine cannot stretch it. The
@@ -63,7 +63,11 @@ async def test_accepted_sends_stay_within_burst_plus_rate_times_window(stack_fac
     window = (max(stored_at_us) - min(stored_at_us)) / 1e6  # Redis time, first to last accepted send
 
     assert window > SECONDS / 2, "the senders did not keep sending for the window"
-    assert BURST + RATE * window - 1 <= accepted <= BURST + RATE * window + 1
+    # One token may still be accruing at the end; and the first stamp is taken a moment after the first
+    # token (the append follows the bucket's script), which a loaded machine stretches by up to one token
+    # interval: so within one token below and two above. A limiter that the replicas did not share would
+    # accept about three times as many.
+    assert BURST + RATE * window - 1 <= accepted <= BURST + RATE * window + 2
     assert rejected > 0 and all(0 < r <= 1 / RATE + 0.01 for r in retry_after_seen)
 
     sent = sum(metric(stack.metrics_ports[f"gateway-{i}"], 'spartan_messages_sent_total{kind="chat"}')
