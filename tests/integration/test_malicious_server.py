@@ -1,169 +1,50 @@
-"""A malicious server against the client's end-to-end guarantees, with real processes.
+"""A malicious server against the client's key handling, with real processes.
 
-The tests act as the server (or whoever controls Redis) would: swap a user's keys
-in the key directory, publish forged KEY_UPDATE and chat messages into a user's
-pub/sub channel, forge a message "from bob" with alice's stolen key file, and replay
-an old envelope to a restarted client. Each attack is refused or made visible:
-a swapped key stops sending until the user accepts it, `/verify … ok` never marks a
-key the user was not shown, re-fetches happen on the client's schedule, forgeries
-are dropped with one line, and a replay after a restart is not shown.
+The tests act as the server (or whoever controls Redis) would: swap a user's keys in
+the key directory and publish forged KEY_UPDATE and chat messages into a user's pub/sub
+channel. Each attack is refused or made visible: a swapped key stops sending until the
+user accepts it, `/verify … ok` never marks a key the user was not shown, and re-fetches
+happen on the client's schedule. Forgery with a stolen key file and replays:
+test_forgery_and_replay.py.
 """
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 import uuid
 from pathlib import Path
 
-import redis as redis_sync
-from Crypto.Cipher import AES
 from redis.asyncio import Redis
 
-from services.presence.store import KEYS as KEY_DIRECTORY
-from services.presence.store import PREKEYS
 from spartan import naming
 from spartan.client.e2e import REFETCH_SECONDS
 from spartan.client.state import HELD_KEPT
 from spartan.crypto.identity import Identity
 from spartan.crypto.keystore import load_or_create
-from spartan.crypto.padding import pad
 from spartan.crypto.pairwise import (
-    STATIC_ENVELOPE_VERSION,
     PairwiseCipher,
-    associated_data,
-    derive_pairwise_key,
-    signed_transcript,
 )
 from spartan.crypto.pins import PinStore
 from spartan.crypto.prekeys import OwnPrekeys
-from spartan.crypto.safety import format_rows, safety_number
+from spartan.crypto.safety import safety_number
 from spartan.crypto.sender_keys import decrypt_group, open_sender_key
 from spartan.v1 import pb
-from tests.support.piped_cli import PipedCli
+from tests.support.malicious_server import (
+    DM,
+    Cli,
+    Impostor,
+    chat_from,
+    directory_keys,
+    forged_chats,
+    key_update,
+    number_rows,
+    publish,
+    put_keys,
+    registered_keys,
+    swap_keys,
+    wait_until,
+)
 from tests.support.redis_inspect import stored_messages
-from tests.support.stack import Stack
-
-DM = naming.dm_conversation("alice", "bob")
-
-
-class Cli(PipedCli):
-    """The piped CLI, also collecting standard error (where the send queue's status line goes)."""
-
-    def __init__(self, user: str, stack: Stack, key_dir: Path) -> None:
-        super().__init__(user, stack, key_dir, 1)
-        self.errors: list[str] = []
-        threading.Thread(target=self._pump_errors, daemon=True).start()
-
-    def _pump_errors(self) -> None:
-        assert self.process.stderr is not None
-        for line in self.process.stderr:
-            self.errors.append(line.rstrip("\n"))
-
-    def wait_error(self, text: str, timeout: float = 30.0) -> str:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            found = [line for line in self.errors if text in line]
-            if found:
-                return found[-1]
-            time.sleep(0.05)
-        raise AssertionError(f"no status line with {text!r}; got {self.errors}")
-
-
-class Impostor:
-    """The server posing as a user: its own identity and prekeys, validly self-signed."""
-
-    def __init__(self, user: str) -> None:
-        self.identity = Identity.generate(user)
-        self.identity_key = self.identity.identity_key
-        self.prekeys = OwnPrekeys(self.identity)
-
-    def public_keys(self) -> pb.PublicKeys:
-        keys = self.identity.public_keys()
-        keys.prekey.CopyFrom(self.prekeys.current())
-        return keys
-
-    def cipher(self, peer: str, peer_keys: pb.PublicKeys) -> PairwiseCipher:
-        return PairwiseCipher(self.identity, peer, peer_keys, self.prekeys)
-
-
-def swap_keys(url: str, impostor: Impostor) -> None:
-    """The server's move: put its own keys and prekey for the impostor's user into the directory."""
-    put_keys(url, impostor.public_keys())
-
-
-def put_keys(url: str, keys: pb.PublicKeys) -> None:
-    """Write `keys` into the directory as presence keeps them: the prekey (if any) in its own hash."""
-    registered = pb.PublicKeys()
-    registered.CopyFrom(keys)
-    registered.ClearField("prekey")
-    client = redis_sync.Redis.from_url(url)
-    try:
-        client.hset(KEY_DIRECTORY, keys.user, registered.SerializeToString())
-        if keys.HasField("prekey"):
-            client.hset(PREKEYS, keys.user, keys.prekey.SerializeToString())
-    finally:
-        client.close()
-
-
-def directory_keys(url: str, user: str) -> pb.PublicKeys:
-    """The user's registered keys with their current prekey, as the directory answers them."""
-    client = redis_sync.Redis.from_url(url)
-    try:
-        keys = pb.PublicKeys.FromString(client.hget(KEY_DIRECTORY, user))
-        keys.prekey.ParseFromString(client.hget(PREKEYS, user))
-        return keys
-    finally:
-        client.close()
-
-
-def registered_keys(url: str, user: str) -> pb.PublicKeys:
-    """The user's registered keys alone (the directory's first hash)."""
-    client = redis_sync.Redis.from_url(url)
-    try:
-        return pb.PublicKeys.FromString(client.hget(KEY_DIRECTORY, user))
-    finally:
-        client.close()
-
-
-def publish(url: str, user: str, *messages: pb.Message) -> None:
-    """Push messages straight into `user`'s pub/sub channel, as a compromised server can."""
-    client = redis_sync.Redis.from_url(url)
-    try:
-        for message in messages:
-            client.spublish(naming.user_channel(user), message.SerializeToString())
-    finally:
-        client.close()
-
-
-def key_update(user: str) -> pb.Message:
-    return pb.Message(kind=pb.KEY_UPDATE, sender=user, id=uuid.uuid4().hex[:32])
-
-
-def chat_from(sender: str, recipient: str, body: bytes, message_id: str | None = None) -> pb.Message:
-    return pb.Message(id=message_id or uuid.uuid4().hex, kind=pb.CHAT, sender=sender, recipient=recipient,
-                      conversation=naming.dm_conversation(sender, recipient), body=body)
-
-
-def forged_chats(cipher: PairwiseCipher, texts: list[str], prefix: str) -> list[pb.Message]:
-    """1:1 messages to alice "from bob" sealed with `cipher` (an impostor's keys), ids `<prefix>-<i>`."""
-    chats = []
-    for i, text in enumerate(texts):
-        message_id = f"{prefix}-{i}"
-        body = cipher.encrypt(text.encode(), message_id=message_id, sender="bob", recipient="alice", conversation=DM)
-        chats.append(chat_from("bob", "alice", body, message_id))
-    return chats
-
-
-def number_rows(number: str) -> list[str]:
-    return ["[Spartan]     " + row for row in format_rows(number)]
-
-
-async def wait_until(condition, timeout: float = 20.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.05)
 
 
 # ---------------------------------------------------------------- key changes
@@ -442,65 +323,3 @@ async def test_directory_keys_that_fail_their_checks_are_refused_and_the_pinned_
     assert alice.texts() == ["still bob"]
     await alice.send("bob", "still to bob")
     assert [r.text for r in await bob.wait_for(2)] == ["hello", "still to bob"]
-
-
-# ---------------------------------------------------------------- KCI and replay
-def forge_with_stolen_key(stolen: Identity, peer_keys: pb.PublicKeys, text: str) -> pb.Message:
-    """What a thief holding only alice's key file can build: a perfectly encrypted message "from bob"."""
-    message_id = uuid.uuid4().hex
-    route = {"message_id": message_id, "sender": "bob", "recipient": "alice", "conversation": DM}
-    nonce = uuid.uuid4().bytes[:12]
-    cipher = AES.new(derive_pairwise_key(stolen, "bob", peer_keys), AES.MODE_GCM, nonce=nonce, mac_len=16)
-    cipher.update(associated_data(**route))
-    ciphertext, tag = cipher.encrypt_and_digest(pad(text.encode()))
-    sealed = bytes((STATIC_ENVELOPE_VERSION,)) + nonce + ciphertext + tag  # the static key: the file derives it
-    return chat_from("bob", "alice", sealed + stolen.sign(signed_transcript(associated_data(**route), sealed)),
-                     message_id)
-
-
-async def test_a_stolen_key_file_cannot_forge_messages_from_bob(stack_factory, client_factory,
-                                                                keys: Path) -> None:  # type: ignore[no-untyped-def]
-    stack = stack_factory(gateways=1)
-    bob = await client_factory("bob", [stack.address(1)])
-    alice = Cli("alice", stack, keys)
-    try:
-        alice.open_chat("bob")
-        stolen = Identity("alice", *load_or_create("alice", keys)[0].private_seeds())  # a copy of the key file
-        bob_keys = directory_keys(stack.redis.url, "bob")
-        forgeries = [forge_with_stolen_key(stolen, bob_keys, f"bob here, forged {i}") for i in range(3)]
-        publish(stack.redis.url, "alice", *forgeries)
-        await bob.send("alice", "the real bob")
-        shown = alice.read_until("[bob] the real bob")
-        dropped = [line for line in shown if "could not be decrypted or verified" in line]
-        assert dropped == ["[Spartan] A message from bob could not be decrypted or verified and was dropped."]
-        assert not any("forged" in line for line in alice.lines)
-    finally:
-        assert alice.quit() == 0
-
-
-async def test_a_replayed_message_is_dropped_after_a_client_restart(stack_factory, client_factory,
-                                                                    keys: Path) -> None:  # type: ignore[no-untyped-def]
-    stack = stack_factory(gateways=1)
-    bob = await client_factory("bob", [stack.address(1)])
-    alice = Cli("alice", stack, keys)
-    try:
-        alice.open_chat("bob")
-        await bob.send("alice", "the original words")
-        alice.read_until("[bob] the original words")
-    finally:
-        assert alice.quit() == 0
-    original = stored_messages(stack.redis.url, DM)[-1]
-    replay = chat_from("bob", "alice", original.body, original.id)  # the old envelope, as a new delivery
-    me = load_or_create("alice", keys)[0]
-    assert PairwiseCipher(me, "bob", directory_keys(stack.redis.url, "bob"), OwnPrekeys.for_user(me, keys)).decrypt(
-        replay.body, message_id=replay.id, sender="bob", recipient="alice", conversation=DM) == b"the original words"
-
-    restarted = Cli("alice", stack, keys)
-    try:
-        restarted.open_chat("bob")
-        publish(stack.redis.url, "alice", replay)
-        await bob.send("alice", "new words")
-        restarted.read_until("[bob] new words")
-        assert not any("original words" in line for line in restarted.lines)
-    finally:
-        assert restarted.quit() == 0
