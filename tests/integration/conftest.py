@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.cli import LocalServer
+from tests.support.delivery import open_client  # noqa: F401  (a fixture: clients that close what they opened)
 
 
 @pytest.fixture
