@@ -122,6 +122,7 @@ async def run(args: argparse.Namespace) -> int:
             return 0
         unlock = passphrase_source(args.user, args.key_dir, args.passphrase_file)
         identity, created = load_or_create(args.user, args.key_dir, passphrase=unlock)
+        prekeys = OwnPrekeys.for_user(identity, args.key_dir)
     except KeyStoreError as exc:  # a wrong or missing passphrase, a key file others can read: nothing changed
         print(say(sentence(str(exc))), file=sys.stderr)
         return 2
@@ -133,7 +134,6 @@ async def run(args: argparse.Namespace) -> int:
     if args.ca and not Path(args.ca).is_file():
         print(say(f"The CA certificate {args.ca} does not exist."), file=sys.stderr)
         return 2
-    prekeys = OwnPrekeys.for_user(identity, args.key_dir)
     conn = Connection(addresses, identity, tls, args.enrolment_code, server_name=args.server_name, prekeys=prekeys)
     try:
         await conn.open()

@@ -44,7 +44,7 @@ from Crypto.Random import get_random_bytes
 
 from spartan.crypto.encoding import encode_fields
 from spartan.crypto.identity import KEY_BYTES, Identity, prekey_transcript
-from spartan.crypto.keystore import _b64, _unb64, key_dir, write_private_file
+from spartan.crypto.keystore import _b64, _unb64, key_dir, read_private_file, write_private_file
 from spartan.v1 import pb
 
 log = logging.getLogger(__name__)
@@ -200,10 +200,9 @@ class OwnPrekeys:
 
     def _read(self) -> dict[int, Prekey]:
         assert self.path is not None
-        try:
-            raw = self.path.read_bytes()
-        except FileNotFoundError:
+        if not self.path.exists():
             return {}
+        raw = read_private_file(self.path)  # KeyStoreError, one sentence, if others may read it or it is not ours
         try:
             outer = json.loads(raw)
             key, associated = self._file_key()

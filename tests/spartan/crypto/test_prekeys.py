@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from spartan.crypto import Identity
+from spartan.crypto import Identity, KeyStoreError
 from spartan.crypto.identity import prekey_transcript, verify_prekey
 from spartan.crypto.prekeys import (
     DAY_SECONDS,
@@ -258,3 +258,12 @@ def test_prekey_signature_known_answer_checks_with_a_second_implementation() -> 
     by_cryptography = Ed25519PrivateKey.from_private_bytes(KAT_BOB.private_seeds()[0]).sign(
         prekey_transcript("bob", 7, other.public(), START + 1))
     assert by_cryptography == other.signed(KAT_BOB).signature
+
+
+def test_a_prekeys_file_others_may_read_is_refused_with_one_sentence(tmp_path: Path) -> None:
+    identity = Identity.generate("alice")
+    OwnPrekeys.for_user(identity, tmp_path).current()
+    path = prekeys_path("alice", tmp_path)
+    path.chmod(0o644)
+    with pytest.raises(KeyStoreError, match=r"has mode 0644, so other users may read it; .*chmod 600"):
+        OwnPrekeys.for_user(identity, tmp_path)
